@@ -1,0 +1,260 @@
+//! Azure IoT Hub connection strings.
+//!
+//! - device:  `HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<base64 key>`
+//! - service: `HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<base64 key>`
+//!
+//! The port is this project's extension for self-hosted hubs; Azure's strings omit it (443).
+
+use std::{fmt, str::FromStr};
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+
+use crate::Secret;
+
+pub const DEFAULT_PORT: u16 = 443;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("connection string part '{0}' is not of the form Name=Value")]
+    NotKeyValue(String),
+    #[error("connection string is missing {0}")]
+    Missing(&'static str),
+    #[error("connection string names {0} twice")]
+    Duplicate(String),
+    #[error("connection string has an unknown part '{0}'")]
+    Unknown(String),
+    #[error("connection string's SharedAccessKey is not valid base64")]
+    BadKey,
+    #[error("connection string's HostName '{0}' is not host or host:port")]
+    BadHost(String),
+    #[error("connection string has DeviceId, so it is a device's, not a service's")]
+    DeviceNotService,
+    #[error("connection string has SharedAccessKeyName, so it is a service's, not a device's")]
+    ServiceNotDevice,
+}
+
+/// `host[:port]` as given in `HostName`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostName {
+    pub host: String,
+    pub port: u16,
+    /// Whether `HostName` spelled the port out; SAS resources use the text as written.
+    explicit_port: bool,
+}
+
+impl HostName {
+    pub fn new(host: impl Into<String>, port: Option<u16>) -> Self {
+        HostName {
+            host: host.into(),
+            port: port.unwrap_or(DEFAULT_PORT),
+            explicit_port: port.is_some(),
+        }
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.explicit_port {
+            write!(f, "{}:{}", self.host, self.port)
+        } else {
+            f.write_str(&self.host)
+        }
+    }
+}
+
+impl FromStr for HostName {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::BadHost(s.to_string());
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if host.is_empty() || !host.chars().all(valid) || port == Some(0) {
+            return Err(bad());
+        }
+        Ok(HostName::new(host, port))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceConnectionString {
+    pub host: HostName,
+    pub device_id: String,
+    pub key: Secret,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceConnectionString {
+    pub host: HostName,
+    pub policy: String,
+    pub key: Secret,
+}
+
+#[derive(Default)]
+struct Parts {
+    host: Option<String>,
+    device_id: Option<String>,
+    policy: Option<String>,
+    key: Option<String>,
+}
+
+fn parse_parts(s: &str) -> Result<Parts, ParseError> {
+    let mut parts = Parts::default();
+    for part in s.trim().split(';').filter(|p| !p.trim().is_empty()) {
+        // Only the name is echoed in errors: the value may be the key.
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| ParseError::NotKeyValue(part.chars().take(20).collect()))?;
+        let slot = match name.trim() {
+            "HostName" => &mut parts.host,
+            "DeviceId" => &mut parts.device_id,
+            "SharedAccessKeyName" => &mut parts.policy,
+            "SharedAccessKey" => &mut parts.key,
+            // Azure adds these to some strings; they do not change how we connect.
+            "GatewayHostName" | "ModuleId" => continue,
+            other => return Err(ParseError::Unknown(other.to_string())),
+        };
+        if slot.replace(value.trim().to_string()).is_some() {
+            return Err(ParseError::Duplicate(name.trim().to_string()));
+        }
+    }
+    Ok(parts)
+}
+
+fn host_and_key(parts: &mut Parts) -> Result<(HostName, Secret), ParseError> {
+    let host = parts.host.take().ok_or(ParseError::Missing("HostName"))?.parse()?;
+    let key = parts.key.take().ok_or(ParseError::Missing("SharedAccessKey"))?;
+    if key.is_empty() || STANDARD.decode(&key).is_err() {
+        return Err(ParseError::BadKey);
+    }
+    Ok((host, Secret::new(key)))
+}
+
+impl FromStr for DeviceConnectionString {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut parts = parse_parts(s)?;
+        if parts.policy.is_some() {
+            return Err(ParseError::ServiceNotDevice);
+        }
+        let (host, key) = host_and_key(&mut parts)?;
+        let device_id = parts
+            .device_id
+            .filter(|d| !d.is_empty())
+            .ok_or(ParseError::Missing("DeviceId"))?;
+        Ok(DeviceConnectionString { host, device_id, key })
+    }
+}
+
+impl FromStr for ServiceConnectionString {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut parts = parse_parts(s)?;
+        if parts.device_id.is_some() {
+            return Err(ParseError::DeviceNotService);
+        }
+        let (host, key) = host_and_key(&mut parts)?;
+        let policy = parts
+            .policy
+            .filter(|p| !p.is_empty())
+            .ok_or(ParseError::Missing("SharedAccessKeyName"))?;
+        Ok(ServiceConnectionString { host, policy, key })
+    }
+}
+
+impl DeviceConnectionString {
+    /// The string itself; it holds the key, so it is a secret too.
+    pub fn to_secret_string(&self) -> Secret {
+        Secret::new(format!(
+            "HostName={};DeviceId={};SharedAccessKey={}",
+            self.host,
+            self.device_id,
+            self.key.expose()
+        ))
+    }
+}
+
+impl ServiceConnectionString {
+    pub fn to_secret_string(&self) -> Secret {
+        Secret::new(format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            self.host,
+            self.policy,
+            self.key.expose()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY3ODkwMTI=";
+
+    #[test]
+    fn parses_device_string_with_and_without_port() {
+        let cs: DeviceConnectionString =
+            format!("HostName=hub.example.com;DeviceId=dev1;SharedAccessKey={KEY}")
+                .parse()
+                .unwrap();
+        assert_eq!(cs.host.host, "hub.example.com");
+        assert_eq!(cs.host.port, 443);
+        assert_eq!(cs.host.to_string(), "hub.example.com");
+        assert_eq!(cs.device_id, "dev1");
+        assert_eq!(cs.key.expose(), KEY);
+
+        let cs: DeviceConnectionString =
+            format!("HostName=localhost:8443;DeviceId=dev1;SharedAccessKey={KEY}")
+                .parse()
+                .unwrap();
+        assert_eq!(cs.host.port, 8443);
+        assert_eq!(cs.host.to_string(), "localhost:8443");
+        assert_eq!(cs.to_secret_string().expose().matches(KEY).count(), 1);
+    }
+
+    #[test]
+    fn parses_service_string() {
+        let cs: ServiceConnectionString = format!(
+            "HostName=localhost:8443;SharedAccessKeyName=service;SharedAccessKey={KEY}"
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(cs.policy, "service");
+        assert_eq!(cs.host.port, 8443);
+    }
+
+    #[test]
+    fn rejects_bad_strings_without_echoing_the_key() {
+        let cases = [
+            ("HostName=h;DeviceId=d", ParseError::Missing("SharedAccessKey")),
+            ("DeviceId=d;SharedAccessKey=AAAA", ParseError::Missing("HostName")),
+            ("HostName=h;SharedAccessKey=AAAA", ParseError::Missing("DeviceId")),
+            ("HostName=h;DeviceId=d;SharedAccessKey=not base64!", ParseError::BadKey),
+            ("HostName=h:99999;DeviceId=d;SharedAccessKey=AAAA", ParseError::BadHost("h:99999".into())),
+            ("HostName=h;DeviceId=d;Bogus=1;SharedAccessKey=AAAA", ParseError::Unknown("Bogus".into())),
+            ("HostName=h;HostName=h;DeviceId=d;SharedAccessKey=AAAA", ParseError::Duplicate("HostName".into())),
+            ("HostName=h;SharedAccessKeyName=p;SharedAccessKey=AAAA", ParseError::ServiceNotDevice),
+        ];
+        for (input, want) in cases {
+            let err = input.parse::<DeviceConnectionString>().unwrap_err();
+            assert_eq!(err, want, "{input}");
+            assert!(!err.to_string().contains("AAAA"));
+        }
+        let err = "HostName=h;DeviceId=d;SharedAccessKey=AAAA"
+            .parse::<ServiceConnectionString>()
+            .unwrap_err();
+        assert_eq!(err, ParseError::DeviceNotService);
+    }
+
+    #[test]
+    fn debug_masks_the_key() {
+        let cs: DeviceConnectionString =
+            format!("HostName=h;DeviceId=d;SharedAccessKey={KEY}").parse().unwrap();
+        assert!(!format!("{cs:?}").contains(KEY));
+    }
+}

@@ -1,0 +1,28 @@
+//! What the three binaries share.
+//!
+//! Layout:
+//! - [`secret`]: a string type whose `Debug`/`Display` never show the value (keys, tokens).
+//! - [`connection_string`]: Azure-style device and service connection strings.
+//! - [`sas`]: shared access signature tokens: signing, parsing, verifying.
+//! - [`protocol`]: the Azure IoT Hub device-streams wire protocol: topics, headers, paths, limits.
+//! - [`tls`]: rustls client and server set-up, and dialing a TLS connection with timeouts.
+//! - [`ws`]: a WebSocket carrying raw bytes, adapted to `AsyncRead`/`AsyncWrite`, and the client dial.
+//! - [`splice`]: joining a local socket to a stream's WebSocket, and what end-of-stream means.
+//! - [`mqtt`]: reading and writing MQTT 3.1.1 packets on a byte stream (codec from `rumqttc`).
+//! - [`backoff`]: exponential backoff with jitter for reconnect loops.
+//! - [`logging`] and [`shutdown`]: tracing set-up and SIGINT/SIGTERM handling for the binaries.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod connection_string;
+pub mod logging;
+pub mod mqtt;
+pub mod protocol;
+pub mod sas;
+pub mod secret;
+pub mod shutdown;
+pub mod splice;
+pub mod tls;
+pub mod ws;
+
+pub use secret::Secret;

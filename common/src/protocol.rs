@@ -1,0 +1,236 @@
+//! The Azure IoT Hub device-streams wire protocol: names, paths, headers and limits.
+//!
+//! Both proxies and the hub take every protocol string from here, so the three agree
+//! with each other and with Azure's SDKs by construction.
+
+use std::time::Duration;
+
+use crate::{
+    sas::{url_decode, url_encode},
+    Secret,
+};
+
+pub const API_VERSION: &str = "2020-09-30";
+
+/// Path of MQTT over WebSocket on the main endpoint, and the subprotocol it negotiates.
+pub const MQTT_WS_PATH: &str = "/$iothub/websocket";
+pub const MQTT_WS_SUBPROTOCOL: &str = "mqtt";
+/// Path prefix of the streaming endpoint.
+pub const BRIDGES_PREFIX: &str = "/bridges/";
+
+/// What a device subscribes to in order to receive stream requests.
+pub const STREAM_REQUEST_FILTER: &str = "$iothub/streams/POST/#";
+const STREAM_REQUEST_PREFIX: &str = "$iothub/streams/POST/";
+const STREAM_RESPONSE_PREFIX: &str = "$iothub/streams/res/";
+
+pub const HEADER_CONNECT_TIMEOUT: &str = "iothub-streaming-connect-timeout-in-seconds";
+pub const HEADER_RESPONSE_TIMEOUT: &str = "iothub-streaming-response-timeout-in-seconds";
+pub const HEADER_IS_ACCEPTED: &str = "iothub-streaming-is-accepted";
+pub const HEADER_URL: &str = "iothub-streaming-url";
+pub const HEADER_AUTH_TOKEN: &str = "iothub-streaming-auth-token";
+
+/// Azure's default for both the connect and the response timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest data message on a stream's WebSocket.
+pub const MAX_DATA_MESSAGE: usize = 64 * 1024;
+/// Status codes a device answers a stream request with.
+pub const ACCEPT: u16 = 200;
+pub const REJECT: u16 = 400;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicError {
+    #[error("topic '{0}' is not a stream request")]
+    NotStreamRequest(String),
+    #[error("topic '{0}' is not a stream response")]
+    NotStreamResponse(String),
+    #[error("stream request topic lacks {0}")]
+    Missing(&'static str),
+    #[error("stream request topic has a bad stream name")]
+    BadName,
+    #[error("stream request topic has a property that is not percent-encoded UTF-8")]
+    BadEncoding,
+}
+
+/// A stream request as a device receives it over MQTT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub name: String,
+    pub rid: String,
+    pub url: String,
+    pub auth: Secret,
+}
+
+/// MQTT user name a device connects with.
+pub fn mqtt_username(host: &str, device_id: &str) -> String {
+    format!("{host}/{device_id}/?api-version={API_VERSION}")
+}
+
+/// Splits `a=1&b=2` into decoded pairs; a missing `?` before it is tolerated by the callers.
+fn properties(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query.split('&').filter_map(|p| p.split_once('='))
+}
+
+/// Parses `$iothub/streams/POST/<name>/?$rid=..&$url=..&$auth=..`; unknown properties
+/// (such as `$ip`) are ignored and the `?` may be missing.
+pub fn parse_stream_request(topic: &str) -> Result<StreamRequest, TopicError> {
+    let rest = topic
+        .strip_prefix(STREAM_REQUEST_PREFIX)
+        .ok_or_else(|| TopicError::NotStreamRequest(truncate(topic)))?;
+    let (name, query) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = query.strip_prefix('?').unwrap_or(query);
+    if !valid_stream_name(name) {
+        return Err(TopicError::BadName);
+    }
+    let (mut rid, mut url, mut auth) = (None, None, None);
+    for (k, v) in properties(query) {
+        let slot = match k {
+            "$rid" => &mut rid,
+            "$url" => &mut url,
+            "$auth" => &mut auth,
+            _ => continue,
+        };
+        *slot = Some(url_decode(v).map_err(|_| TopicError::BadEncoding)?);
+    }
+    Ok(StreamRequest {
+        name: name.to_string(),
+        rid: rid.filter(|r| !r.is_empty()).ok_or(TopicError::Missing("$rid"))?,
+        url: url.ok_or(TopicError::Missing("$url"))?,
+        auth: Secret::new(auth.ok_or(TopicError::Missing("$auth"))?),
+    })
+}
+
+/// The topic a hub publishes a stream request on.
+pub fn stream_request_topic(name: &str, rid: &str, url: &str, auth: &Secret) -> Secret {
+    Secret::new(format!(
+        "{STREAM_REQUEST_PREFIX}{name}/?$rid={}&$url={}&$auth={}",
+        url_encode(rid),
+        url_encode(url),
+        url_encode(auth.expose())
+    ))
+}
+
+/// The topic a device answers a stream request on: 200 accepts, 400 rejects.
+pub fn stream_response_topic(status: u16, rid: &str) -> String {
+    format!("{STREAM_RESPONSE_PREFIX}{status}/?$rid={}", url_encode(rid))
+}
+
+/// Parses `$iothub/streams/res/<status>/?$rid=<rid>` into (status, rid).
+pub fn parse_stream_response(topic: &str) -> Result<(u16, String), TopicError> {
+    let bad = || TopicError::NotStreamResponse(truncate(topic));
+    let rest = topic.strip_prefix(STREAM_RESPONSE_PREFIX).ok_or_else(bad)?;
+    let (status, query) = rest.split_once('/').unwrap_or((rest, ""));
+    let status = status.parse().map_err(|_| bad())?;
+    let query = query.strip_prefix('?').unwrap_or(query);
+    let rid = properties(query)
+        .find(|(k, _)| *k == "$rid")
+        .ok_or(TopicError::Missing("$rid"))?
+        .1;
+    Ok((status, url_decode(rid).map_err(|_| TopicError::BadEncoding)?))
+}
+
+/// Path and query of a service's stream request.
+pub fn stream_request_path(device_id: &str, stream_name: &str) -> String {
+    format!(
+        "/twins/{}/streams/{}?api-version={API_VERSION}",
+        url_encode(device_id),
+        url_encode(stream_name)
+    )
+}
+
+/// Splits `/twins/<device>/streams/<name>` (path only, no query) into decoded parts.
+pub fn parse_stream_request_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/twins/")?;
+    let (device, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix("streams/")?;
+    if name.contains('/') {
+        return None;
+    }
+    Some((url_decode(device).ok()?, url_decode(name).ok()?))
+}
+
+/// Device ids: what Azure allows, less the characters that need quoting in topics and URLs.
+pub fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '@'))
+}
+
+/// Stream names travel inside a topic level, so no `/`, `+`, `#` or spaces.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+fn truncate(s: &str) -> String {
+    // Topics may carry a token after '?': never echo that part.
+    let head = s.split('?').next().unwrap_or_default();
+    head.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_request_topic_with_question_mark() {
+        let t = "$iothub/streams/POST/ssh/?$rid=7&$url=wss%3A%2F%2Fhub%3A8443%2Fbridges%2Fab%3Fx%3D1&$auth=tok%2Bx";
+        let r = parse_stream_request(t).unwrap();
+        assert_eq!(r.name, "ssh");
+        assert_eq!(r.rid, "7");
+        assert_eq!(r.url, "wss://hub:8443/bridges/ab?x=1");
+        assert_eq!(r.auth.expose(), "tok+x");
+    }
+
+    #[test]
+    fn parses_request_topic_without_question_mark_and_ignores_ip() {
+        let t = "$iothub/streams/POST/rdp/$rid=9&$ip=10.0.0.1&$url=wss%3A%2F%2Fh%2Fb&$auth=a";
+        let r = parse_stream_request(t).unwrap();
+        assert_eq!((r.name.as_str(), r.rid.as_str(), r.url.as_str()), ("rdp", "9", "wss://h/b"));
+    }
+
+    #[test]
+    fn rejects_bad_request_topics_without_echoing_tokens() {
+        assert_eq!(
+            parse_stream_request("$iothub/streams/POST/ssh/?$url=u&$auth=a"),
+            Err(TopicError::Missing("$rid"))
+        );
+        assert_eq!(
+            parse_stream_request("$iothub/streams/POST/ssh/?$rid=1&$auth=a"),
+            Err(TopicError::Missing("$url"))
+        );
+        assert_eq!(parse_stream_request("$iothub/streams/POST//?$rid=1"), Err(TopicError::BadName));
+        let err = parse_stream_request("devices/x/?$auth=SECRET").unwrap_err();
+        assert!(!err.to_string().contains("SECRET"));
+        assert_eq!(
+            parse_stream_request("$iothub/streams/POST/ssh/?$rid=1&$url=%FF&$auth=a"),
+            Err(TopicError::BadEncoding)
+        );
+    }
+
+    #[test]
+    fn round_trips_request_and_response_topics() {
+        let auth = Secret::new("a&b=c");
+        let topic = stream_request_topic("ssh", "42", "wss://h:1/bridges/x", &auth);
+        let r = parse_stream_request(topic.expose()).unwrap();
+        assert_eq!((r.rid.as_str(), r.url.as_str(), r.auth.expose()), ("42", "wss://h:1/bridges/x", "a&b=c"));
+
+        assert_eq!(stream_response_topic(200, "42"), "$iothub/streams/res/200/?$rid=42");
+        assert_eq!(parse_stream_response("$iothub/streams/res/400/?$rid=42"), Ok((400, "42".into())));
+        assert_eq!(parse_stream_response("$iothub/streams/res/200/$rid=5"), Ok((200, "5".into())));
+        assert!(parse_stream_response("$iothub/streams/res/abc/?$rid=1").is_err());
+    }
+
+    #[test]
+    fn header_names_and_paths_match_azure() {
+        assert_eq!(HEADER_CONNECT_TIMEOUT, "iothub-streaming-connect-timeout-in-seconds");
+        assert_eq!(HEADER_RESPONSE_TIMEOUT, "iothub-streaming-response-timeout-in-seconds");
+        assert_eq!(HEADER_IS_ACCEPTED, "iothub-streaming-is-accepted");
+        assert_eq!(HEADER_URL, "iothub-streaming-url");
+        assert_eq!(HEADER_AUTH_TOKEN, "iothub-streaming-auth-token");
+        assert_eq!(stream_request_path("dev 1", "ssh"), "/twins/dev%201/streams/ssh?api-version=2020-09-30");
+        assert_eq!(parse_stream_request_path("/twins/dev%201/streams/ssh"), Some(("dev 1".into(), "ssh".into())));
+        assert_eq!(parse_stream_request_path("/twins/d/streams/a/b"), None);
+        assert_eq!(mqtt_username("h:1", "d"), "h:1/d/?api-version=2020-09-30");
+    }
+}

@@ -1,0 +1,110 @@
+//! TLS everywhere, with rustls (ring provider): client configs that trust either the
+//! system's roots or one CA file (self-hosted hubs), the hub's server config, and
+//! dialing a TLS connection with a bound on every step.
+
+use std::{io, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    ClientConfig, RootCertStore, ServerConfig,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate in a PEM file; an empty or unreadable file is an error naming it.
+pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read certificate file {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("certificate file {} is not valid PEM", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "certificate file {} holds no PEM certificate", path.display());
+    Ok(certs)
+}
+
+/// A client config trusting `ca_file` if given, else the operating system's roots.
+pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("CA file {} holds an unusable certificate", path.display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // One malformed system certificate should not make every other one unusable.
+                let _ = roots.add(cert);
+            }
+            anyhow::ensure!(!roots.is_empty(), "no system CA certificates found; pass --ca-file");
+        }
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The hub's server config from a PEM certificate chain and a PEM private key.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs = load_certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("cannot read a PEM private key from {}", key_file.display()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("server certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error("'{0}' is not a valid TLS server name")]
+    ServerName(String),
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake { addr: String, source: io::Error },
+    #[error("TLS handshake with {addr} timed out after {after:?}")]
+    HandshakeTimeout { addr: String, after: Duration },
+}
+
+/// Dials TLS connections: TCP connect and TLS handshake, each within `timeout`.
+#[derive(Clone)]
+pub struct Connector {
+    connector: TlsConnector,
+    pub timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(config: Arc<ClientConfig>, timeout: Duration) -> Self {
+        Connector { connector: TlsConnector::from(config), timeout }
+    }
+
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
+        let addr = format!("{host}:{port}");
+        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| DialError::ConnectTimeout { addr: addr.clone(), after: self.timeout })?
+            .map_err(|source| DialError::Connect { addr: addr.clone(), source })?;
+        // Interactive sessions (ssh keystrokes) must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.to_string()).map_err(|_| DialError::ServerName(host.into()))?;
+        tokio::time::timeout(self.timeout, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| DialError::HandshakeTimeout { addr: addr.clone(), after: self.timeout })?
+            .map_err(|source| DialError::Handshake { addr, source })
+    }
+}

@@ -1,0 +1,179 @@
+//! A stream's WebSocket as a byte stream, and dialing one.
+//!
+//! On a device stream the WebSocket carries raw bytes in binary messages of at most
+//! 64 KiB, nothing else. [`WsStream`] turns that into `AsyncRead`/`AsyncWrite` so the
+//! proxies can splice it with ordinary tokio I/O, and the hub can run MQTT over it:
+//! - each `poll_write` becomes one binary message (at most [`MAX_DATA_MESSAGE`] bytes);
+//!   messages are only flushed on `poll_flush`, so bulk copies batch them;
+//! - text messages are taken as data too (some clients send them); empty ones are skipped;
+//! - a Close frame, or the peer's end of the connection, reads as end of file;
+//! - `poll_shutdown` sends a Close frame.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use futures_util::{Sink, Stream};
+use http::{header, HeaderValue, Uri};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig, Message},
+    WebSocketStream,
+};
+
+use crate::{
+    protocol::MAX_DATA_MESSAGE,
+    tls::{Connector, DialError},
+    Secret,
+};
+
+/// Limits every WebSocket in the project uses: one data message is at most 64 KiB.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(MAX_DATA_MESSAGE + 1024)
+        .write_buffer_size(MAX_DATA_MESSAGE)
+        .max_write_buffer_size(4 * MAX_DATA_MESSAGE)
+        .max_message_size(Some(MAX_DATA_MESSAGE))
+        .max_frame_size(Some(MAX_DATA_MESSAGE))
+}
+
+/// Bytes over a WebSocket; see the module docs for what each message kind means.
+pub struct WsStream<S> {
+    inner: WebSocketStream<S>,
+    pending: Bytes,
+}
+
+impl<S> WsStream<S> {
+    pub fn new(inner: WebSocketStream<S>) -> Self {
+        WsStream { inner, pending: Bytes::new() }
+    }
+}
+
+fn to_io(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+fn is_closed(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        while self.pending.is_empty() {
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(Message::Binary(data))) => self.pending = data,
+                Some(Ok(Message::Text(text))) => self.pending = Bytes::from(text),
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(e)) if is_closed(&e) => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(to_io)?;
+        let n = buf.len().min(MAX_DATA_MESSAGE);
+        let msg = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+        Pin::new(&mut self.inner).start_send(msg).map_err(to_io)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx).map_err(to_io)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match ready!(Pin::new(&mut self.inner).poll_close(cx)) {
+            Err(e) if !is_closed(&e) => Poll::Ready(Err(to_io(e))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    #[error("'{0}' is not a wss:// URL")]
+    BadUrl(String),
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("{host} refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
+    Refused { host: String, status: u16, body: String },
+    #[error("WebSocket handshake with {host} failed: {source}")]
+    Handshake { host: String, source: tungstenite::Error },
+    #[error("WebSocket handshake with {host} timed out after {after:?}")]
+    Timeout { host: String, after: Duration },
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+pub type ClientWs = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Opens a WebSocket to a `wss://` URL, optionally with `Authorization: Bearer <token>` and a
+/// subprotocol; the TLS dial and the upgrade are each bound by the connector's timeout.
+pub async fn connect(
+    connector: &Connector,
+    url: &str,
+    bearer: Option<&Secret>,
+    subprotocol: Option<&str>,
+) -> Result<ClientWs, WsError> {
+    let bad_url = || WsError::BadUrl(url.chars().take(200).collect());
+    let uri: Uri = url.parse().map_err(|_| bad_url())?;
+    if uri.scheme_str() != Some("wss") {
+        return Err(bad_url());
+    }
+    let host = uri.host().ok_or_else(bad_url)?.to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut request = url.into_client_request().map_err(|_| bad_url())?;
+    let headers = request.headers_mut();
+    if let Some(token) = bearer {
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    if let Some(proto) = subprotocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(proto).map_err(|_| bad_url())?);
+    }
+    let tls = connector.connect(&host, port).await?;
+    let handshake = tokio_tungstenite::client_async_with_config(request, tls, Some(config()));
+    let addr = format!("{host}:{port}");
+    match tokio::time::timeout(connector.timeout, handshake).await {
+        Err(_) => Err(WsError::Timeout { host: addr, after: connector.timeout }),
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
+                .unwrap_or_default();
+            Err(WsError::Refused { host: addr, status, body })
+        }
+        Ok(Err(source)) => Err(WsError::Handshake { host: addr, source }),
+    }
+}
