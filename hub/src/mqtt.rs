@@ -1,0 +1,194 @@
+//! Devices' control channel: MQTT 3.1.1 over WebSocket at `/$iothub/websocket`.
+//!
+//! The first packet must be a CONNECT whose password is the device's SAS token, within
+//! the first-message timeout. After that the hub publishes stream requests to the device
+//! and takes its answers (`$iothub/streams/res/<status>/?$rid=<rid>`). A device may only
+//! subscribe to the streams topics and only publish stream answers; anything else is
+//! refused or ignored, and a malformed packet ends the session.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use device_streams_common::{
+    mqtt::MqttIo,
+    protocol::{self, MQTT_WS_SUBPROTOCOL},
+    ws::WsStream,
+};
+use http::{Request, Response};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use rumqttc::mqttbytes::{
+    v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck},
+    QoS,
+};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    auth::{self, AuthError},
+    http::{accept_upgrade, upgraded, Body, ServerWs},
+    sessions::Outgoing,
+    Hub,
+};
+
+type Io = MqttIo<WsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// Idle limit for a device that asked for no keep-alive at all.
+const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
+        Ok(accepted) => accepted,
+        Err(resp) => return resp,
+    };
+    let span = tracing::info_span!("device", %peer, device = tracing::field::Empty);
+    let tracker = hub.tracker.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = serve(hub, on_upgrade).await {
+                tracing::warn!("control session ended: {e:#}");
+            }
+        }
+        .instrument(span),
+    );
+    resp
+}
+
+async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
+    let ws: ServerWs = upgraded(on_upgrade).await.context("WebSocket upgrade failed")?;
+    let mut io = MqttIo::new(WsStream::new(ws), hub.config.limits.max_mqtt_packet);
+    let first = tokio::time::timeout(hub.config.limits.first_message, io.read())
+        .await
+        .context("no CONNECT within the first-message timeout")?
+        .context("reading CONNECT")?;
+    let connect = match first {
+        Some(Packet::Connect(connect)) => connect,
+        Some(_) => bail!("first packet was not CONNECT"),
+        None => bail!("connection closed before CONNECT"),
+    };
+    let device = connect.client_id.clone();
+    tracing::Span::current().record("device", device.as_str());
+    if let Err((code, why)) = authenticate(&hub, &connect) {
+        let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
+        io.shutdown().await;
+        bail!("device '{device}' refused: {why}");
+    }
+    let registration = hub.sessions.register(&device, &hub.shutdown);
+    if let Err(e) = hub.registry.touch_device(&device) {
+        tracing::warn!("could not record the connection time: {e}");
+    }
+    let keep_alive = match connect.keep_alive {
+        0 => MAX_IDLE,
+        secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
+    };
+    let result = async {
+        write(&mut io, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+        tracing::info!("device connected");
+        run(&hub, &device, &mut io, registration.rx, &registration.cancel, keep_alive).await
+    }
+    .await;
+    hub.sessions.unregister(&device, registration.generation);
+    io.shutdown().await;
+    let why = result?;
+    tracing::info!("device disconnected: {why}");
+    Ok(())
+}
+
+fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, String)> {
+    let device = &connect.client_id;
+    if !protocol::valid_device_id(device) {
+        return Err((ConnectReturnCode::BadClientId, "client id is not a valid device id".into()));
+    }
+    let login = connect
+        .login
+        .as_ref()
+        .ok_or((ConnectReturnCode::BadUserNamePassword, "CONNECT has no user name and password".to_string()))?;
+    if login.username.split('/').nth(1) != Some(device.as_str()) {
+        let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
+        return Err((ConnectReturnCode::BadUserNamePassword, why));
+    }
+    auth::device(&hub.registry, &hub.config.hostname, device, &login.password).map_err(|e| {
+        let code = match e {
+            AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => ConnectReturnCode::NotAuthorized,
+            AuthError::Registry(_) => ConnectReturnCode::ServiceUnavailable,
+            _ => ConnectReturnCode::BadUserNamePassword,
+        };
+        (code, e.to_string())
+    })
+}
+
+async fn write(io: &mut Io, packet: Packet) -> anyhow::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, io.write(packet))
+        .await
+        .context("device stopped reading its control channel")??;
+    Ok(())
+}
+
+/// Serves an authenticated session until it ends; returns why it ended.
+async fn run(
+    hub: &Hub,
+    device: &str,
+    io: &mut Io,
+    mut requests: mpsc::Receiver<Outgoing>,
+    cancel: &CancellationToken,
+    keep_alive: Duration,
+) -> anyhow::Result<&'static str> {
+    let mut deadline = Instant::now() + keep_alive;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, replaced by a newer connection, or hub shutting down)"),
+            () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
+            Some(out) = requests.recv() => {
+                let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());
+                write(io, Packet::Publish(publish)).await?;
+            }
+            packet = io.read() => {
+                deadline = Instant::now() + keep_alive;
+                match packet.context("control channel")? {
+                    None => return Ok("connection closed by the device"),
+                    Some(Packet::Disconnect) => return Ok("device sent DISCONNECT"),
+                    Some(packet) => handle(hub, device, io, packet).await?,
+                }
+            }
+        }
+    }
+}
+
+async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow::Result<()> {
+    match packet {
+        Packet::PingReq => write(io, Packet::PingResp).await,
+        Packet::Subscribe(sub) => {
+            let codes = sub
+                .filters
+                .iter()
+                .map(|f| match f.path.starts_with("$iothub/streams/") {
+                    true => SubscribeReasonCode::Success(QoS::AtMostOnce),
+                    false => {
+                        tracing::info!(filter = %f.path, "refusing subscription: only device streams are served");
+                        SubscribeReasonCode::Failure
+                    }
+                })
+                .collect();
+            write(io, Packet::SubAck(SubAck::new(sub.pkid, codes))).await
+        }
+        Packet::Unsubscribe(unsub) => write(io, Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await,
+        Packet::Publish(publish) => {
+            match protocol::parse_stream_response(&publish.topic) {
+                Ok((status, rid)) => {
+                    if !hub.sessions.answer(device, &rid, status) {
+                        tracing::debug!(rid, "answer to no waiting request (too late, or not ours)");
+                    }
+                }
+                Err(e) => tracing::info!("ignoring a publish the hub does not serve: {e}"),
+            }
+            match publish.qos {
+                QoS::AtMostOnce => Ok(()),
+                QoS::AtLeastOnce => write(io, Packet::PubAck(PubAck::new(publish.pkid))).await,
+                QoS::ExactlyOnce => bail!("QoS 2 is not supported"),
+            }
+        }
+        Packet::Connect(_) => bail!("second CONNECT on one connection"),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,113 @@
+//! The hub's one TLS port: accept loop, TLS, HTTP/1.1, and routing to the endpoints.
+//!
+//! | route | endpoint |
+//! |---|---|
+//! | `POST /twins/{id}/streams/{name}` | [`crate::rest`]: a service asks for a stream |
+//! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
+//! | `GET /bridges/{stream}` | [`crate::relay`]: the streaming endpoint |
+//! | `GET /healthz` | liveness |
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use device_streams_common::{backoff::Backoff, protocol};
+use http::{Method, Request, Response, StatusCode};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::{net::TcpListener, net::TcpStream, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::{
+    http::{error, text, Body},
+    mqtt, relay, rest, Hub,
+};
+
+/// Serves `listener` until `hub.shutdown` is cancelled, then waits for every task
+/// (open streams get the shutdown grace period) and returns.
+pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Arc<Hub>) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = hub.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to free up.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            },
+        };
+        backoff.reset();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
+            continue;
+        };
+        let (hub, acceptor) = (hub.clone(), acceptor.clone());
+        let span = tracing::info_span!("conn", %peer);
+        hub.tracker.clone().spawn(
+            async move {
+                if let Err(e) = serve_connection(hub, acceptor, tcp, peer).await {
+                    tracing::debug!("connection ended: {e:#}");
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    hub.tracker.close();
+    hub.tracker.wait().await;
+    tracing::info!("hub stopped");
+    Ok(())
+}
+
+async fn serve_connection(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let limits = &hub.config.limits;
+    let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake failed")?;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.first_message)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let route_hub = hub.clone();
+    let service = service_fn(move |req| route(route_hub.clone(), peer, req));
+    let conn = builder.serve_connection(TokioIo::new(tls), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r.context("HTTP")?,
+        () = hub.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await.context("HTTP")?;
+        }
+    }
+    Ok(())
+}
+
+async fn route(hub: Arc<Hub>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match (req.method().clone(), path.as_str()) {
+        (Method::POST, p) if p.starts_with("/twins/") => match protocol::parse_stream_request_path(p) {
+            Some((device, name)) => rest::stream_request(hub, req, device, name).await,
+            None => error(StatusCode::NOT_FOUND, "NotFound", "expected /twins/{deviceId}/streams/{streamName}"),
+        },
+        (Method::GET, protocol::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
+        (Method::GET, p) if p.starts_with(protocol::BRIDGES_PREFIX) => {
+            let id = p[protocol::BRIDGES_PREFIX.len()..].to_string();
+            relay::upgrade(hub, req, id)
+        }
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (method, _) => error(StatusCode::NOT_FOUND, "NotFound", format!("no endpoint for {method} {path}")),
+    };
+    Ok(resp)
+}

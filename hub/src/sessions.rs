@@ -1,0 +1,192 @@
+//! Connected devices and the stream requests waiting for their answers.
+//!
+//! Each device has at most one control session; a new CONNECT for the same id
+//! replaces the old one, as on Azure. A service's stream request is published into the
+//! device's session and waits here, by request id, for the device's 200 or 400.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use device_streams_common::Secret;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many stream requests may queue for one device before the hub says it is busy.
+const QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("device '{0}' is not connected to the hub")]
+    NotConnected(String),
+    #[error("device '{0}' has too many stream requests waiting")]
+    Busy(String),
+    #[error("device '{0}' did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("device '{0}' disconnected before answering")]
+    Disconnected(String),
+}
+
+/// A stream request to publish; the topic carries the device's stream token.
+pub struct Outgoing {
+    pub topic: Secret,
+}
+
+struct Handle {
+    generation: u64,
+    tx: mpsc::Sender<Outgoing>,
+    cancel: CancellationToken,
+}
+
+struct Waiter {
+    device: String,
+    tx: oneshot::Sender<u16>,
+}
+
+#[derive(Default)]
+struct Inner {
+    devices: HashMap<String, Handle>,
+    waiters: HashMap<String, Waiter>,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+    next: AtomicU64,
+}
+
+/// What a new control session gets: its id, its queue of requests and its kill switch.
+pub struct Registration {
+    pub generation: u64,
+    pub rx: mpsc::Receiver<Outgoing>,
+    pub cancel: CancellationToken,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a session for `device`, ending any earlier one.
+    pub fn register(&self, device: &str, parent: &CancellationToken) -> Registration {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let cancel = parent.child_token();
+        let old = self.lock().devices.insert(
+            device.to_string(),
+            Handle { generation, tx, cancel: cancel.clone() },
+        );
+        if let Some(old) = old {
+            tracing::info!(device, "a new connection replaces the device's earlier one");
+            old.cancel.cancel();
+        }
+        Registration { generation, rx, cancel }
+    }
+
+    /// Removes the session if it is still the current one, failing its waiting requests.
+    pub fn unregister(&self, device: &str, generation: u64) {
+        let mut inner = self.lock();
+        if inner.devices.get(device).is_some_and(|h| h.generation == generation) {
+            inner.devices.remove(device);
+            inner.waiters.retain(|_, w| w.device != device);
+        }
+    }
+
+    /// Cuts a device's control session (it was disabled or deleted).
+    pub fn disconnect(&self, device: &str) -> bool {
+        match self.lock().devices.remove(device) {
+            Some(handle) => {
+                handle.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_connected(&self, device: &str) -> bool {
+        self.lock().devices.contains_key(device)
+    }
+
+    pub fn connected(&self) -> usize {
+        self.lock().devices.len()
+    }
+
+    /// Publishes a stream request to `device` and waits for its answer (the status code).
+    /// `make_topic` gets the request id the hub chose.
+    pub async fn request(
+        &self,
+        device: &str,
+        make_topic: impl FnOnce(&str) -> Secret,
+        timeout: Duration,
+    ) -> Result<u16, RequestError> {
+        let rid = self.next.fetch_add(1, Ordering::Relaxed).to_string();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            let handle = inner
+                .devices
+                .get(device)
+                .ok_or_else(|| RequestError::NotConnected(device.to_string()))?;
+            handle
+                .tx
+                .try_send(Outgoing { topic: make_topic(&rid) })
+                .map_err(|_| RequestError::Busy(device.to_string()))?;
+            inner.waiters.insert(rid.clone(), Waiter { device: device.to_string(), tx });
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.lock().waiters.remove(&rid);
+        match answer {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(_)) => Err(RequestError::Disconnected(device.to_string())),
+            Err(_) => Err(RequestError::Timeout(device.to_string(), timeout)),
+        }
+    }
+
+    /// A device's answer; answers to another device's requests are ignored.
+    pub fn answer(&self, device: &str, rid: &str, status: u16) -> bool {
+        let mut inner = self.lock();
+        match inner.waiters.get(rid) {
+            Some(w) if w.device == device => {
+                let waiter = inner.waiters.remove(rid);
+                waiter.is_some_and(|w| w.tx.send(status).is_ok())
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_answered_only_by_their_device() {
+        let sessions = std::sync::Arc::new(Sessions::default());
+        let root = CancellationToken::new();
+        let mut reg = sessions.register("dev1", &root);
+        let s = sessions.clone();
+        let req = tokio::spawn(async move {
+            s.request("dev1", |rid| Secret::new(rid.to_string()), Duration::from_secs(5)).await
+        });
+        let out = reg.rx.recv().await.unwrap();
+        let rid = out.topic.expose().to_string();
+        assert!(!sessions.answer("dev2", &rid, 200));
+        assert!(sessions.answer("dev1", &rid, 400));
+        assert_eq!(req.await.unwrap(), Ok(400));
+
+        let err = sessions.request("nobody", |r| Secret::new(r.to_string()), Duration::from_secs(1)).await;
+        assert_eq!(err, Err(RequestError::NotConnected("nobody".into())));
+
+        let replaced = sessions.register("dev1", &root);
+        assert!(reg.cancel.is_cancelled());
+        sessions.unregister("dev1", reg.generation); // stale: must not remove the new one
+        assert!(sessions.is_connected("dev1"));
+        sessions.unregister("dev1", replaced.generation);
+        assert!(!sessions.is_connected("dev1"));
+    }
+}

@@ -1,0 +1,286 @@
+//! The streaming endpoint: streams between a service's stream request and the moment
+//! both sides' WebSockets have arrived, and the limits on how many there are.
+//!
+//! A stream gets a random id (its URL is `<streaming base>/bridges/<id>`) and two tokens,
+//! one per side. A token is single-use, bound to its stream and its side, and dies with
+//! the stream's connect window: [`Streams::claim`] checks it in constant time and spends
+//! it. The first side to arrive waits; the second hands its WebSocket to the first,
+//! whose task then relays (see [`crate::relay`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use device_streams_common::Secret;
+use futures_util::SinkExt;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
+
+use crate::http::ServerWs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Device,
+    Service,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        self as usize
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Device => "device",
+            Side::Service => "service",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClaimError {
+    #[error("no such stream, or its connect window has passed")]
+    UnknownStream,
+    #[error("the token is not valid for this stream")]
+    BadToken,
+    #[error("the token has already been used")]
+    Replayed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("the hub already carries its maximum of {0} streams")]
+    Hub(usize),
+    #[error("device '{0}' already has its maximum of {1} streams")]
+    Device(String, usize),
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_device: HashMap<String, usize>,
+}
+
+/// One stream's place under the limits, from request to close; dropping it frees the place.
+pub struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    device: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_device.get_mut(&self.device) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_device.remove(&self.device);
+            }
+        }
+    }
+}
+
+/// What the hub knows of a stream, carried from request to activity record.
+pub struct StreamInfo {
+    pub id: String,
+    pub device: String,
+    pub name: String,
+    pub policy: String,
+    pub requested_at: Instant,
+    pub accepted_at: Option<Instant>,
+    pub slot: Slot,
+}
+
+/// The waiting side's WebSocket meets the other's here.
+pub struct Paired {
+    pub ws: ServerWs,
+    pub info: StreamInfo,
+}
+
+struct Pending {
+    info: StreamInfo,
+    tokens: [Secret; 2],
+    claimed: [bool; 2],
+    waiting: Option<(Side, oneshot::Sender<Paired>)>,
+}
+
+pub struct Streams {
+    pending: Mutex<HashMap<String, Pending>>,
+    counts: Arc<Mutex<Counts>>,
+    max_total: usize,
+    max_per_device: usize,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Closes a WebSocket with a reason the peer can log.
+pub async fn close_with(mut ws: ServerWs, code: CloseCode, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.to_string().into() };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+}
+
+impl Streams {
+    pub fn new(max_total: usize, max_per_device: usize) -> Self {
+        Streams {
+            pending: Mutex::default(),
+            counts: Arc::default(),
+            max_total,
+            max_per_device,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a new stream to `device`, or says which limit is reached.
+    pub fn reserve(&self, device: &str) -> Result<Slot, LimitError> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.total >= self.max_total {
+            return Err(LimitError::Hub(self.max_total));
+        }
+        let n = c.per_device.entry(device.to_string()).or_default();
+        if *n >= self.max_per_device {
+            return Err(LimitError::Device(device.to_string(), self.max_per_device));
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(Slot { counts: self.counts.clone(), device: device.to_string() })
+    }
+
+    /// Streams pending or open right now.
+    pub fn active(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+
+    pub fn new_id() -> String {
+        random_token(16)
+    }
+
+    /// Registers a stream awaiting its two WebSockets; returns (device token, service token).
+    pub fn create(&self, info: StreamInfo) -> (Secret, Secret) {
+        let tokens = [Secret::new(random_token(32)), Secret::new(random_token(32))];
+        let out = (tokens[0].clone(), tokens[1].clone());
+        let id = info.id.clone();
+        self.lock().insert(id, Pending { info, tokens, claimed: [false; 2], waiting: None });
+        out
+    }
+
+    pub fn mark_accepted(&self, id: &str) {
+        if let Some(p) = self.lock().get_mut(id) {
+            p.info.accepted_at = Some(Instant::now());
+        }
+    }
+
+    /// Drops a stream that will not be paired (rejected, timed out, or its window passed);
+    /// a side still waiting for its peer is woken and closed. Returns what it knew.
+    pub fn remove(&self, id: &str) -> Option<StreamInfo> {
+        self.lock().remove(id).map(|p| p.info)
+    }
+
+    /// Checks `token` for stream `id` and spends it; a token works once.
+    pub fn claim(&self, id: &str, token: &str) -> Result<(Side, String), ClaimError> {
+        let mut pending = self.lock();
+        let p = pending.get_mut(id).ok_or(ClaimError::UnknownStream)?;
+        let side = [Side::Device, Side::Service]
+            .into_iter()
+            .find(|s| bool::from(p.tokens[s.index()].expose().as_bytes().ct_eq(token.as_bytes())))
+            .ok_or(ClaimError::BadToken)?;
+        if std::mem::replace(&mut p.claimed[side.index()], true) {
+            return Err(ClaimError::Replayed);
+        }
+        Ok((side, p.info.device.clone()))
+    }
+
+    /// Brings a side's WebSocket to its stream. The first side waits here and gets the
+    /// second's WebSocket to relay with; the second returns `None` at once.
+    pub async fn join(&self, id: &str, side: Side, ws: ServerWs) -> Option<(ServerWs, Paired)> {
+        let rx = {
+            let mut pending = self.lock();
+            match pending.get_mut(id).map(|p| p.waiting.take()) {
+                None => None,
+                Some(Some((other, tx))) if other != side => {
+                    if let Some(p) = pending.remove(id) {
+                        // If the waiter is gone its window passed just now; our socket drops with it.
+                        let _ = tx.send(Paired { ws, info: p.info });
+                    }
+                    return None;
+                }
+                Some(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(p) = pending.get_mut(id) {
+                        p.waiting = Some((side, tx));
+                    }
+                    Some(rx)
+                }
+            }
+        };
+        let Some(rx) = rx else {
+            close_with(ws, CloseCode::Policy, "stream expired before both sides connected").await;
+            return None;
+        };
+        match rx.await {
+            Ok(paired) => Some((ws, paired)),
+            Err(_) => {
+                let why = "the other side did not connect within the connect timeout";
+                close_with(ws, CloseCode::Again, why).await;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(streams: &Streams, id: &str, device: &str) -> StreamInfo {
+        StreamInfo {
+            id: id.into(),
+            device: device.into(),
+            name: "ssh".into(),
+            policy: "service".into(),
+            requested_at: Instant::now(),
+            accepted_at: None,
+            slot: streams.reserve(device).unwrap(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_single_use_and_bound_to_stream_and_side() {
+        let streams = Streams::new(10, 10);
+        let (dev, svc) = streams.create(info(&streams, "s1", "dev1"));
+        let (_, _) = streams.create(info(&streams, "s2", "dev1"));
+        assert_eq!(streams.claim("s2", dev.expose()), Err(ClaimError::BadToken));
+        assert_eq!(streams.claim("s1", "nope"), Err(ClaimError::BadToken));
+        assert_eq!(streams.claim("s1", dev.expose()), Ok((Side::Device, "dev1".into())));
+        assert_eq!(streams.claim("s1", dev.expose()), Err(ClaimError::Replayed));
+        assert_eq!(streams.claim("s1", svc.expose()), Ok((Side::Service, "dev1".into())));
+        assert!(streams.remove("s1").is_some());
+        assert_eq!(streams.claim("s1", svc.expose()), Err(ClaimError::UnknownStream));
+    }
+
+    #[test]
+    fn limits_count_streams_until_their_slot_drops() {
+        let streams = Streams::new(3, 2);
+        let a = streams.reserve("d1").unwrap();
+        let _b = streams.reserve("d1").unwrap();
+        assert_eq!(streams.reserve("d1").err(), Some(LimitError::Device("d1".into(), 2)));
+        let _c = streams.reserve("d2").unwrap();
+        assert_eq!(streams.reserve("d3").err(), Some(LimitError::Hub(3)));
+        drop(a);
+        assert!(streams.reserve("d1").is_ok());
+        assert_eq!(streams.active(), 2);
+    }
+}
