@@ -134,6 +134,8 @@ fn body_suffix(body: &str) -> String {
 }
 
 pub type ClientWs = WebSocketStream<TlsStream<TcpStream>>;
+/// A client WebSocket as a byte stream.
+pub type ClientStream = WsStream<TlsStream<TcpStream>>;
 
 /// Opens a WebSocket to a `wss://` URL, optionally with `Authorization: Bearer <token>` and a
 /// subprotocol; the TLS dial and the upgrade are each bound by the connector's timeout.

@@ -1,1 +1,100 @@
-fn main() {}
+//! `device-local-proxy`: command line. Everything but argument parsing lives in the library.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use device_local_proxy::{Config, Target, Targets};
+use device_streams_common::{logging, shutdown, tls, Secret};
+
+/// Device side of Azure IoT Hub device streams: keeps a control connection to the hub and
+/// splices each accepted stream to a local target from --map (e.g. the local sshd).
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Device connection string: HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<key>.
+    /// Prefer the environment variable: command lines are visible to other users.
+    #[arg(long, env = "DEVICE_CONNECTION_STRING", hide_env_values = true)]
+    connection_string: Secret,
+    /// PEM file with the CA certificate(s) to trust for the hub, instead of the system's.
+    #[arg(long, env = "DEVICE_PROXY_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// A stream name and the local target it reaches, NAME=HOST:PORT; repeat for more
+    /// (the variable takes a comma-separated list). Requests for other names are rejected.
+    #[arg(long = "map", env = "DEVICE_PROXY_MAP", value_delimiter = ',', required = true)]
+    map: Vec<Target>,
+    /// Time allowed to reach the hub (TCP, TLS, WebSocket, MQTT handshakes, each).
+    #[arg(long, env = "DEVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+    /// Time allowed to connect to a local target.
+    #[arg(long, env = "DEVICE_PROXY_TARGET_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    target_timeout: Duration,
+    /// MQTT keep-alive: ping the hub this often; a missing answer means the link is dead.
+    #[arg(long, env = "DEVICE_PROXY_KEEP_ALIVE", value_parser = humantime::parse_duration, default_value = "30s")]
+    keep_alive: Duration,
+    /// Lifetime of each SAS token; renewed (by reconnecting the control channel) at 80% of it.
+    #[arg(long, env = "DEVICE_PROXY_TOKEN_TTL", value_parser = humantime::parse_duration, default_value = "1h")]
+    token_ttl: Duration,
+    /// Most streams open at once.
+    #[arg(long, env = "DEVICE_PROXY_MAX_STREAMS", default_value_t = 100)]
+    max_streams: usize,
+    /// How long open streams may go on after SIGTERM.
+    #[arg(long, env = "DEVICE_PROXY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    shutdown_grace: Duration,
+    /// Longest wait between reconnect attempts.
+    #[arg(long, env = "DEVICE_PROXY_MAX_BACKOFF", value_parser = humantime::parse_duration, default_value = "60s")]
+    max_backoff: Duration,
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, env = "DEVICE_PROXY_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: logging::LogFormat,
+}
+
+/// Exit code for bad arguments, as clap uses.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format, "info");
+    let config = match config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("device-local-proxy: {e:#}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("device-local-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(async { device_local_proxy::run(config, shutdown::on_signal()).await }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("device-local-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(args: Args) -> anyhow::Result<Config> {
+    use anyhow::Context;
+    let connection = args
+        .connection_string
+        .expose()
+        .parse()
+        .context("--connection-string")?;
+    let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
+    Ok(Config {
+        connection,
+        connector: tls::Connector::new(tls, args.connect_timeout),
+        targets: Targets::new(args.map).context("--map")?,
+        target_timeout: args.target_timeout,
+        keep_alive: args.keep_alive,
+        token_ttl: args.token_ttl,
+        max_streams: args.max_streams,
+        shutdown_grace: args.shutdown_grace,
+        max_backoff: args.max_backoff,
+    })
+}

@@ -1,1 +1,119 @@
-fn main() {}
+//! `service-local-proxy`: command line. Everything but argument parsing lives in the library.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use device_streams_common::{logging, protocol, shutdown, tls, Secret};
+use service_local_proxy::Config;
+
+/// Service side of Azure IoT Hub device streams: each local connection (or stdin/stdout
+/// with --stdio) becomes a stream to a device, through the hub.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Service connection string: HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<key>.
+    /// Prefer the environment variable: command lines are visible to other users.
+    #[arg(long, env = "SERVICE_CONNECTION_STRING", hide_env_values = true)]
+    connection_string: Secret,
+    /// PEM file with the CA certificate(s) to trust for the hub, instead of the system's.
+    #[arg(long, env = "SERVICE_PROXY_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// The device to open streams to.
+    #[arg(long, env = "SERVICE_PROXY_DEVICE_ID")]
+    device_id: String,
+    /// Stream name: selects the target in the device's --map.
+    #[arg(long, env = "SERVICE_PROXY_STREAM_NAME", default_value = "ssh")]
+    stream_name: String,
+    /// Local address to listen on; each accepted connection opens a stream.
+    #[arg(long, env = "SERVICE_PROXY_LISTEN", default_value = "127.0.0.1:2222")]
+    listen: SocketAddr,
+    /// Serve one stream on stdin/stdout instead of listening (for ssh's ProxyCommand).
+    #[arg(long, env = "SERVICE_PROXY_STDIO")]
+    stdio: bool,
+    /// Time allowed to reach the hub (TCP, TLS, WebSocket handshakes, each), and asked of
+    /// the hub for both sides to reach the streaming endpoint.
+    #[arg(long, env = "SERVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+    /// How long the device may take to answer a stream request.
+    #[arg(long, env = "SERVICE_PROXY_RESPONSE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    response_timeout: Duration,
+    /// Lifetime of the SAS token signed for each request.
+    #[arg(long, env = "SERVICE_PROXY_TOKEN_TTL", value_parser = humantime::parse_duration, default_value = "5m")]
+    token_ttl: Duration,
+    /// Most local connections served at once.
+    #[arg(long, env = "SERVICE_PROXY_MAX_CONNECTIONS", default_value_t = 256)]
+    max_connections: usize,
+    /// How long open streams may go on after SIGTERM.
+    #[arg(long, env = "SERVICE_PROXY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    shutdown_grace: Duration,
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, env = "SERVICE_PROXY_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: logging::LogFormat,
+}
+
+/// Exit code for bad arguments, as clap uses.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // In --stdio mode stdout carries the stream, so only warnings go to stderr by default.
+    logging::init(args.log_format, if args.stdio { "warn" } else { "info" });
+    let (stdio, listen) = (args.stdio, args.listen);
+    let config = match config(args) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            eprintln!("service-local-proxy: {e:#}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("service-local-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown::on_signal();
+        if stdio {
+            return service_local_proxy::run_stdio(config, shutdown).await;
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        service_local_proxy::run(listener, config, shutdown).await
+    });
+    // A blocking read of stdin would otherwise hold the runtime open.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("service-local-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(args: Args) -> anyhow::Result<Config> {
+    let connection = args.connection_string.expose().parse().context("--connection-string")?;
+    anyhow::ensure!(protocol::valid_device_id(&args.device_id), "--device-id: '{}' is not a valid device id", args.device_id);
+    anyhow::ensure!(
+        protocol::valid_stream_name(&args.stream_name),
+        "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
+        args.stream_name
+    );
+    let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
+    Ok(Config {
+        connection,
+        connector: tls::Connector::new(tls, args.connect_timeout),
+        device_id: args.device_id,
+        stream_name: args.stream_name,
+        connect_timeout: args.connect_timeout,
+        response_timeout: args.response_timeout,
+        token_ttl: args.token_ttl,
+        max_connections: args.max_connections,
+        shutdown_grace: args.shutdown_grace,
+    })
+}
