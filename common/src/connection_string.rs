@@ -125,8 +125,15 @@ fn parse_parts(s: &str) -> Result<Parts, ParseError> {
 }
 
 fn host_and_key(parts: &mut Parts) -> Result<(HostName, Secret), ParseError> {
-    let host = parts.host.take().ok_or(ParseError::Missing("HostName"))?.parse()?;
-    let key = parts.key.take().ok_or(ParseError::Missing("SharedAccessKey"))?;
+    let host = parts
+        .host
+        .take()
+        .ok_or(ParseError::Missing("HostName"))?
+        .parse()?;
+    let key = parts
+        .key
+        .take()
+        .ok_or(ParseError::Missing("SharedAccessKey"))?;
     if key.is_empty() || STANDARD.decode(&key).is_err() {
         return Err(ParseError::BadKey);
     }
@@ -146,7 +153,11 @@ impl FromStr for DeviceConnectionString {
             .device_id
             .filter(|d| !d.is_empty())
             .ok_or(ParseError::Missing("DeviceId"))?;
-        Ok(DeviceConnectionString { host, device_id, key })
+        Ok(DeviceConnectionString {
+            host,
+            device_id,
+            key,
+        })
     }
 }
 
@@ -219,11 +230,10 @@ mod tests {
 
     #[test]
     fn parses_service_string() {
-        let cs: ServiceConnectionString = format!(
-            "HostName=localhost:8443;SharedAccessKeyName=service;SharedAccessKey={KEY}"
-        )
-        .parse()
-        .unwrap();
+        let cs: ServiceConnectionString =
+            format!("HostName=localhost:8443;SharedAccessKeyName=service;SharedAccessKey={KEY}")
+                .parse()
+                .unwrap();
         assert_eq!(cs.policy, "service");
         assert_eq!(cs.host.port, 8443);
     }
@@ -231,14 +241,38 @@ mod tests {
     #[test]
     fn rejects_bad_strings_without_echoing_the_key() {
         let cases = [
-            ("HostName=h;DeviceId=d", ParseError::Missing("SharedAccessKey")),
-            ("DeviceId=d;SharedAccessKey=AAAA", ParseError::Missing("HostName")),
-            ("HostName=h;SharedAccessKey=AAAA", ParseError::Missing("DeviceId")),
-            ("HostName=h;DeviceId=d;SharedAccessKey=not base64!", ParseError::BadKey),
-            ("HostName=h:99999;DeviceId=d;SharedAccessKey=AAAA", ParseError::BadHost("h:99999".into())),
-            ("HostName=h;DeviceId=d;Bogus=1;SharedAccessKey=AAAA", ParseError::Unknown("Bogus".into())),
-            ("HostName=h;HostName=h;DeviceId=d;SharedAccessKey=AAAA", ParseError::Duplicate("HostName".into())),
-            ("HostName=h;SharedAccessKeyName=p;SharedAccessKey=AAAA", ParseError::ServiceNotDevice),
+            (
+                "HostName=h;DeviceId=d",
+                ParseError::Missing("SharedAccessKey"),
+            ),
+            (
+                "DeviceId=d;SharedAccessKey=AAAA",
+                ParseError::Missing("HostName"),
+            ),
+            (
+                "HostName=h;SharedAccessKey=AAAA",
+                ParseError::Missing("DeviceId"),
+            ),
+            (
+                "HostName=h;DeviceId=d;SharedAccessKey=not base64!",
+                ParseError::BadKey,
+            ),
+            (
+                "HostName=h:99999;DeviceId=d;SharedAccessKey=AAAA",
+                ParseError::BadHost("h:99999".into()),
+            ),
+            (
+                "HostName=h;DeviceId=d;Bogus=1;SharedAccessKey=AAAA",
+                ParseError::Unknown("Bogus".into()),
+            ),
+            (
+                "HostName=h;HostName=h;DeviceId=d;SharedAccessKey=AAAA",
+                ParseError::Duplicate("HostName".into()),
+            ),
+            (
+                "HostName=h;SharedAccessKeyName=p;SharedAccessKey=AAAA",
+                ParseError::ServiceNotDevice,
+            ),
         ];
         for (input, want) in cases {
             let err = input.parse::<DeviceConnectionString>().unwrap_err();
@@ -253,8 +287,9 @@ mod tests {
 
     #[test]
     fn debug_masks_the_key() {
-        let cs: DeviceConnectionString =
-            format!("HostName=h;DeviceId=d;SharedAccessKey={KEY}").parse().unwrap();
+        let cs: DeviceConnectionString = format!("HostName=h;DeviceId=d;SharedAccessKey={KEY}")
+            .parse()
+            .unwrap();
         assert!(!format!("{cs:?}").contains(KEY));
     }
 }

@@ -28,7 +28,11 @@ pub struct MqttIo<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> MqttIo<S> {
     pub fn new(io: S, max_packet: usize) -> Self {
-        MqttIo { io, buf: BytesMut::with_capacity(1024), max_packet }
+        MqttIo {
+            io,
+            buf: BytesMut::with_capacity(1024),
+            max_packet,
+        }
     }
 
     /// The next packet, or `None` at a clean end of stream. Cancel-safe: bytes read
@@ -41,14 +45,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MqttIo<S> {
                 Err(e) => return Err(MqttError::Malformed(e)),
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(MqttError::Truncated) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(MqttError::Truncated)
+                };
             }
         }
     }
 
     pub async fn write(&mut self, packet: Packet) -> Result<(), MqttError> {
         let mut out = BytesMut::new();
-        packet.write(&mut out, self.max_packet).map_err(MqttError::Malformed)?;
+        packet
+            .write(&mut out, self.max_packet)
+            .map_err(MqttError::Malformed)?;
         self.io.write_all(&out).await?;
         self.io.flush().await?;
         Ok(())
@@ -75,7 +85,9 @@ mod tests {
             tx.write(Packet::PingReq).await.unwrap();
             tx
         });
-        assert!(matches!(rx.read().await.unwrap(), Some(Packet::Publish(p)) if p.topic.ends_with("rid=1")));
+        assert!(
+            matches!(rx.read().await.unwrap(), Some(Packet::Publish(p)) if p.topic.ends_with("rid=1"))
+        );
         assert!(matches!(rx.read().await.unwrap(), Some(Packet::PingReq)));
         drop(writer.await.unwrap());
         assert!(rx.read().await.unwrap().is_none());

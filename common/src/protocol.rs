@@ -93,7 +93,9 @@ pub fn parse_stream_request(topic: &str) -> Result<StreamRequest, TopicError> {
     }
     Ok(StreamRequest {
         name: name.to_string(),
-        rid: rid.filter(|r| !r.is_empty()).ok_or(TopicError::Missing("$rid"))?,
+        rid: rid
+            .filter(|r| !r.is_empty())
+            .ok_or(TopicError::Missing("$rid"))?,
         url: url.ok_or(TopicError::Missing("$url"))?,
         auth: Secret::new(auth.ok_or(TopicError::Missing("$auth"))?),
     })
@@ -125,7 +127,10 @@ pub fn parse_stream_response(topic: &str) -> Result<(u16, String), TopicError> {
         .find(|(k, _)| *k == "$rid")
         .ok_or(TopicError::Missing("$rid"))?
         .1;
-    Ok((status, url_decode(rid).map_err(|_| TopicError::BadEncoding)?))
+    Ok((
+        status,
+        url_decode(rid).map_err(|_| TopicError::BadEncoding)?,
+    ))
 }
 
 /// Path and query of a service's stream request.
@@ -152,14 +157,18 @@ pub fn parse_stream_request_path(path: &str) -> Option<(String, String)> {
 pub fn valid_device_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '@'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '@'))
 }
 
 /// Stream names travel inside a topic level, so no `/`, `+`, `#` or spaces.
 pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 fn truncate(s: &str) -> String {
@@ -186,7 +195,10 @@ mod tests {
     fn parses_request_topic_without_question_mark_and_ignores_ip() {
         let t = "$iothub/streams/POST/rdp/$rid=9&$ip=10.0.0.1&$url=wss%3A%2F%2Fh%2Fb&$auth=a";
         let r = parse_stream_request(t).unwrap();
-        assert_eq!((r.name.as_str(), r.rid.as_str(), r.url.as_str()), ("rdp", "9", "wss://h/b"));
+        assert_eq!(
+            (r.name.as_str(), r.rid.as_str(), r.url.as_str()),
+            ("rdp", "9", "wss://h/b")
+        );
     }
 
     #[test]
@@ -199,7 +211,10 @@ mod tests {
             parse_stream_request("$iothub/streams/POST/ssh/?$rid=1&$auth=a"),
             Err(TopicError::Missing("$url"))
         );
-        assert_eq!(parse_stream_request("$iothub/streams/POST//?$rid=1"), Err(TopicError::BadName));
+        assert_eq!(
+            parse_stream_request("$iothub/streams/POST//?$rid=1"),
+            Err(TopicError::BadName)
+        );
         let err = parse_stream_request("devices/x/?$auth=SECRET").unwrap_err();
         assert!(!err.to_string().contains("SECRET"));
         assert_eq!(
@@ -213,23 +228,47 @@ mod tests {
         let auth = Secret::new("a&b=c");
         let topic = stream_request_topic("ssh", "42", "wss://h:1/bridges/x", &auth);
         let r = parse_stream_request(topic.expose()).unwrap();
-        assert_eq!((r.rid.as_str(), r.url.as_str(), r.auth.expose()), ("42", "wss://h:1/bridges/x", "a&b=c"));
+        assert_eq!(
+            (r.rid.as_str(), r.url.as_str(), r.auth.expose()),
+            ("42", "wss://h:1/bridges/x", "a&b=c")
+        );
 
-        assert_eq!(stream_response_topic(200, "42"), "$iothub/streams/res/200/?$rid=42");
-        assert_eq!(parse_stream_response("$iothub/streams/res/400/?$rid=42"), Ok((400, "42".into())));
-        assert_eq!(parse_stream_response("$iothub/streams/res/200/$rid=5"), Ok((200, "5".into())));
+        assert_eq!(
+            stream_response_topic(200, "42"),
+            "$iothub/streams/res/200/?$rid=42"
+        );
+        assert_eq!(
+            parse_stream_response("$iothub/streams/res/400/?$rid=42"),
+            Ok((400, "42".into()))
+        );
+        assert_eq!(
+            parse_stream_response("$iothub/streams/res/200/$rid=5"),
+            Ok((200, "5".into()))
+        );
         assert!(parse_stream_response("$iothub/streams/res/abc/?$rid=1").is_err());
     }
 
     #[test]
     fn header_names_and_paths_match_azure() {
-        assert_eq!(HEADER_CONNECT_TIMEOUT, "iothub-streaming-connect-timeout-in-seconds");
-        assert_eq!(HEADER_RESPONSE_TIMEOUT, "iothub-streaming-response-timeout-in-seconds");
+        assert_eq!(
+            HEADER_CONNECT_TIMEOUT,
+            "iothub-streaming-connect-timeout-in-seconds"
+        );
+        assert_eq!(
+            HEADER_RESPONSE_TIMEOUT,
+            "iothub-streaming-response-timeout-in-seconds"
+        );
         assert_eq!(HEADER_IS_ACCEPTED, "iothub-streaming-is-accepted");
         assert_eq!(HEADER_URL, "iothub-streaming-url");
         assert_eq!(HEADER_AUTH_TOKEN, "iothub-streaming-auth-token");
-        assert_eq!(stream_request_path("dev 1", "ssh"), "/twins/dev%201/streams/ssh?api-version=2020-09-30");
-        assert_eq!(parse_stream_request_path("/twins/dev%201/streams/ssh"), Some(("dev 1".into(), "ssh".into())));
+        assert_eq!(
+            stream_request_path("dev 1", "ssh"),
+            "/twins/dev%201/streams/ssh?api-version=2020-09-30"
+        );
+        assert_eq!(
+            parse_stream_request_path("/twins/dev%201/streams/ssh"),
+            Some(("dev 1".into(), "ssh".into()))
+        );
         assert_eq!(parse_stream_request_path("/twins/d/streams/a/b"), None);
         assert_eq!(mqtt_username("h:1", "d"), "h:1/d/?api-version=2020-09-30");
     }

@@ -19,7 +19,11 @@ const PREFIX: &str = "SharedAccessSignature ";
 
 /// What Python's `urllib.parse.quote(s, safe="")` and .NET's `WebUtility.UrlEncode` keep
 /// as is; everything else is percent-encoded (Azure's SDKs encode `sr` and `sig` this way).
-const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SasError {
@@ -63,7 +67,9 @@ pub fn unix_now() -> u64 {
 }
 
 fn mac(key: &Secret, encoded_resource: &str, expiry: u64) -> Result<Hmac<Sha256>, SasError> {
-    let key = STANDARD.decode(key.expose()).map_err(|_| SasError::BadKey)?;
+    let key = STANDARD
+        .decode(key.expose())
+        .map_err(|_| SasError::BadKey)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| SasError::BadKey)?;
     mac.update(encoded_resource.as_bytes());
     mac.update(b"\n");
@@ -72,7 +78,12 @@ fn mac(key: &Secret, encoded_resource: &str, expiry: u64) -> Result<Hmac<Sha256>
 }
 
 /// Signs a token for `resource` (not yet encoded), valid until `expiry` (unix seconds).
-pub fn sign(resource: &str, key: &Secret, expiry: u64, policy: Option<&str>) -> Result<Secret, SasError> {
+pub fn sign(
+    resource: &str,
+    key: &Secret,
+    expiry: u64,
+    policy: Option<&str>,
+) -> Result<Secret, SasError> {
     let sr = url_encode(resource);
     let sig = STANDARD.encode(mac(key, &sr, expiry)?.finalize().into_bytes());
     let mut token = format!("{PREFIX}sr={sr}&sig={}&se={expiry}", url_encode(&sig));
@@ -84,7 +95,12 @@ pub fn sign(resource: &str, key: &Secret, expiry: u64, policy: Option<&str>) -> 
 }
 
 /// Signs a token valid for `ttl` from now.
-pub fn sign_for(resource: &str, key: &Secret, ttl: Duration, policy: Option<&str>) -> Result<Secret, SasError> {
+pub fn sign_for(
+    resource: &str,
+    key: &Secret,
+    ttl: Duration,
+    policy: Option<&str>,
+) -> Result<Secret, SasError> {
     sign(resource, key, unix_now() + ttl.as_secs(), policy)
 }
 
@@ -129,7 +145,9 @@ impl SasToken {
 
     /// Checks the signature with `key` (in constant time), then the expiry against `now`.
     pub fn verify(&self, key: &Secret, now: u64) -> Result<(), SasError> {
-        let expected = mac(key, &self.encoded_resource, self.expiry)?.finalize().into_bytes();
+        let expected = mac(key, &self.encoded_resource, self.expiry)?
+            .finalize()
+            .into_bytes();
         if !bool::from(expected.as_slice().ct_eq(&self.signature)) {
             return Err(SasError::BadSignature);
         }
@@ -151,7 +169,13 @@ mod tests {
     #[test]
     fn signs_known_vectors() {
         let key = Secret::new(KEY);
-        let t = sign("myhub.azure-devices.net/devices/dev 1", &key, 1_700_000_000, None).unwrap();
+        let t = sign(
+            "myhub.azure-devices.net/devices/dev 1",
+            &key,
+            1_700_000_000,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             t.expose(),
             "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev%201\

@@ -38,7 +38,11 @@ struct Counted<'a, W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Poll::Ready(Ok(n))
@@ -60,14 +64,21 @@ where
     // One read of up to 64 KiB becomes one WebSocket message; copy_buf flushes only
     // when the reader has nothing more right now, so bulk data batches and keystrokes don't wait.
     let mut reader = BufReader::with_capacity(MAX_DATA_MESSAGE, reader);
-    let mut writer = Counted { inner: writer, count };
+    let mut writer = Counted {
+        inner: writer,
+        count,
+    };
     tokio::io::copy_buf(&mut reader, &mut writer).await?;
     writer.shutdown().await
 }
 
 /// Splices `local` and `stream` until the stream ends, following the module's EOF rules.
 /// Errors carry what was transferred before them.
-pub async fn splice<L, S>(local: L, stream: S, linger: Duration) -> Result<Transferred, (io::Error, Transferred)>
+pub async fn splice<L, S>(
+    local: L,
+    stream: S,
+    linger: Duration,
+) -> Result<Transferred, (io::Error, Transferred)>
 where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -115,7 +126,13 @@ mod tests {
         app.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"world!");
         let moved = task.await.unwrap().unwrap();
-        assert_eq!(moved, Transferred { local_to_stream: 5, stream_to_local: 6 });
+        assert_eq!(
+            moved,
+            Transferred {
+                local_to_stream: 5,
+                stream_to_local: 6
+            }
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,11 @@ pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         .with_context(|| format!("cannot read certificate file {}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("certificate file {} is not valid PEM", path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "certificate file {} holds no PEM certificate", path.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "certificate file {} holds no PEM certificate",
+        path.display()
+    );
     Ok(certs)
 }
 
@@ -32,9 +36,9 @@ pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>
     match ca_file {
         Some(path) => {
             for cert in load_certs(path)? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("CA file {} holds an unusable certificate", path.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!("CA file {} holds an unusable certificate", path.display())
+                })?;
             }
         }
         None => {
@@ -43,7 +47,10 @@ pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>
                 // One malformed system certificate should not make every other one unusable.
                 let _ = roots.add(cert);
             }
-            anyhow::ensure!(!roots.is_empty(), "no system CA certificates found; pass --ca-file");
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "no system CA certificates found; pass --ca-file"
+            );
         }
     }
     let config = ClientConfig::builder_with_provider(provider())
@@ -90,21 +97,34 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(config: Arc<ClientConfig>, timeout: Duration) -> Self {
-        Connector { connector: TlsConnector::from(config), timeout }
+        Connector {
+            connector: TlsConnector::from(config),
+            timeout,
+        }
     }
 
     pub async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
         let addr = format!("{host}:{port}");
         let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((host, port)))
             .await
-            .map_err(|_| DialError::ConnectTimeout { addr: addr.clone(), after: self.timeout })?
-            .map_err(|source| DialError::Connect { addr: addr.clone(), source })?;
+            .map_err(|_| DialError::ConnectTimeout {
+                addr: addr.clone(),
+                after: self.timeout,
+            })?
+            .map_err(|source| DialError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         // Interactive sessions (ssh keystrokes) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_string()).map_err(|_| DialError::ServerName(host.into()))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| DialError::ServerName(host.into()))?;
         tokio::time::timeout(self.timeout, self.connector.connect(name, tcp))
             .await
-            .map_err(|_| DialError::HandshakeTimeout { addr: addr.clone(), after: self.timeout })?
+            .map_err(|_| DialError::HandshakeTimeout {
+                addr: addr.clone(),
+                after: self.timeout,
+            })?
             .map_err(|source| DialError::Handshake { addr, source })
     }
 }

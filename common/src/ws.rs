@@ -53,7 +53,10 @@ pub struct WsStream<S> {
 
 impl<S> WsStream<S> {
     pub fn new(inner: WebSocketStream<S>) -> Self {
-        WsStream { inner, pending: Bytes::new() }
+        WsStream {
+            inner,
+            pending: Bytes::new(),
+        }
     }
 }
 
@@ -65,11 +68,18 @@ fn to_io(e: tungstenite::Error) -> io::Error {
 }
 
 fn is_closed(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)
+    matches!(
+        e,
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed
+    )
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         while self.pending.is_empty() {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
@@ -88,7 +98,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -118,9 +132,16 @@ pub enum WsError {
     #[error(transparent)]
     Dial(#[from] DialError),
     #[error("{host} refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
-    Refused { host: String, status: u16, body: String },
+    Refused {
+        host: String,
+        status: u16,
+        body: String,
+    },
     #[error("WebSocket handshake with {host} failed: {source}")]
-    Handshake { host: String, source: tungstenite::Error },
+    Handshake {
+        host: String,
+        source: tungstenite::Error,
+    },
     #[error("WebSocket handshake with {host} timed out after {after:?}")]
     Timeout { host: String, after: Duration },
 }
@@ -155,17 +176,24 @@ pub async fn connect(
     let mut request = url.into_client_request().map_err(|_| bad_url())?;
     let headers = request.headers_mut();
     if let Some(token) = bearer {
-        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
+        let value =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
         headers.insert(header::AUTHORIZATION, value);
     }
     if let Some(proto) = subprotocol {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(proto).map_err(|_| bad_url())?);
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(proto).map_err(|_| bad_url())?,
+        );
     }
     let tls = connector.connect(&host, port).await?;
     let handshake = tokio_tungstenite::client_async_with_config(request, tls, Some(config()));
     let addr = format!("{host}:{port}");
     match tokio::time::timeout(connector.timeout, handshake).await {
-        Err(_) => Err(WsError::Timeout { host: addr, after: connector.timeout }),
+        Err(_) => Err(WsError::Timeout {
+            host: addr,
+            after: connector.timeout,
+        }),
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
@@ -174,7 +202,11 @@ pub async fn connect(
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
                 .unwrap_or_default();
-            Err(WsError::Refused { host: addr, status, body })
+            Err(WsError::Refused {
+                host: addr,
+                status,
+                body,
+            })
         }
         Ok(Err(source)) => Err(WsError::Handshake { host: addr, source }),
     }

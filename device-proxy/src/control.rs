@@ -47,7 +47,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (answers_tx, mut answers_rx) = mpsc::channel::<Answer>(256);
     let mut backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
     let mut last_error: Option<String> = None;
-    let ctx = Ctx { config: &config, tracker: &tracker, slots: &slots, answers: &answers_tx };
+    let ctx = Ctx {
+        config: &config,
+        tracker: &tracker,
+        slots: &slots,
+        answers: &answers_tx,
+    };
     loop {
         let mut connected = false;
         let result = session(&ctx, &mut answers_rx, &shutdown, &mut connected).await;
@@ -60,7 +65,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(e) => {
                 let msg = format!("{e:#}");
                 if last_error.as_deref() != Some(msg.as_str()) || connected {
-                    tracing::warn!("control channel to hub {}: {msg}; retrying with backoff", config.connection.host);
+                    tracing::warn!(
+                        "control channel to hub {}: {msg}; retrying with backoff",
+                        config.connection.host
+                    );
                 }
                 last_error = Some(msg);
                 tokio::select! {
@@ -71,8 +79,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!("{} streams still open after the grace period; closing them", tracker.len());
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} streams still open after the grace period; closing them",
+            tracker.len()
+        );
     }
     Ok(())
 }
@@ -84,8 +98,14 @@ struct Ctx<'a> {
     answers: &'a mpsc::Sender<Answer>,
 }
 
-async fn within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::time::timeout(limit, f).await.with_context(|| format!("{what} timed out after {limit:?}"))?
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, f)
+        .await
+        .with_context(|| format!("{what} timed out after {limit:?}"))?
 }
 
 /// Connects, authenticates and subscribes; returns the ready channel.
@@ -97,21 +117,46 @@ async fn open(config: &Config) -> anyhow::Result<Io> {
         .context("cannot open the control channel")?;
     let mut io = MqttIo::new(WsStream::new(ws), MAX_PACKET);
     let host = cs.host.to_string();
-    let token = sas::sign_for(&sas::device_resource(&host, &cs.device_id), &cs.key, config.token_ttl, None)?;
+    let token = sas::sign_for(
+        &sas::device_resource(&host, &cs.device_id),
+        &cs.key,
+        config.token_ttl,
+        None,
+    )?;
     let mut connect = Connect::new(cs.device_id.clone());
     connect.keep_alive = config.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-    connect.set_login(protocol::mqtt_username(&host, &cs.device_id), token.expose());
+    connect.set_login(
+        protocol::mqtt_username(&host, &cs.device_id),
+        token.expose(),
+    );
     let limit = config.connector.timeout;
-    within(limit, "CONNECT", async { Ok(io.write(Packet::Connect(connect)).await?) }).await?;
+    within(limit, "CONNECT", async {
+        Ok(io.write(Packet::Connect(connect)).await?)
+    })
+    .await?;
     match within(limit, "waiting for CONNACK", async { Ok(io.read().await?) }).await? {
         Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {}
-        Some(Packet::ConnAck(ack)) => bail!("hub refused device '{}': {}", cs.device_id, refusal(ack.code)),
+        Some(Packet::ConnAck(ack)) => bail!(
+            "hub refused device '{}': {}",
+            cs.device_id,
+            refusal(ack.code)
+        ),
         _ => bail!("hub did not answer CONNECT with CONNACK"),
     }
     let subscribe = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
-    within(limit, "SUBSCRIBE", async { Ok(io.write(Packet::Subscribe(subscribe)).await?) }).await?;
+    within(limit, "SUBSCRIBE", async {
+        Ok(io.write(Packet::Subscribe(subscribe)).await?)
+    })
+    .await?;
     match within(limit, "waiting for SUBACK", async { Ok(io.read().await?) }).await? {
-        Some(Packet::SubAck(ack)) if matches!(ack.return_codes.first(), Some(SubscribeReasonCode::Success(_))) => Ok(io),
+        Some(Packet::SubAck(ack))
+            if matches!(
+                ack.return_codes.first(),
+                Some(SubscribeReasonCode::Success(_))
+            ) =>
+        {
+            Ok(io)
+        }
         _ => bail!("hub refused the subscription to stream requests"),
     }
 }
@@ -189,14 +234,21 @@ async fn on_publish(ctx: &Ctx<'_>, topic: &str, io: &mut Io) -> anyhow::Result<(
         }
         Err(why) => {
             tracing::warn!(name = %request.name, "rejecting stream request: {why}");
-            let publish = Publish::new(protocol::stream_response_topic(protocol::REJECT, &request.rid), QoS::AtMostOnce, Vec::new());
+            let publish = Publish::new(
+                protocol::stream_response_topic(protocol::REJECT, &request.rid),
+                QoS::AtMostOnce,
+                Vec::new(),
+            );
             Ok(io.write(Packet::Publish(publish)).await?)
         }
     }
 }
 
 /// Whether this device takes the request: its name must be in the map and a slot free.
-fn admit(ctx: &Ctx<'_>, request: &StreamRequest) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+fn admit(
+    ctx: &Ctx<'_>,
+    request: &StreamRequest,
+) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
     if ctx.config.targets.get(&request.name).is_none() {
         return Err(format!(
             "stream name '{}' is not in this device's --map (it maps: {})",
@@ -204,8 +256,10 @@ fn admit(ctx: &Ctx<'_>, request: &StreamRequest) -> Result<tokio::sync::OwnedSem
             ctx.config.targets.names().join(", ")
         ));
     }
-    ctx.slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| format!("already {} streams open (--max-streams)", ctx.config.max_streams))
+    ctx.slots.clone().try_acquire_owned().map_err(|_| {
+        format!(
+            "already {} streams open (--max-streams)",
+            ctx.config.max_streams
+        )
+    })
 }

@@ -21,7 +21,12 @@ struct Args {
     ca_file: Option<PathBuf>,
     /// A stream name and the local target it reaches, NAME=HOST:PORT; repeat for more
     /// (the variable takes a comma-separated list). Requests for other names are rejected.
-    #[arg(long = "map", env = "DEVICE_PROXY_MAP", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "map",
+        env = "DEVICE_PROXY_MAP",
+        value_delimiter = ',',
+        required = true
+    )]
     map: Vec<Target>,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket, MQTT handshakes, each).
     #[arg(long, env = "DEVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]

@@ -16,7 +16,12 @@ use crate::{control::Answer, Config};
 /// After our side ends, how long a reply already in flight may still arrive.
 const LINGER: Duration = Duration::from_secs(5);
 
-pub async fn serve(config: Arc<Config>, request: StreamRequest, _slot: OwnedSemaphorePermit, answers: mpsc::Sender<Answer>) {
+pub async fn serve(
+    config: Arc<Config>,
+    request: StreamRequest,
+    _slot: OwnedSemaphorePermit,
+    answers: mpsc::Sender<Answer>,
+) {
     let Some(target) = config.targets.get(&request.name) else {
         let _ = answers.send((REJECT, request.rid)).await;
         return;
@@ -24,9 +29,19 @@ pub async fn serve(config: Arc<Config>, request: StreamRequest, _slot: OwnedSema
     let dial = tokio::time::timeout(config.target_timeout, TcpStream::connect(target)).await;
     let local = match dial {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return reject(answers, request, format!("cannot connect to target {target}: {e}")).await,
+        Ok(Err(e)) => {
+            return reject(
+                answers,
+                request,
+                format!("cannot connect to target {target}: {e}"),
+            )
+            .await
+        }
         Err(_) => {
-            let why = format!("connecting to target {target} timed out after {:?}", config.target_timeout);
+            let why = format!(
+                "connecting to target {target} timed out after {:?}",
+                config.target_timeout
+            );
             return reject(answers, request, why).await;
         }
     };
@@ -36,7 +51,12 @@ pub async fn serve(config: Arc<Config>, request: StreamRequest, _slot: OwnedSema
     }
     let ws = match ws::connect(&config.connector, &request.url, Some(&request.auth), None).await {
         Ok(ws) => ws,
-        Err(e) => return tracing::warn!("stream '{}' accepted but its WebSocket failed: {e}", request.name),
+        Err(e) => {
+            return tracing::warn!(
+                "stream '{}' accepted but its WebSocket failed: {e}",
+                request.name
+            )
+        }
     };
     tracing::info!(target = %target, "stream open");
     match splice(local, WsStream::new(ws), LINGER).await {

@@ -28,18 +28,23 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Self, TargetError> {
-        let (name, addr) = s.split_once('=').ok_or_else(|| TargetError::Syntax(s.to_string()))?;
+        let (name, addr) = s
+            .split_once('=')
+            .ok_or_else(|| TargetError::Syntax(s.to_string()))?;
         let (name, addr) = (name.trim(), addr.trim());
         if !valid_stream_name(name) {
             return Err(TargetError::Name(name.to_string()));
         }
-        let valid_addr = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let valid_addr = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !valid_addr {
             return Err(TargetError::Addr(addr.to_string()));
         }
-        Ok(Target { name: name.to_string(), addr: addr.to_string() })
+        Ok(Target {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        })
     }
 }
 
@@ -79,10 +84,22 @@ mod tests {
         let t: Target = "ssh=127.0.0.1:22".parse().unwrap();
         assert_eq!((t.name.as_str(), t.addr.as_str()), ("ssh", "127.0.0.1:22"));
         assert!("rdp=[::1]:3389".parse::<Target>().is_ok());
-        assert_eq!("ssh".parse::<Target>(), Err(TargetError::Syntax("ssh".into())));
-        assert_eq!("s/h=a:1".parse::<Target>(), Err(TargetError::Name("s/h".into())));
-        assert_eq!("ssh=localhost".parse::<Target>(), Err(TargetError::Addr("localhost".into())));
-        assert_eq!("ssh=h:0".parse::<Target>(), Err(TargetError::Addr("h:0".into())));
+        assert_eq!(
+            "ssh".parse::<Target>(),
+            Err(TargetError::Syntax("ssh".into()))
+        );
+        assert_eq!(
+            "s/h=a:1".parse::<Target>(),
+            Err(TargetError::Name("s/h".into()))
+        );
+        assert_eq!(
+            "ssh=localhost".parse::<Target>(),
+            Err(TargetError::Addr("localhost".into()))
+        );
+        assert_eq!(
+            "ssh=h:0".parse::<Target>(),
+            Err(TargetError::Addr("h:0".into()))
+        );
         let dup = Targets::new(["a=h:1".parse().unwrap(), "a=h:2".parse().unwrap()]);
         assert_eq!(dup.err(), Some(TargetError::Duplicate("a".into())));
         let map = Targets::new(["ssh=h:22".parse().unwrap()]).unwrap();

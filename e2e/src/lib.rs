@@ -1,1 +1,268 @@
-//! End-to-end tests live in `tests/`.
+//! Test harness: the whole system on loopback, in-process where it can be (hub, proxies
+//! as real tasks on real sockets with real TLS) and as real processes where the point is
+//! the process (OpenSSH's `ssh` and `sshd`, the proxies' binaries).
+//!
+//! Nothing here fakes a part: [`System`] runs the real hub on a port-0 listener with a
+//! data directory made by the real `init`, and the proxies' real `run` functions.
+#![forbid(unsafe_code)]
+
+pub mod sshd;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use device_local_proxy::{Target, Targets};
+use device_streams_common::{
+    connection_string::{DeviceConnectionString, ServiceConnectionString},
+    tls::{self, Connector},
+    Secret,
+};
+use stream_hub::{
+    init::{self, DataDir},
+    Config, Hub, Limits,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Log output for a failing test: `RUST_LOG=debug cargo test`.
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A running hub with its data directory.
+pub struct System {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A task running one of the proxies, stopped on drop.
+pub struct Running {
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        (&mut self.task).await?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl System {
+    pub async fn start() -> System {
+        Self::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> System {
+        trace();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let data = DataDir::new(dir.path().join("hub"));
+        init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
+        let registry = data.registry().expect("registry");
+        let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
+        let config = Config::new(
+            data.hostname(&registry).expect("hostname"),
+            addr.port(),
+            None,
+            limits,
+        );
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(config, registry, shutdown.clone());
+        let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+        System {
+            dir,
+            addr,
+            hub,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn data(&self) -> DataDir {
+        DataDir::new(self.dir.path().join("hub"))
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data().ca_file()
+    }
+
+    pub fn hostname(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    pub fn connector(&self) -> Connector {
+        connector(&self.ca_file())
+    }
+
+    /// Registers a device and returns its connection string.
+    pub fn add_device(&self, id: &str) -> DeviceConnectionString {
+        let device = self.hub.registry.add_device(id).expect("add device");
+        init::device_connection_string(&self.hostname(), id, &device.primary_key)
+            .expose()
+            .parse()
+            .expect("device connection string")
+    }
+
+    pub fn service_connection(&self) -> ServiceConnectionString {
+        let policy = self
+            .hub
+            .registry
+            .policy(init::DEFAULT_POLICY)
+            .expect("registry")
+            .expect("policy");
+        init::service_connection_string(&self.hostname(), &policy.name, &policy.primary_key)
+            .expose()
+            .parse()
+            .expect("service connection string")
+    }
+
+    /// Starts a device proxy for `device` with `map` and waits until the hub sees it.
+    pub async fn start_device(&self, connection: DeviceConnectionString, map: &[&str]) -> Running {
+        let device = connection.device_id.clone();
+        let config = device_config(connection, self.connector(), map);
+        let running = spawn_device(config);
+        self.wait_connected(&device).await;
+        running
+    }
+
+    pub async fn wait_connected(&self, device: &str) {
+        for _ in 0..200 {
+            if self.hub.sessions.is_connected(device) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("device {device} did not connect to the hub");
+    }
+
+    pub fn service_config(&self, device: &str, stream: &str) -> service_local_proxy::Config {
+        service_config(self.service_connection(), self.connector(), device, stream)
+    }
+
+    /// Starts a listening service proxy for `device`/`stream`; returns its address.
+    pub async fn start_service(&self, device: &str, stream: &str) -> (SocketAddr, Running) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = CancellationToken::new();
+        let config = Arc::new(self.service_config(device, stream));
+        let task = tokio::spawn(service_local_proxy::run(listener, config, cancel.clone()));
+        (addr, Running { cancel, task })
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn connector(ca_file: &Path) -> Connector {
+    Connector::new(
+        tls::client_config(Some(ca_file)).expect("client tls"),
+        Duration::from_secs(5),
+    )
+}
+
+pub fn device_config(
+    connection: DeviceConnectionString,
+    connector: Connector,
+    map: &[&str],
+) -> device_local_proxy::Config {
+    let targets: Vec<Target> = map.iter().map(|m| m.parse().expect("map entry")).collect();
+    device_local_proxy::Config {
+        connection,
+        connector,
+        targets: Targets::new(targets).expect("targets"),
+        target_timeout: Duration::from_secs(2),
+        keep_alive: Duration::from_secs(30),
+        token_ttl: Duration::from_secs(3600),
+        max_streams: 100,
+        shutdown_grace: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(2),
+    }
+}
+
+pub fn spawn_device(config: device_local_proxy::Config) -> Running {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(device_local_proxy::run(config, cancel.clone()));
+    Running { cancel, task }
+}
+
+pub fn service_config(
+    connection: ServiceConnectionString,
+    connector: Connector,
+    device: &str,
+    stream: &str,
+) -> service_local_proxy::Config {
+    service_local_proxy::Config {
+        connection,
+        connector,
+        device_id: device.to_string(),
+        stream_name: stream.to_string(),
+        connect_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(10),
+        token_ttl: Duration::from_secs(300),
+        max_connections: 256,
+        shutdown_grace: Duration::from_secs(2),
+    }
+}
+
+/// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
+        path.display()
+    );
+    path
+}
+
+/// A secret's text, for handing to a child process.
+pub fn expose(secret: &Secret) -> String {
+    secret.expose().to_string()
+}
+
+/// `n` bytes of randomness.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut data = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut data);
+    data
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -43,7 +43,13 @@ pub struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
-    pub fn request(device: &'a str, stream: &'a str, policy: &'a str, outcome: Outcome, detail: &'a str) -> Self {
+    pub fn request(
+        device: &'a str,
+        stream: &'a str,
+        policy: &'a str,
+        outcome: Outcome,
+        detail: &'a str,
+    ) -> Self {
         Record {
             device,
             stream,

@@ -2,7 +2,7 @@
 //! on the REST API. Errors say what was wrong, never echo the token.
 
 use device_streams_common::{
-    sas::{url_encode, unix_now, SasError, SasToken},
+    sas::{unix_now, url_encode, SasError, SasToken},
     Secret,
 };
 
@@ -58,7 +58,12 @@ fn verify_either(token: &SasToken, primary: &Secret, secondary: &Secret) -> Resu
 }
 
 /// Checks a device's CONNECT password: resource `<host>/devices/<id>`, device enabled, signature, expiry.
-pub fn device(registry: &Registry, hub_host: &str, device_id: &str, token: &str) -> Result<(), AuthError> {
+pub fn device(
+    registry: &Registry,
+    hub_host: &str,
+    device_id: &str,
+    token: &str,
+) -> Result<(), AuthError> {
     let token = SasToken::parse(token)?;
     let expected_suffix = format!("/devices/{}", url_encode(device_id));
     let decoded_suffix = format!("/devices/{device_id}");
@@ -80,14 +85,21 @@ pub fn device(registry: &Registry, hub_host: &str, device_id: &str, token: &str)
 }
 
 /// Checks a service's `Authorization` header and that its policy has `right`; returns the policy name.
-pub fn service(registry: &Registry, hub_host: &str, header: &str, right: Right) -> Result<String, AuthError> {
+pub fn service(
+    registry: &Registry,
+    hub_host: &str,
+    header: &str,
+    right: Right,
+) -> Result<String, AuthError> {
     let token = SasToken::parse(header)?;
     let resource_host = token.resource.split('/').next().unwrap_or_default();
     if !host_matches(resource_host, hub_host) {
         return Err(AuthError::WrongResource(token.resource.clone()));
     }
     let name = token.policy.clone().ok_or(AuthError::NoPolicy)?;
-    let policy = registry.policy(&name)?.ok_or_else(|| AuthError::UnknownPolicy(name.clone()))?;
+    let policy = registry
+        .policy(&name)?
+        .ok_or_else(|| AuthError::UnknownPolicy(name.clone()))?;
     verify_either(&token, &policy.primary_key, &policy.secondary_key)?;
     if !policy.allows(right) {
         return Err(AuthError::MissingRight(name, right.name()));
@@ -111,19 +123,55 @@ mod tests {
         let (_dir, reg) = registry();
         let dev = reg.add_device("dev1").unwrap();
         let future = unix_now() + 3600;
-        let good = sign(&device_resource("hub:8443", "dev1"), &dev.primary_key, future, None).unwrap();
+        let good = sign(
+            &device_resource("hub:8443", "dev1"),
+            &dev.primary_key,
+            future,
+            None,
+        )
+        .unwrap();
         device(&reg, "hub:8443", "dev1", good.expose()).unwrap();
         device(&reg, "hub", "dev1", good.expose()).unwrap();
-        let second = sign(&device_resource("hub:8443", "dev1"), &dev.secondary_key, future, None).unwrap();
+        let second = sign(
+            &device_resource("hub:8443", "dev1"),
+            &dev.secondary_key,
+            future,
+            None,
+        )
+        .unwrap();
         device(&reg, "hub:8443", "dev1", second.expose()).unwrap();
 
         let other_key = crate::registry::new_key();
-        let bad = sign(&device_resource("hub:8443", "dev1"), &other_key, future, None).unwrap();
-        assert!(matches!(device(&reg, "hub:8443", "dev1", bad.expose()), Err(AuthError::BadSignature)));
-        let old = sign(&device_resource("hub:8443", "dev1"), &dev.primary_key, unix_now() - 10, None).unwrap();
-        assert!(matches!(device(&reg, "hub:8443", "dev1", old.expose()), Err(AuthError::Expired(_))));
-        assert!(matches!(device(&reg, "hub:8443", "dev2", good.expose()), Err(AuthError::WrongResource(_))));
-        assert!(matches!(device(&reg, "elsewhere", "dev1", good.expose()), Err(AuthError::WrongResource(_))));
+        let bad = sign(
+            &device_resource("hub:8443", "dev1"),
+            &other_key,
+            future,
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            device(&reg, "hub:8443", "dev1", bad.expose()),
+            Err(AuthError::BadSignature)
+        ));
+        let old = sign(
+            &device_resource("hub:8443", "dev1"),
+            &dev.primary_key,
+            unix_now() - 10,
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            device(&reg, "hub:8443", "dev1", old.expose()),
+            Err(AuthError::Expired(_))
+        ));
+        assert!(matches!(
+            device(&reg, "hub:8443", "dev2", good.expose()),
+            Err(AuthError::WrongResource(_))
+        ));
+        assert!(matches!(
+            device(&reg, "elsewhere", "dev1", good.expose()),
+            Err(AuthError::WrongResource(_))
+        ));
         reg.set_enabled("dev1", false).unwrap();
         let err = device(&reg, "hub:8443", "dev1", good.expose()).unwrap_err();
         assert!(matches!(err, AuthError::DisabledDevice(_)));
@@ -137,14 +185,20 @@ mod tests {
         let read = reg.add_policy("reader", &[Right::RegistryRead]).unwrap();
         let exp = unix_now() + 60;
         let t = sign("hub:8443", &full.primary_key, exp, Some("service")).unwrap();
-        assert_eq!(service(&reg, "hub:8443", t.expose(), Right::ServiceConnect).unwrap(), "service");
+        assert_eq!(
+            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect).unwrap(),
+            "service"
+        );
         let t = sign("hub:8443", &read.primary_key, exp, Some("reader")).unwrap();
         assert!(matches!(
             service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
             Err(AuthError::MissingRight(_, "service-connect"))
         ));
         let t = sign("hub:8443", &full.primary_key, exp, None).unwrap();
-        assert!(matches!(service(&reg, "hub:8443", t.expose(), Right::ServiceConnect), Err(AuthError::NoPolicy)));
+        assert!(matches!(
+            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
+            Err(AuthError::NoPolicy)
+        ));
         let t = sign("hub:8443", &full.primary_key, exp, Some("nobody")).unwrap();
         assert!(matches!(
             service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),

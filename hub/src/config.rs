@@ -53,13 +53,22 @@ pub struct Config {
 impl Config {
     /// The advertised streaming endpoint: `--streaming-url` if given; else `wss://` with the
     /// host from `hostname` and its port if it names one, else the port the hub listens on.
-    pub fn new(hostname: String, listen_port: u16, streaming_url: Option<String>, limits: Limits) -> Self {
+    pub fn new(
+        hostname: String,
+        listen_port: u16,
+        streaming_url: Option<String>,
+        limits: Limits,
+    ) -> Self {
         let streaming_base = match streaming_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None if hostname.contains(':') => format!("wss://{hostname}"),
             None => format!("wss://{hostname}:{listen_port}"),
         };
-        Config { hostname, streaming_base, limits }
+        Config {
+            hostname,
+            streaming_base,
+            limits,
+        }
     }
 
     /// What `stream-hub endpoints` prints, in the shape of Azure's `az iot hub devicestream show`.

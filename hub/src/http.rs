@@ -19,8 +19,10 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     let body = serde_json::json!({ "errorCode": code, "message": message.into() });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -47,10 +49,18 @@ pub fn accept_upgrade(
 ) -> Result<(Response<Body>, OnUpgrade), Response<Body>> {
     let headers = req.headers();
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "BadWebSocketUpgrade", m);
-    if !header_has(headers, header::UPGRADE, "websocket") || !header_has(headers, header::CONNECTION, "upgrade") {
-        return Err(bad("this endpoint only speaks WebSocket (Upgrade: websocket)"));
+    if !header_has(headers, header::UPGRADE, "websocket")
+        || !header_has(headers, header::CONNECTION, "upgrade")
+    {
+        return Err(bad(
+            "this endpoint only speaks WebSocket (Upgrade: websocket)",
+        ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return Err(bad("Sec-WebSocket-Version must be 13"));
     }
     let key = headers
@@ -63,9 +73,15 @@ pub fn accept_upgrade(
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).map_err(|_| bad("bad key"))?);
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| bad("bad key"))?,
+    );
     if let Some(p) = offered {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(p).map_err(|_| bad("bad subprotocol"))?);
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(p).map_err(|_| bad("bad subprotocol"))?,
+        );
     }
     Ok((resp, hyper::upgrade::on(req)))
 }
@@ -73,7 +89,12 @@ pub fn accept_upgrade(
 /// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket.
 pub async fn upgraded(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
     let io = TokioIo::new(on_upgrade.await?);
-    Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(device_streams_common::ws::config())).await)
+    Ok(WebSocketStream::from_raw_socket(
+        io,
+        Role::Server,
+        Some(device_streams_common::ws::config()),
+    )
+    .await)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::Context;
 use device_streams_common::{connection_string::HostName, Secret};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 
 use crate::registry::{Registry, Right, DB_FILE};
 
@@ -67,7 +70,9 @@ fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> 
         options.mode(0o600);
     }
     let _ = private;
-    let mut f = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -77,16 +82,19 @@ fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> 
 pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
     let host: HostName = hostname.parse().context("--hostname")?;
     if dir.path.exists() {
-        let mut entries = fs::read_dir(&dir.path).with_context(|| format!("cannot read {}", dir.path.display()))?;
+        let mut entries = fs::read_dir(&dir.path)
+            .with_context(|| format!("cannot read {}", dir.path.display()))?;
         anyhow::ensure!(
             entries.next().is_none(),
             "{} already exists and is not empty; refusing to overwrite it",
             dir.path.display()
         );
     }
-    fs::create_dir_all(&dir.path).with_context(|| format!("cannot create {}", dir.path.display()))?;
+    fs::create_dir_all(&dir.path)
+        .with_context(|| format!("cannot create {}", dir.path.display()))?;
 
-    let (ca_pem, ca_key_pem, cert_pem, key_pem) = certificates(&host.host).context("generating certificates")?;
+    let (ca_pem, ca_key_pem, cert_pem, key_pem) =
+        certificates(&host.host).context("generating certificates")?;
     write_file(&dir.ca_file(), &ca_pem, false)?;
     write_file(&dir.path.join("ca-key.pem"), &ca_key_pem, true)?;
     write_file(&dir.cert_file(), &format!("{cert_pem}{ca_pem}"), false)?;
@@ -94,7 +102,14 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
 
     let registry = Registry::open(&dir.path.join(DB_FILE))?;
     registry.set_setting(HOSTNAME_SETTING, &host.to_string())?;
-    registry.add_policy(DEFAULT_POLICY, &[Right::ServiceConnect, Right::RegistryRead, Right::RegistryWrite])?;
+    registry.add_policy(
+        DEFAULT_POLICY,
+        &[
+            Right::ServiceConnect,
+            Right::RegistryRead,
+            Right::RegistryWrite,
+        ],
+    )?;
     Ok(())
 }
 
@@ -103,8 +118,13 @@ fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> 
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, format!("stream-hub CA for {host}"));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("stream-hub CA for {host}"));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key)?;
 
     let mut names = vec![host.to_string()];
@@ -117,11 +137,19 @@ fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> 
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    Ok((ca_cert.pem(), ca_key.serialize_pem(), cert.pem(), key.serialize_pem()))
+    Ok((
+        ca_cert.pem(),
+        ca_key.serialize_pem(),
+        cert.pem(),
+        key.serialize_pem(),
+    ))
 }
 
 pub fn device_connection_string(hostname: &str, device: &str, key: &Secret) -> Secret {
-    Secret::new(format!("HostName={hostname};DeviceId={device};SharedAccessKey={}", key.expose()))
+    Secret::new(format!(
+        "HostName={hostname};DeviceId={device};SharedAccessKey={}",
+        key.expose()
+    ))
 }
 
 pub fn service_connection_string(hostname: &str, policy: &str, key: &Secret) -> Secret {

@@ -43,8 +43,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: Config, registry: registry::Registry, shutdown: CancellationToken) -> Arc<Hub> {
-        let streams = streaming::Streams::new(config.limits.max_streams, config.limits.max_streams_per_device);
+    pub fn new(
+        config: Config,
+        registry: registry::Registry,
+        shutdown: CancellationToken,
+    ) -> Arc<Hub> {
+        let streams = streaming::Streams::new(
+            config.limits.max_streams,
+            config.limits.max_streams_per_device,
+        );
         Arc::new(Hub {
             config,
             registry,

@@ -18,10 +18,21 @@ use stream_hub::{
 #[command(version, about)]
 struct Cli {
     /// The hub's data directory (certificates, registry).
-    #[arg(long, global = true, env = "STREAM_HUB_DATA_DIR", default_value = "/var/lib/stream-hub")]
+    #[arg(
+        long,
+        global = true,
+        env = "STREAM_HUB_DATA_DIR",
+        default_value = "/var/lib/stream-hub"
+    )]
     data_dir: PathBuf,
     /// Log format on stderr (filter with RUST_LOG).
-    #[arg(long, global = true, env = "STREAM_HUB_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "STREAM_HUB_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -135,7 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { hostname } => {
             init::init(&dir, &hostname)?;
-            eprintln!("initialised {} for {hostname}; CA certificate: {}", dir.path.display(), dir.ca_file().display());
+            eprintln!(
+                "initialised {} for {hostname}; CA certificate: {}",
+                dir.path.display(),
+                dir.ca_file().display()
+            );
             Ok(())
         }
         Command::Device(cmd) => device(&dir, cmd),
@@ -144,13 +159,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let p = registry
                 .policy(&policy)?
                 .with_context(|| format!("policy '{policy}' does not exist"))?;
-            let cs = init::service_connection_string(&dir.hostname(&registry)?, &p.name, &p.primary_key);
+            let cs =
+                init::service_connection_string(&dir.hostname(&registry)?, &p.name, &p.primary_key);
             println!("{}", cs.expose());
             Ok(())
         }
-        Command::Endpoints { listen, streaming_url } => {
+        Command::Endpoints {
+            listen,
+            streaming_url,
+        } => {
             let registry = dir.registry()?;
-            let config = Config::new(dir.hostname(&registry)?, listen.port(), streaming_url, Limits::default());
+            let config = Config::new(
+                dir.hostname(&registry)?,
+                listen.port(),
+                streaming_url,
+                Limits::default(),
+            );
             println!("{}", config.endpoints_json());
             Ok(())
         }
@@ -161,21 +185,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
     let hostname = dir.hostname(&registry)?;
-    let print_cs = |id: &str, key| println!("{}", init::device_connection_string(&hostname, id, key).expose());
-    let find = |id: &str| registry.device(id)?.with_context(|| format!("device '{id}' is not registered"));
+    let print_cs = |id: &str, key| {
+        println!(
+            "{}",
+            init::device_connection_string(&hostname, id, key).expose()
+        )
+    };
+    let find = |id: &str| {
+        registry
+            .device(id)?
+            .with_context(|| format!("device '{id}' is not registered"))
+    };
     match cmd {
         DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
         DeviceCommand::ConnectionString { id, secondary } => {
             let d = find(&id)?;
-            print_cs(&id, if secondary { &d.secondary_key } else { &d.primary_key });
+            print_cs(
+                &id,
+                if secondary {
+                    &d.secondary_key
+                } else {
+                    &d.primary_key
+                },
+            );
         }
         DeviceCommand::List { json } => {
             let devices = registry.devices()?;
             if json {
-                println!("{}", serde_json::Value::Array(devices.iter().map(device_json).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(devices.iter().map(device_json).collect())
+                );
             } else {
                 for d in devices {
-                    println!("{}\t{}", d.id, if d.enabled { "enabled" } else { "disabled" });
+                    println!(
+                        "{}\t{}",
+                        d.id,
+                        if d.enabled { "enabled" } else { "disabled" }
+                    );
                 }
             }
         }

@@ -17,7 +17,10 @@ use device_streams_common::{
 use http::{Request, Response};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use rumqttc::mqttbytes::{
-    v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck},
+    v4::{
+        ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
+        UnsubAck,
+    },
     QoS,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -56,7 +59,9 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
 }
 
 async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
-    let ws: ServerWs = upgraded(on_upgrade).await.context("WebSocket upgrade failed")?;
+    let ws: ServerWs = upgraded(on_upgrade)
+        .await
+        .context("WebSocket upgrade failed")?;
     let mut io = MqttIo::new(WsStream::new(ws), hub.config.limits.max_mqtt_packet);
     let first = tokio::time::timeout(hub.config.limits.first_message, io.read())
         .await
@@ -83,9 +88,21 @@ async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
         secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
     };
     let result = async {
-        write(&mut io, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+        write(
+            &mut io,
+            Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+        )
+        .await?;
         tracing::info!("device connected");
-        run(&hub, &device, &mut io, registration.rx, &registration.cancel, keep_alive).await
+        run(
+            &hub,
+            &device,
+            &mut io,
+            registration.rx,
+            &registration.cancel,
+            keep_alive,
+        )
+        .await
     }
     .await;
     hub.sessions.unregister(&device, registration.generation);
@@ -98,19 +115,24 @@ async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
 fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, String)> {
     let device = &connect.client_id;
     if !protocol::valid_device_id(device) {
-        return Err((ConnectReturnCode::BadClientId, "client id is not a valid device id".into()));
+        return Err((
+            ConnectReturnCode::BadClientId,
+            "client id is not a valid device id".into(),
+        ));
     }
-    let login = connect
-        .login
-        .as_ref()
-        .ok_or((ConnectReturnCode::BadUserNamePassword, "CONNECT has no user name and password".to_string()))?;
+    let login = connect.login.as_ref().ok_or((
+        ConnectReturnCode::BadUserNamePassword,
+        "CONNECT has no user name and password".to_string(),
+    ))?;
     if login.username.split('/').nth(1) != Some(device.as_str()) {
         let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
     auth::device(&hub.registry, &hub.config.hostname, device, &login.password).map_err(|e| {
         let code = match e {
-            AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => ConnectReturnCode::NotAuthorized,
+            AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
+                ConnectReturnCode::NotAuthorized
+            }
             AuthError::Registry(_) => ConnectReturnCode::ServiceUnavailable,
             _ => ConnectReturnCode::BadUserNamePassword,
         };
@@ -177,7 +199,10 @@ async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow:
             match protocol::parse_stream_response(&publish.topic) {
                 Ok((status, rid)) => {
                     if !hub.sessions.answer(device, &rid, status) {
-                        tracing::debug!(rid, "answer to no waiting request (too late, or not ours)");
+                        tracing::debug!(
+                            rid,
+                            "answer to no waiting request (too late, or not ours)"
+                        );
                     }
                 }
                 Err(e) => tracing::info!("ignoring a publish the hub does not serve: {e}"),

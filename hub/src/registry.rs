@@ -111,7 +111,8 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
-const DEVICE_COLUMNS: &str = "id, primary_key, secondary_key, enabled, created_at, last_connected_at";
+const DEVICE_COLUMNS: &str =
+    "id, primary_key, secondary_key, enabled, created_at, last_connected_at";
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
@@ -119,10 +120,15 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Registry { conn: Mutex::new(conn) })
+        Ok(Registry {
+            conn: Mutex::new(conn),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, RegistryError>) -> Result<T, RegistryError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
         // A panic while holding the lock cannot leave SQLite inconsistent; keep serving.
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
@@ -130,16 +136,21 @@ impl Registry {
 
     pub fn set_setting(&self, name: &str, value: &str) -> Result<(), RegistryError> {
         self.with(|c| {
-            c.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)", params![name, value])?;
+            c.execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )?;
             Ok(())
         })
     }
 
     pub fn setting(&self, name: &'static str) -> Result<String, RegistryError> {
         self.with(|c| {
-            c.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0))
-                .optional()?
-                .ok_or(RegistryError::MissingSetting(name))
+            c.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or(RegistryError::MissingSetting(name))
         })
     }
 
@@ -177,7 +188,8 @@ impl Registry {
 
     pub fn devices(&self) -> Result<Vec<Device>, RegistryError> {
         self.with(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
+            let mut stmt =
+                c.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
             let rows = stmt.query_map([], device_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -188,17 +200,28 @@ impl Registry {
     }
 
     pub fn delete_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.with(|c| match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
-            0 => Err(RegistryError::UnknownDevice(id.to_string())),
-            _ => Ok(()),
-        })
+        self.with(
+            |c| match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
+                0 => Err(RegistryError::UnknownDevice(id.to_string())),
+                _ => Ok(()),
+            },
+        )
     }
 
     pub fn touch_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.update_device(id, "UPDATE devices SET last_connected_at = ?2 WHERE id = ?1", unix_now())
+        self.update_device(
+            id,
+            "UPDATE devices SET last_connected_at = ?2 WHERE id = ?1",
+            unix_now(),
+        )
     }
 
-    fn update_device(&self, id: &str, sql: &str, value: impl rusqlite::ToSql) -> Result<(), RegistryError> {
+    fn update_device(
+        &self,
+        id: &str,
+        sql: &str,
+        value: impl rusqlite::ToSql,
+    ) -> Result<(), RegistryError> {
         self.with(|c| match c.execute(sql, params![id, value])? {
             0 => Err(RegistryError::UnknownDevice(id.to_string())),
             _ => Ok(()),
@@ -235,7 +258,11 @@ impl Registry {
                         name: row.get(0)?,
                         primary_key: Secret::new(row.get::<_, String>(1)?),
                         secondary_key: Secret::new(row.get::<_, String>(2)?),
-                        rights: row.get::<_, String>(3)?.split(',').map(str::to_string).collect(),
+                        rights: row
+                            .get::<_, String>(3)?
+                            .split(',')
+                            .map(str::to_string)
+                            .collect(),
                     })
                 },
             )
@@ -254,8 +281,14 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         let reg = Registry::open(&path).unwrap();
         let dev = reg.add_device("dev1").unwrap();
-        assert!(matches!(reg.add_device("dev1"), Err(RegistryError::DeviceExists(_))));
-        assert!(matches!(reg.add_device("bad/id"), Err(RegistryError::BadDeviceId(_))));
+        assert!(matches!(
+            reg.add_device("dev1"),
+            Err(RegistryError::DeviceExists(_))
+        ));
+        assert!(matches!(
+            reg.add_device("bad/id"),
+            Err(RegistryError::BadDeviceId(_))
+        ));
         reg.add_policy("service", &[Right::ServiceConnect]).unwrap();
         drop(reg);
 
@@ -265,10 +298,21 @@ mod tests {
         assert!(got.enabled);
         reg.set_enabled("dev1", false).unwrap();
         assert!(!reg.device("dev1").unwrap().unwrap().enabled);
-        assert!(reg.policy("service").unwrap().unwrap().allows(Right::ServiceConnect));
-        assert!(!reg.policy("service").unwrap().unwrap().allows(Right::RegistryWrite));
+        assert!(reg
+            .policy("service")
+            .unwrap()
+            .unwrap()
+            .allows(Right::ServiceConnect));
+        assert!(!reg
+            .policy("service")
+            .unwrap()
+            .unwrap()
+            .allows(Right::RegistryWrite));
         reg.delete_device("dev1").unwrap();
         assert!(reg.device("dev1").unwrap().is_none());
-        assert!(matches!(reg.delete_device("dev1"), Err(RegistryError::UnknownDevice(_))));
+        assert!(matches!(
+            reg.delete_device("dev1"),
+            Err(RegistryError::UnknownDevice(_))
+        ));
     }
 }

@@ -17,9 +17,9 @@ use futures_util::{
     stream::{SplitSink, SplitStream},
     FutureExt, SinkExt, StreamExt,
 };
-use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Error as WsError, Message};
 use http::{Request, Response, StatusCode};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
+use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -40,7 +40,11 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::warn!(stream = %id, "streaming connection refused: {e}");
-            return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", format!("stream {id}: {e}"));
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "IotHubUnauthorizedAccess",
+                format!("stream {id}: {e}"),
+            );
         }
     };
     let (resp, on_upgrade) = match accept_upgrade(&mut req, None) {
@@ -68,14 +72,33 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
     let info = paired.info;
     let started = Instant::now();
     tracing::debug!("stream paired");
-    let r = relay(service_ws, device_ws, hub.shutdown.clone(), hub.config.limits.shutdown_grace).await;
-    let detail = format!("closed by {}", match r.ended_by { "a" => "service", "b" => "device", other => other });
+    let r = relay(
+        service_ws,
+        device_ws,
+        hub.shutdown.clone(),
+        hub.config.limits.shutdown_grace,
+    )
+    .await;
+    let detail = format!(
+        "closed by {}",
+        match r.ended_by {
+            "a" => "service",
+            "b" => "device",
+            other => other,
+        }
+    );
     activity::record(&Record {
         setup: Some(started - info.requested_at),
         duration: Some(started.elapsed()),
         bytes_to_device: r.a_to_b,
         bytes_from_device: r.b_to_a,
-        ..Record::request(&info.device, &info.name, &info.policy, Outcome::Accepted, &detail)
+        ..Record::request(
+            &info.device,
+            &info.name,
+            &info.policy,
+            Outcome::Accepted,
+            &detail,
+        )
     });
 }
 
@@ -115,7 +138,12 @@ async fn forward(
 }
 
 /// Relays until either side ends, or until `grace` after `shutdown`.
-pub async fn relay(a: ServerWs, b: ServerWs, shutdown: CancellationToken, grace: Duration) -> Relayed {
+pub async fn relay(
+    a: ServerWs,
+    b: ServerWs,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Relayed {
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));

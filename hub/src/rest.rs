@@ -47,17 +47,41 @@ fn timeout_header(headers: &HeaderMap, name: &str, max: Duration) -> Duration {
         .clamp(Duration::from_secs(1), max)
 }
 
-pub async fn stream_request(hub: Arc<Hub>, req: Request<Incoming>, device: String, name: String) -> Response<Body> {
-    let auth_header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let policy = match auth::service(&hub.registry, &hub.config.hostname, auth_header, Right::ServiceConnect) {
+pub async fn stream_request(
+    hub: Arc<Hub>,
+    req: Request<Incoming>,
+    device: String,
+    name: String,
+) -> Response<Body> {
+    let auth_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let policy = match auth::service(
+        &hub.registry,
+        &hub.config.hostname,
+        auth_header,
+        Right::ServiceConnect,
+    ) {
         Ok(policy) => policy,
         Err(AuthError::Registry(e)) => {
             tracing::error!(error = %e, "registry unavailable");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "RegistryUnavailable", e.to_string());
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "RegistryUnavailable",
+                e.to_string(),
+            );
         }
         Err(e) => {
             let msg = format!("stream request for device '{device}' refused: {e}");
-            activity::record(&Record::request(&device, &name, "", Outcome::Unauthorized, &msg));
+            activity::record(&Record::request(
+                &device,
+                &name,
+                "",
+                Outcome::Unauthorized,
+                &msg,
+            ));
             return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg);
         }
     };
@@ -67,34 +91,71 @@ pub async fn stream_request(hub: Arc<Hub>, req: Request<Incoming>, device: Strin
     };
     if !protocol::valid_stream_name(&name) {
         let msg = format!("'{name}' is not a valid stream name (letters, digits, - . _)");
-        return refuse(StatusCode::BAD_REQUEST, "InvalidStreamName", Outcome::Failed, msg);
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidStreamName",
+            Outcome::Failed,
+            msg,
+        );
     }
     match hub.registry.device(&device) {
         Ok(Some(d)) if d.enabled => {}
         Ok(Some(_)) => {
             let msg = format!("device '{device}' is disabled");
-            return refuse(StatusCode::FORBIDDEN, "DeviceDisabled", Outcome::Unauthorized, msg);
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "DeviceDisabled",
+                Outcome::Unauthorized,
+                msg,
+            );
         }
         Ok(None) => {
             let msg = format!("device '{device}' is not registered on this hub");
-            return refuse(StatusCode::NOT_FOUND, "DeviceNotFound", Outcome::DeviceOffline, msg);
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "DeviceNotFound",
+                Outcome::DeviceOffline,
+                msg,
+            );
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "RegistryUnavailable", e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "RegistryUnavailable",
+                e.to_string(),
+            )
+        }
     }
     if !hub.sessions.is_connected(&device) {
         let msg = format!("device '{device}' is not connected to the hub");
-        return refuse(StatusCode::NOT_FOUND, "DeviceNotOnline", Outcome::DeviceOffline, msg);
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "DeviceNotOnline",
+            Outcome::DeviceOffline,
+            msg,
+        );
     }
     let slot = match hub.streams.reserve(&device) {
         Ok(slot) => slot,
-        Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", Outcome::Limited, e.to_string()),
+        Err(e) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                Outcome::Limited,
+                e.to_string(),
+            )
+        }
     };
     let max = hub.config.limits.max_stream_timeout;
     let connect_timeout = timeout_header(req.headers(), protocol::HEADER_CONNECT_TIMEOUT, max);
     let response_timeout = timeout_header(req.headers(), protocol::HEADER_RESPONSE_TIMEOUT, max);
 
     let id = Streams::new_id();
-    let url = format!("{}{}{id}", hub.config.streaming_base, protocol::BRIDGES_PREFIX);
+    let url = format!(
+        "{}{}{id}",
+        hub.config.streaming_base,
+        protocol::BRIDGES_PREFIX
+    );
     let requested_at = std::time::Instant::now();
     let info = StreamInfo {
         id: id.clone(),
@@ -106,24 +167,50 @@ pub async fn stream_request(hub: Arc<Hub>, req: Request<Incoming>, device: Strin
         slot,
     };
     let (device_token, service_token) = hub.streams.create(info);
-    let mut guard = PendingGuard { hub: &hub, id: id.clone(), armed: true };
-    let topic = |rid: &str| protocol::stream_request_topic(&name, rid, &url, &device_token);
-    let (status, code, outcome, msg) = match hub.sessions.request(&device, topic, response_timeout).await {
-        Ok(protocol::ACCEPT) => {
-            guard.armed = false;
-            hub.streams.mark_accepted(&id);
-            hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
-            return accepted(&url, service_token.expose());
-        }
-        Ok(status) => {
-            let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
-            activity::record(&Record::request(&device, &name, &policy, Outcome::Rejected, &msg));
-            return rejected();
-        }
-        Err(e @ RequestError::Timeout(..)) => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", Outcome::Timeout, e),
-        Err(e @ RequestError::Busy(_)) => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", Outcome::Limited, e),
-        Err(e) => (StatusCode::NOT_FOUND, "DeviceNotOnline", Outcome::DeviceOffline, e),
+    let mut guard = PendingGuard {
+        hub: &hub,
+        id: id.clone(),
+        armed: true,
     };
+    let topic = |rid: &str| protocol::stream_request_topic(&name, rid, &url, &device_token);
+    let (status, code, outcome, msg) =
+        match hub.sessions.request(&device, topic, response_timeout).await {
+            Ok(protocol::ACCEPT) => {
+                guard.armed = false;
+                hub.streams.mark_accepted(&id);
+                hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
+                return accepted(&url, service_token.expose());
+            }
+            Ok(status) => {
+                let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
+                activity::record(&Record::request(
+                    &device,
+                    &name,
+                    &policy,
+                    Outcome::Rejected,
+                    &msg,
+                ));
+                return rejected();
+            }
+            Err(e @ RequestError::Timeout(..)) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "GatewayTimeout",
+                Outcome::Timeout,
+                e,
+            ),
+            Err(e @ RequestError::Busy(_)) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                Outcome::Limited,
+                e,
+            ),
+            Err(e) => (
+                StatusCode::NOT_FOUND,
+                "DeviceNotOnline",
+                Outcome::DeviceOffline,
+                e,
+            ),
+        };
     refuse(status, code, outcome, msg.to_string())
 }
 
@@ -140,7 +227,8 @@ fn accepted(url: &str, token: &str) -> Response<Body> {
 
 fn rejected() -> Response<Body> {
     let mut resp = text(StatusCode::OK, "");
-    resp.headers_mut().insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("False"));
+    resp.headers_mut()
+        .insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("False"));
     resp
 }
 
@@ -152,6 +240,12 @@ async fn reap(hub: Arc<Hub>, id: String, window: Duration) {
     }
     if let Some(info) = hub.streams.remove(&id) {
         let msg = format!("both sides did not connect to the streaming endpoint within {window:?}");
-        activity::record(&Record::request(&info.device, &info.name, &info.policy, Outcome::Timeout, &msg));
+        activity::record(&Record::request(
+            &info.device,
+            &info.name,
+            &info.policy,
+            Outcome::Timeout,
+            &msg,
+        ));
     }
 }

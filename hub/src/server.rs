@@ -26,7 +26,11 @@ use crate::{
 
 /// Serves `listener` until `hub.shutdown` is cancelled, then waits for every task
 /// (open streams get the shutdown grace period) and returns.
-pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Arc<Hub>) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    hub: Arc<Hub>,
+) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
@@ -68,7 +72,12 @@ pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Arc<Hub>) -
     Ok(())
 }
 
-async fn serve_connection(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
+async fn serve_connection(
+    hub: Arc<Hub>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> anyhow::Result<()> {
     let _ = tcp.set_nodelay(true);
     let limits = &hub.config.limits;
     let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
@@ -82,7 +91,9 @@ async fn serve_connection(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, 
         .max_buf_size(limits.max_header_bytes.max(8192));
     let route_hub = hub.clone();
     let service = service_fn(move |req| route(route_hub.clone(), peer, req));
-    let conn = builder.serve_connection(TokioIo::new(tls), service).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r.context("HTTP")?,
@@ -94,20 +105,34 @@ async fn serve_connection(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, 
     Ok(())
 }
 
-async fn route(hub: Arc<Hub>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
-        (Method::POST, p) if p.starts_with("/twins/") => match protocol::parse_stream_request_path(p) {
-            Some((device, name)) => rest::stream_request(hub, req, device, name).await,
-            None => error(StatusCode::NOT_FOUND, "NotFound", "expected /twins/{deviceId}/streams/{streamName}"),
-        },
+        (Method::POST, p) if p.starts_with("/twins/") => {
+            match protocol::parse_stream_request_path(p) {
+                Some((device, name)) => rest::stream_request(hub, req, device, name).await,
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "expected /twins/{deviceId}/streams/{streamName}",
+                ),
+            }
+        }
         (Method::GET, protocol::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
         (Method::GET, p) if p.starts_with(protocol::BRIDGES_PREFIX) => {
             let id = p[protocol::BRIDGES_PREFIX.len()..].to_string();
             relay::upgrade(hub, req, id)
         }
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (method, _) => error(StatusCode::NOT_FOUND, "NotFound", format!("no endpoint for {method} {path}")),
+        (method, _) => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no endpoint for {method} {path}"),
+        ),
     };
     Ok(resp)
 }

@@ -79,19 +79,31 @@ impl Sessions {
         let cancel = parent.child_token();
         let old = self.lock().devices.insert(
             device.to_string(),
-            Handle { generation, tx, cancel: cancel.clone() },
+            Handle {
+                generation,
+                tx,
+                cancel: cancel.clone(),
+            },
         );
         if let Some(old) = old {
             tracing::info!(device, "a new connection replaces the device's earlier one");
             old.cancel.cancel();
         }
-        Registration { generation, rx, cancel }
+        Registration {
+            generation,
+            rx,
+            cancel,
+        }
     }
 
     /// Removes the session if it is still the current one, failing its waiting requests.
     pub fn unregister(&self, device: &str, generation: u64) {
         let mut inner = self.lock();
-        if inner.devices.get(device).is_some_and(|h| h.generation == generation) {
+        if inner
+            .devices
+            .get(device)
+            .is_some_and(|h| h.generation == generation)
+        {
             inner.devices.remove(device);
             inner.waiters.retain(|_, w| w.device != device);
         }
@@ -134,9 +146,17 @@ impl Sessions {
                 .ok_or_else(|| RequestError::NotConnected(device.to_string()))?;
             handle
                 .tx
-                .try_send(Outgoing { topic: make_topic(&rid) })
+                .try_send(Outgoing {
+                    topic: make_topic(&rid),
+                })
                 .map_err(|_| RequestError::Busy(device.to_string()))?;
-            inner.waiters.insert(rid.clone(), Waiter { device: device.to_string(), tx });
+            inner.waiters.insert(
+                rid.clone(),
+                Waiter {
+                    device: device.to_string(),
+                    tx,
+                },
+            );
         }
         let answer = tokio::time::timeout(timeout, rx).await;
         self.lock().waiters.remove(&rid);
@@ -171,7 +191,12 @@ mod tests {
         let mut reg = sessions.register("dev1", &root);
         let s = sessions.clone();
         let req = tokio::spawn(async move {
-            s.request("dev1", |rid| Secret::new(rid.to_string()), Duration::from_secs(5)).await
+            s.request(
+                "dev1",
+                |rid| Secret::new(rid.to_string()),
+                Duration::from_secs(5),
+            )
+            .await
         });
         let out = reg.rx.recv().await.unwrap();
         let rid = out.topic.expose().to_string();
@@ -179,7 +204,13 @@ mod tests {
         assert!(sessions.answer("dev1", &rid, 400));
         assert_eq!(req.await.unwrap(), Ok(400));
 
-        let err = sessions.request("nobody", |r| Secret::new(r.to_string()), Duration::from_secs(1)).await;
+        let err = sessions
+            .request(
+                "nobody",
+                |r| Secret::new(r.to_string()),
+                Duration::from_secs(1),
+            )
+            .await;
         assert_eq!(err, Err(RequestError::NotConnected("nobody".into())));
 
         let replaced = sessions.register("dev1", &root);

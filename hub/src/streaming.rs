@@ -126,8 +126,15 @@ fn random_token(bytes: usize) -> String {
 
 /// Closes a WebSocket with a reason the peer can log.
 pub async fn close_with(mut ws: ServerWs, code: CloseCode, reason: &str) {
-    let frame = CloseFrame { code, reason: reason.to_string().into() };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        ws.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 impl Streams {
@@ -156,7 +163,10 @@ impl Streams {
         }
         *n += 1;
         c.total += 1;
-        Ok(Slot { counts: self.counts.clone(), device: device.to_string() })
+        Ok(Slot {
+            counts: self.counts.clone(),
+            device: device.to_string(),
+        })
     }
 
     /// Streams pending or open right now.
@@ -173,7 +183,15 @@ impl Streams {
         let tokens = [Secret::new(random_token(32)), Secret::new(random_token(32))];
         let out = (tokens[0].clone(), tokens[1].clone());
         let id = info.id.clone();
-        self.lock().insert(id, Pending { info, tokens, claimed: [false; 2], waiting: None });
+        self.lock().insert(
+            id,
+            Pending {
+                info,
+                tokens,
+                claimed: [false; 2],
+                waiting: None,
+            },
+        );
         out
     }
 
@@ -195,7 +213,14 @@ impl Streams {
         let p = pending.get_mut(id).ok_or(ClaimError::UnknownStream)?;
         let side = [Side::Device, Side::Service]
             .into_iter()
-            .find(|s| bool::from(p.tokens[s.index()].expose().as_bytes().ct_eq(token.as_bytes())))
+            .find(|s| {
+                bool::from(
+                    p.tokens[s.index()]
+                        .expose()
+                        .as_bytes()
+                        .ct_eq(token.as_bytes()),
+                )
+            })
             .ok_or(ClaimError::BadToken)?;
         if std::mem::replace(&mut p.claimed[side.index()], true) {
             return Err(ClaimError::Replayed);
@@ -227,7 +252,12 @@ impl Streams {
             }
         };
         let Some(rx) = rx else {
-            close_with(ws, CloseCode::Policy, "stream expired before both sides connected").await;
+            close_with(
+                ws,
+                CloseCode::Policy,
+                "stream expired before both sides connected",
+            )
+            .await;
             return None;
         };
         match rx.await {
@@ -264,11 +294,20 @@ mod tests {
         let (_, _) = streams.create(info(&streams, "s2", "dev1"));
         assert_eq!(streams.claim("s2", dev.expose()), Err(ClaimError::BadToken));
         assert_eq!(streams.claim("s1", "nope"), Err(ClaimError::BadToken));
-        assert_eq!(streams.claim("s1", dev.expose()), Ok((Side::Device, "dev1".into())));
+        assert_eq!(
+            streams.claim("s1", dev.expose()),
+            Ok((Side::Device, "dev1".into()))
+        );
         assert_eq!(streams.claim("s1", dev.expose()), Err(ClaimError::Replayed));
-        assert_eq!(streams.claim("s1", svc.expose()), Ok((Side::Service, "dev1".into())));
+        assert_eq!(
+            streams.claim("s1", svc.expose()),
+            Ok((Side::Service, "dev1".into()))
+        );
         assert!(streams.remove("s1").is_some());
-        assert_eq!(streams.claim("s1", svc.expose()), Err(ClaimError::UnknownStream));
+        assert_eq!(
+            streams.claim("s1", svc.expose()),
+            Err(ClaimError::UnknownStream)
+        );
     }
 
     #[test]
@@ -276,7 +315,10 @@ mod tests {
         let streams = Streams::new(3, 2);
         let a = streams.reserve("d1").unwrap();
         let _b = streams.reserve("d1").unwrap();
-        assert_eq!(streams.reserve("d1").err(), Some(LimitError::Device("d1".into(), 2)));
+        assert_eq!(
+            streams.reserve("d1").err(),
+            Some(LimitError::Device("d1".into(), 2))
+        );
         let _c = streams.reserve("d2").unwrap();
         assert_eq!(streams.reserve("d3").err(), Some(LimitError::Hub(3)));
         drop(a);

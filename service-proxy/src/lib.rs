@@ -49,18 +49,30 @@ async fn serve<L: AsyncRead + AsyncWrite + Unpin>(config: &Config, local: L) -> 
     tracing::info!("stream open");
     match splice(local, stream, LINGER).await {
         Ok(moved) => {
-            tracing::info!(bytes_sent = moved.local_to_stream, bytes_received = moved.stream_to_local, "stream closed");
+            tracing::info!(
+                bytes_sent = moved.local_to_stream,
+                bytes_received = moved.stream_to_local,
+                "stream closed"
+            );
             Ok(())
         }
         Err((e, moved)) => {
-            tracing::info!(bytes_sent = moved.local_to_stream, bytes_received = moved.stream_to_local, "stream ended: {e}");
+            tracing::info!(
+                bytes_sent = moved.local_to_stream,
+                bytes_received = moved.stream_to_local,
+                "stream ended: {e}"
+            );
             Ok(())
         }
     }
 }
 
 /// Accepts local connections until `shutdown`, then lets open streams finish within the grace period.
-pub async fn run(listener: TcpListener, config: Arc<Config>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
@@ -102,8 +114,14 @@ pub async fn run(listener: TcpListener, config: Arc<Config>, shutdown: Cancellat
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!("{} streams still open after the grace period; closing them", tracker.len());
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} streams still open after the grace period; closing them",
+            tracker.len()
+        );
     }
     Ok(())
 }

@@ -97,8 +97,16 @@ fn main() -> ExitCode {
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
-    let connection = args.connection_string.expose().parse().context("--connection-string")?;
-    anyhow::ensure!(protocol::valid_device_id(&args.device_id), "--device-id: '{}' is not a valid device id", args.device_id);
+    let connection = args
+        .connection_string
+        .expose()
+        .parse()
+        .context("--connection-string")?;
+    anyhow::ensure!(
+        protocol::valid_device_id(&args.device_id),
+        "--device-id: '{}' is not a valid device id",
+        args.device_id
+    );
     anyhow::ensure!(
         protocol::valid_stream_name(&args.stream_name),
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",

@@ -22,17 +22,27 @@ pub enum StreamError {
     #[error("cannot reach the hub for device {device}: {source}")]
     Unreachable { device: String, source: DialError },
     #[error("stream request for device {device} failed: {source}")]
-    Http { device: String, source: hyper::Error },
+    Http {
+        device: String,
+        source: hyper::Error,
+    },
     #[error("cannot sign a token for device {device}: {source}")]
     Sign { device: String, source: SasError },
     #[error("hub refused the stream to device {device}: {status}: {message}")]
-    Refused { device: String, status: StatusCode, message: String },
+    Refused {
+        device: String,
+        status: StatusCode,
+        message: String,
+    },
     #[error("device {device} rejected stream '{name}' (the device maps no such name, its target is down, or it is at its stream limit)")]
     Rejected { device: String, name: String },
     #[error("no answer from the hub about device {device} within {after:?}")]
     Timeout { device: String, after: Duration },
     #[error("hub accepted the stream to device {device} but sent no {0} header", .missing)]
-    Incomplete { device: String, missing: &'static str },
+    Incomplete {
+        device: String,
+        missing: &'static str,
+    },
     #[error("cannot open the stream to device {device}: {source}")]
     WebSocket { device: String, source: WsError },
 }
@@ -51,54 +61,102 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
         .connector
         .connect(&cs.host.host, cs.host.port)
         .await
-        .map_err(|source| StreamError::Unreachable { device: device(), source })?;
-    let http_err = |source| StreamError::Http { device: device(), source };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(http_err)?;
+        .map_err(|source| StreamError::Unreachable {
+            device: device(),
+            source,
+        })?;
+    let http_err = |source| StreamError::Http {
+        device: device(),
+        source,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(http_err)?;
     let driver = tokio::spawn(conn);
 
     let host = cs.host.to_string();
-    let token = sas::sign_for(&host, &cs.key, config.token_ttl, Some(&cs.policy))
-        .map_err(|source| StreamError::Sign { device: device(), source })?;
+    let token =
+        sas::sign_for(&host, &cs.key, config.token_ttl, Some(&cs.policy)).map_err(|source| {
+            StreamError::Sign {
+                device: device(),
+                source,
+            }
+        })?;
     let secs = |d: Duration| d.as_secs().max(1).to_string();
-    let request = Request::post(protocol::stream_request_path(&config.device_id, &config.stream_name))
-        .header(header::HOST, &host)
-        .header(header::AUTHORIZATION, token.expose())
-        .header(header::CONTENT_LENGTH, "0")
-        .header(protocol::HEADER_CONNECT_TIMEOUT, secs(config.connect_timeout))
-        .header(protocol::HEADER_RESPONSE_TIMEOUT, secs(config.response_timeout))
-        .body(Empty::<Bytes>::new())
-        .map_err(|_| StreamError::Incomplete { device: device(), missing: "valid request" })?;
+    let request = Request::post(protocol::stream_request_path(
+        &config.device_id,
+        &config.stream_name,
+    ))
+    .header(header::HOST, &host)
+    .header(header::AUTHORIZATION, token.expose())
+    .header(header::CONTENT_LENGTH, "0")
+    .header(
+        protocol::HEADER_CONNECT_TIMEOUT,
+        secs(config.connect_timeout),
+    )
+    .header(
+        protocol::HEADER_RESPONSE_TIMEOUT,
+        secs(config.response_timeout),
+    )
+    .body(Empty::<Bytes>::new())
+    .map_err(|_| StreamError::Incomplete {
+        device: device(),
+        missing: "valid request",
+    })?;
     // The hub answers within the response timeout; allow it a little extra for the network.
     let limit = config.response_timeout + config.connector.timeout;
     let response = tokio::time::timeout(limit, sender.send_request(request))
         .await
-        .map_err(|_| StreamError::Timeout { device: device(), after: limit })?
+        .map_err(|_| StreamError::Timeout {
+            device: device(),
+            after: limit,
+        })?
         .map_err(http_err)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = Limited::new(response.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     driver.abort();
 
     if status != StatusCode::OK {
-        return Err(StreamError::Refused { device: device(), status, message: error_message(&body) });
+        return Err(StreamError::Refused {
+            device: device(),
+            status,
+            message: error_message(&body),
+        });
     }
     let get = |name: &'static str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-            .ok_or(StreamError::Incomplete { device: device(), missing: name })
+            .ok_or(StreamError::Incomplete {
+                device: device(),
+                missing: name,
+            })
     };
     if !get(HEADER_IS_ACCEPTED)?.eq_ignore_ascii_case("true") {
-        return Err(StreamError::Rejected { device: device(), name: config.stream_name.clone() });
+        return Err(StreamError::Rejected {
+            device: device(),
+            name: config.stream_name.clone(),
+        });
     }
-    Ok(Granted { url: get(HEADER_URL)?, token: Secret::new(get(HEADER_AUTH_TOKEN)?) })
+    Ok(Granted {
+        url: get(HEADER_URL)?,
+        token: Secret::new(get(HEADER_AUTH_TOKEN)?),
+    })
 }
 
 /// The message of the hub's JSON error body (`message`, or Azure's `Message`), else the body.
 fn error_message(body: &[u8]) -> String {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let from_json = json.as_ref().and_then(|j| j.get("message").or_else(|| j.get("Message"))).and_then(|m| m.as_str());
+    let from_json = json
+        .as_ref()
+        .and_then(|j| j.get("message").or_else(|| j.get("Message")))
+        .and_then(|m| m.as_str());
     match from_json {
         Some(m) => m.to_string(),
         None if body.is_empty() => "no details given".to_string(),
@@ -111,6 +169,9 @@ pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
     let granted = request_stream(config).await?;
     let ws = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
         .await
-        .map_err(|source| StreamError::WebSocket { device: config.device_id.clone(), source })?;
+        .map_err(|source| StreamError::WebSocket {
+            device: config.device_id.clone(),
+            source,
+        })?;
     Ok(WsStream::new(ws))
 }
