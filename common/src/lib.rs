@@ -10,10 +10,13 @@
 //! - [`splice`]: joining a local socket to a stream's WebSocket, and what end-of-stream means.
 //! - [`mqtt`]: reading and writing MQTT 3.1.1 packets on a byte stream (codec from `rumqttc`).
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
-//! - [`logging`] and [`shutdown`]: tracing set-up and SIGINT/SIGTERM handling for the binaries.
+//! - [`logging`], [`shutdown`] and [`cli`]: tracing set-up, SIGINT/SIGTERM handling, and the
+//!   binaries' shared `main` (exit codes, one-line errors), plus [`accept`] for accept loops.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod backoff;
+pub mod cli;
 pub mod connection_string;
 pub mod logging;
 pub mod mqtt;

@@ -28,3 +28,14 @@ async fn wait_for_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Closes `tracker` and waits up to `grace` for its tasks (open streams) to finish.
+pub async fn drain(tracker: &tokio_util::task::TaskTracker, grace: std::time::Duration) {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            "{} streams still open after the grace period; closing them",
+            tracker.len()
+        );
+    }
+}

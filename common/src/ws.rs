@@ -140,7 +140,7 @@ pub enum WsError {
     #[error("WebSocket handshake with {host} failed: {source}")]
     Handshake {
         host: String,
-        source: tungstenite::Error,
+        source: Box<tungstenite::Error>,
     },
     #[error("WebSocket handshake with {host} timed out after {after:?}")]
     Timeout { host: String, after: Duration },
@@ -208,6 +208,9 @@ pub async fn connect(
                 body,
             })
         }
-        Ok(Err(source)) => Err(WsError::Handshake { host: addr, source }),
+        Ok(Err(source)) => Err(WsError::Handshake {
+            host: addr,
+            source: Box::new(source),
+        }),
     }
 }

@@ -14,6 +14,7 @@ use device_streams_common::{
     mqtt::{MqttIo, MAX_PACKET},
     protocol::{self, StreamRequest, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
     sas,
+    shutdown::drain,
     ws::{self, ClientStream, WsStream},
 };
 use rumqttc::mqttbytes::{
@@ -78,16 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "{} streams still open after the grace period; closing them",
-            tracker.len()
-        );
-    }
+    drain(&tracker, config.shutdown_grace).await;
     Ok(())
 }
 

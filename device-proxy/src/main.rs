@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use device_local_proxy::{Config, Target, Targets};
-use device_streams_common::{logging, shutdown, tls, Secret};
+use device_streams_common::{cli, logging, tls, Secret};
 
 /// Device side of Azure IoT Hub device streams: keeps a control connection to the hub and
 /// splices each accepted stream to a local target from --map (e.g. the local sshd).
@@ -54,33 +54,10 @@ struct Args {
     log_format: logging::LogFormat,
 }
 
-/// Exit code for bad arguments, as clap uses.
-const USAGE: u8 = 2;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format, "info");
-    let config = match config(args) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("device-local-proxy: {e:#}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("device-local-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(async { device_local_proxy::run(config, shutdown::on_signal()).await }) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("device-local-proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("device-local-proxy", config(args), device_local_proxy::run)
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {

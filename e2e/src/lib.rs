@@ -266,3 +266,92 @@ pub fn sha256(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A bare MQTT-over-WebSocket client, for playing a device that misbehaves.
+pub mod raw {
+    use device_streams_common::{
+        mqtt::{MqttIo, MAX_PACKET},
+        protocol::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
+        tls::Connector,
+        ws::{self, ClientStream, WsStream},
+    };
+    use rumqttc::mqttbytes::{
+        v4::{Connect, ConnectReturnCode, Packet, Subscribe},
+        QoS,
+    };
+
+    pub type Io = MqttIo<ClientStream>;
+
+    pub async fn open(connector: &Connector, hostname: &str) -> Io {
+        let url = format!("wss://{hostname}{MQTT_WS_PATH}");
+        let ws = ws::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
+            .await
+            .expect("control WebSocket");
+        MqttIo::new(WsStream::new(ws), MAX_PACKET)
+    }
+
+    /// Sends CONNECT with `password` and returns the hub's CONNACK code.
+    pub async fn connect(
+        io: &mut Io,
+        hostname: &str,
+        device: &str,
+        password: &str,
+    ) -> ConnectReturnCode {
+        let mut connect = Connect::new(device);
+        connect.keep_alive = 30;
+        connect.set_login(protocol::mqtt_username(hostname, device), password);
+        io.write(Packet::Connect(connect))
+            .await
+            .expect("send CONNECT");
+        match io.read().await {
+            Ok(Some(Packet::ConnAck(ack))) => ack.code,
+            other => panic!(
+                "expected CONNACK, got {:?}",
+                other.map(|p| p.map(|p| p.size()))
+            ),
+        }
+    }
+
+    pub async fn subscribe(io: &mut Io) {
+        let sub = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
+        io.write(Packet::Subscribe(sub))
+            .await
+            .expect("send SUBSCRIBE");
+        assert!(matches!(io.read().await, Ok(Some(Packet::SubAck(_)))));
+    }
+}
+
+/// The whole path for ssh: a real sshd, the hub, a device proxy mapping `ssh` to the
+/// sshd, and a listening service proxy for `dev1`.
+pub struct SshTunnel {
+    pub sshd: sshd::Sshd,
+    pub sys: System,
+    pub device: Running,
+    pub service: Running,
+    /// The service proxy's port: `ssh -p <port>` goes through the tunnel.
+    pub port: u16,
+}
+
+impl SshTunnel {
+    pub async fn start() -> SshTunnel {
+        let sshd = sshd::Sshd::start();
+        let sys = System::start().await;
+        let dev = sys.add_device("dev1");
+        let device = sys
+            .start_device(dev, &[&format!("ssh=127.0.0.1:{}", sshd.port)])
+            .await;
+        let (addr, service) = sys.start_service("dev1", "ssh").await;
+        SshTunnel {
+            sshd,
+            sys,
+            device,
+            service,
+            port: addr.port(),
+        }
+    }
+
+    /// `ssh` through the tunnel, running `remote` on the device.
+    pub fn ssh(&self, remote: &str) -> std::process::Command {
+        self.sshd.ssh(self.port, remote)
+    }
+}

@@ -5,7 +5,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use e2e::{bin, expose, random_bytes, sha256, sshd::Sshd, System};
+use e2e::{bin, expose, random_bytes, sha256, sshd::Sshd, SshTunnel, System};
 
 /// Runs a command on a blocking thread, feeding it `input`, and returns its output.
 async fn run(mut cmd: Command, input: Vec<u8>) -> Output {
@@ -40,15 +40,9 @@ fn assert_ok(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_runs_a_command_through_the_tunnel() {
-    let sshd = Sshd::start();
-    let sys = System::start().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("ssh=127.0.0.1:{}", sshd.port)])
-        .await;
-    let (addr, _service) = sys.start_service("dev1", "ssh").await;
+    let t = SshTunnel::start().await;
 
-    let out = run(sshd.ssh(addr.port(), "echo hello from $(id -un)"), vec![]).await;
+    let out = run(t.ssh("echo hello from $(id -un)"), vec![]).await;
     assert_eq!(
         assert_ok(&out).trim(),
         format!("hello from {}", e2e::sshd::user())
@@ -57,31 +51,25 @@ async fn ssh_runs_a_command_through_the_tunnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_mib_each_way_arrive_hash_exact() {
-    let sshd = Sshd::start();
-    let sys = System::start().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("ssh=127.0.0.1:{}", sshd.port)])
-        .await;
-    let (addr, _service) = sys.start_service("dev1", "ssh").await;
+    let t = SshTunnel::start().await;
     let size = 32 * 1024 * 1024;
 
     // Upload: the remote side hashes what arrives.
     let data = random_bytes(size);
     let want = sha256(&data);
-    let out = run(sshd.ssh(addr.port(), "sha256sum"), data).await;
+    let out = run(t.ssh("sha256sum"), data).await;
     assert_eq!(
         assert_ok(&out).split_whitespace().next(),
         Some(want.as_str())
     );
 
     // Download: a file made on the remote side, hashed there and here.
-    let file = sshd.dir.path().join("download.bin");
+    let file = t.sshd.dir.path().join("download.bin");
     let remote = format!(
         "head -c {size} /dev/urandom > {f} && sha256sum {f} >&2 && cat {f}",
         f = file.display()
     );
-    let out = run(sshd.ssh(addr.port(), &remote), vec![]).await;
+    let out = run(t.ssh(&remote), vec![]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -97,18 +85,12 @@ async fn thirty_two_mib_each_way_arrive_hash_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_sessions_each_get_their_own_bytes() {
-    let sshd = Sshd::start();
-    let sys = System::start().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("ssh=127.0.0.1:{}", sshd.port)])
-        .await;
-    let (addr, _service) = sys.start_service("dev1", "ssh").await;
+    let t = SshTunnel::start().await;
 
     let sessions = (0..20).map(|i| {
         let data = random_bytes(512 * 1024 + i);
         let want = sha256(&data);
-        let cmd = sshd.ssh(addr.port(), &format!("echo session {i}; sha256sum"));
+        let cmd = t.ssh(&format!("echo session {i}; sha256sum"));
         async move {
             let out = run(cmd, data).await;
             let text = assert_ok(&out);
@@ -116,7 +98,7 @@ async fn twenty_parallel_sessions_each_get_their_own_bytes() {
         }
     });
     futures_util::future::join_all(sessions).await;
-    assert!(sys.hub.streams.active() <= 20);
+    assert!(t.sys.hub.streams.active() <= 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,16 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     resp
 }
 
+/// Why a WebSocket upgrade request was refused.
+#[derive(Debug)]
+pub struct BadUpgrade(pub &'static str);
+
+impl BadUpgrade {
+    pub fn response(&self) -> Response<Body> {
+        error(StatusCode::BAD_REQUEST, "BadWebSocketUpgrade", self.0)
+    }
+}
+
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
@@ -42,13 +52,14 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 }
 
 /// Checks a WebSocket upgrade request and builds the 101 reply; `subprotocol` is echoed
-/// if the client offered it. Returns the future that yields the upgraded connection.
+/// if the client offered it. Returns the future that yields the upgraded connection,
+/// or a 400 reply saying what is wrong with the request.
 pub fn accept_upgrade(
     req: &mut Request<Incoming>,
     subprotocol: Option<&str>,
-) -> Result<(Response<Body>, OnUpgrade), Response<Body>> {
+) -> Result<(Response<Body>, OnUpgrade), BadUpgrade> {
     let headers = req.headers();
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "BadWebSocketUpgrade", m);
+    let bad = BadUpgrade;
     if !header_has(headers, header::UPGRADE, "websocket")
         || !header_has(headers, header::CONNECTION, "upgrade")
     {

@@ -43,7 +43,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
         Ok(accepted) => accepted,
-        Err(resp) => return resp,
+        Err(bad) => return bad.response(),
     };
     let span = tracing::info_span!("device", %peer, device = tracing::field::Empty);
     let tracker = hub.tracker.clone();

@@ -49,7 +49,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
     };
     let (resp, on_upgrade) = match accept_upgrade(&mut req, None) {
         Ok(accepted) => accepted,
-        Err(resp) => return resp,
+        Err(bad) => return bad.response(),
     };
     let span = tracing::info_span!("stream", stream = %id, device, side = side.name());
     let tracker = hub.tracker.clone();

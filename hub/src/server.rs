@@ -7,10 +7,10 @@
 //! | `GET /bridges/{stream}` | [`crate::relay`]: the streaming endpoint |
 //! | `GET /healthz` | liveness |
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use device_streams_common::{backoff::Backoff, protocol};
+use device_streams_common::{accept::Acceptor, protocol};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,29 +31,16 @@ pub async fn run(
     tls: Arc<ServerConfig>,
     hub: Arc<Hub>,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls = TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = hub.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually out of file descriptors: wait for some to free up.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            },
-        };
-        backoff.reset();
+    let mut acceptor = Acceptor::new(listener);
+    while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
             continue;
         };
-        let (hub, acceptor) = (hub.clone(), acceptor.clone());
+        let (hub, acceptor) = (hub.clone(), tls.clone());
         let span = tracing::info_span!("conn", %peer);
         hub.tracker.clone().spawn(
             async move {
@@ -65,7 +52,7 @@ pub async fn run(
             .instrument(span),
         );
     }
-    drop(listener);
+    drop(acceptor);
     hub.tracker.close();
     hub.tracker.wait().await;
     tracing::info!("hub stopped");
@@ -78,7 +65,6 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> anyhow::Result<()> {
-    let _ = tcp.set_nodelay(true);
     let limits = &hub.config.limits;
     let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
         .await

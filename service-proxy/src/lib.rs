@@ -11,7 +11,8 @@ pub mod request;
 use std::{sync::Arc, time::Duration};
 
 use device_streams_common::{
-    backoff::Backoff, connection_string::ServiceConnectionString, splice::splice, tls::Connector,
+    accept::Acceptor, connection_string::ServiceConnectionString, shutdown::drain, splice::splice,
+    tls::Connector,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -75,31 +76,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     tracing::info!(
         addr = %listener.local_addr()?,
         device = %config.device_id,
         stream = %config.stream_name,
         "listening; each connection opens a stream"
     );
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            },
-        };
-        backoff.reset();
+    let mut acceptor = Acceptor::new(listener);
+    while let Some((tcp, peer)) = acceptor.next(&shutdown).await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: {} already open (--max-connections)", config.max_connections);
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         let config = config.clone();
         let span = tracing::info_span!("conn", %peer, device = %config.device_id);
         tracker.spawn(
@@ -112,17 +100,8 @@ pub async fn run(
             .instrument(span),
         );
     }
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "{} streams still open after the grace period; closing them",
-            tracker.len()
-        );
-    }
+    drop(acceptor);
+    drain(&tracker, config.shutdown_grace).await;
     Ok(())
 }
 

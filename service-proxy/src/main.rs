@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context;
 use clap::Parser;
-use device_streams_common::{logging, protocol, shutdown, tls, Secret};
+use device_streams_common::{cli, logging, protocol, tls, Secret};
 use service_local_proxy::Config;
 
 /// Service side of Azure IoT Hub device streams: each local connection (or stdin/stdout
@@ -53,47 +53,24 @@ struct Args {
     log_format: logging::LogFormat,
 }
 
-/// Exit code for bad arguments, as clap uses.
-const USAGE: u8 = 2;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     // In --stdio mode stdout carries the stream, so only warnings go to stderr by default.
     logging::init(args.log_format, if args.stdio { "warn" } else { "info" });
     let (stdio, listen) = (args.stdio, args.listen);
-    let config = match config(args) {
-        Ok(config) => Arc::new(config),
-        Err(e) => {
-            eprintln!("service-local-proxy: {e:#}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("service-local-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = shutdown::on_signal();
-        if stdio {
-            return service_local_proxy::run_stdio(config, shutdown).await;
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        service_local_proxy::run(listener, config, shutdown).await
-    });
-    // A blocking read of stdin would otherwise hold the runtime open.
-    runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("service-local-proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main(
+        "service-local-proxy",
+        config(args).map(Arc::new),
+        |config, shutdown| async move {
+            if stdio {
+                return service_local_proxy::run_stdio(config, shutdown).await;
+            }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            service_local_proxy::run(listener, config, shutdown).await
+        },
+    )
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
