@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use device_streams_common::{logging, shutdown, tls};
+use device_streams_common::{logging, sd_notify, shutdown, tls};
 use stream_hub::{
     init::{self, DataDir},
     registry::Registry,
@@ -15,7 +15,7 @@ use stream_hub::{
 /// Self-hosted hub for Azure IoT Hub device streams: a device registry, the main endpoint
 /// (REST for services, MQTT over WebSocket for devices) and the streaming endpoint, on one TLS port.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = device_streams_common::version!(), about)]
 struct Cli {
     /// The hub's data directory (certificates, registry).
     #[arg(
@@ -34,6 +34,10 @@ struct Cli {
         default_value_t
     )]
     log_format: logging::LogFormat,
+    /// TOML file with any of the options (global and `serve`'s), keys named like the long
+    /// flags (e.g. `listen = "0.0.0.0:443"`); flags and environment variables override it.
+    #[arg(long, global = true, env = "STREAM_HUB_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,7 +134,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = device_streams_common::cli::parse("stream-hub");
     logging::init(cli.log_format, "info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,7 +273,11 @@ fn serve(dir: &DataDir, args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let hub = Hub::new(config, registry, shutdown::on_signal());
+        let shutdown = shutdown::on_signal();
+        sd_notify::supervise(&shutdown);
+        let addr = listener.local_addr().map_or(args.listen, |a| a);
+        sd_notify::ready(&format!("listening on {addr}"));
+        let hub = Hub::new(config, registry, shutdown);
         stream_hub::run(listener, tls, hub).await
     })
 }
