@@ -6,6 +6,7 @@
 //! - [`credentials`]: a connection string from a flag, a file, or a systemd credential.
 //! - [`sas`]: shared access signature tokens: signing, parsing, verifying.
 //! - [`protocol`]: the Azure IoT Hub device-streams wire protocol: topics, headers, paths, limits.
+//! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` and the HTTP CONNECT tunnel every dial may go through.
 //! - [`tls`]: rustls client and server set-up, and dialing a TLS connection with timeouts.
 //! - [`ws`]: a WebSocket carrying raw bytes, adapted to `AsyncRead`/`AsyncWrite`, and the client dial.
 //! - [`splice`]: joining a local socket to a stream's WebSocket, and what end-of-stream means.
@@ -26,6 +27,7 @@ pub mod credentials;
 pub mod logging;
 pub mod mqtt;
 pub mod protocol;
+pub mod proxy;
 pub mod sas;
 pub mod sd_notify;
 pub mod secret;

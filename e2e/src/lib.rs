@@ -6,7 +6,9 @@
 //! data directory made by the real `init`, and the proxies' real `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod sshd;
+pub mod tinyproxy;
 
 use std::{
     net::SocketAddr,
