@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod xrdp;
 
 use std::{
     net::SocketAddr,
