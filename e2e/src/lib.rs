@@ -85,7 +85,7 @@ impl System {
             limits,
         );
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(config, registry, shutdown.clone());
+        let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
         let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
         System {
             dir,

@@ -98,14 +98,10 @@ pub fn accept_upgrade(
 }
 
 /// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket.
-pub async fn upgraded(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
+pub async fn upgraded(on_upgrade: OnUpgrade, max_message: usize) -> hyper::Result<ServerWs> {
     let io = TokioIo::new(on_upgrade.await?);
-    Ok(WebSocketStream::from_raw_socket(
-        io,
-        Role::Server,
-        Some(device_streams_common::ws::config()),
-    )
-    .await)
+    let config = device_streams_common::ws::config_with_max(max_message);
+    Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
