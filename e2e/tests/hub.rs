@@ -428,3 +428,34 @@ async fn metrics_and_health_on_the_main_port_and_an_admin_listener() {
         "{resp}"
     );
 }
+
+#[tokio::test]
+async fn an_upgraded_connection_counts_against_the_connection_limit() {
+    let sys = System::start_with(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    })
+    .await;
+    let dev = sys.add_device("dev1");
+    let (_io, code) = raw::connect_with_key(&sys, "dev1", &dev.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    // The device's WebSocket holds the only place: the next connection is turned away.
+    let e = open_stream(&sys.service_config("dev1", "ssh"))
+        .await
+        .err()
+        .unwrap();
+    assert!(!matches!(e, StreamError::Refused { .. }), "{e}");
+    drop(_io);
+    assert!(
+        eventually(Duration::from_secs(5), || !sys
+            .hub
+            .sessions
+            .is_connected("dev1"))
+        .await
+    );
+    let e = open_stream(&sys.service_config("dev1", "ssh"))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not connected"), "{e}");
+}

@@ -15,7 +15,7 @@ use device_streams_common::{
     ws::WsStream,
 };
 use http::{Request, Response};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::body::Incoming;
 use rumqttc::mqttbytes::{
     v4::{
         ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -29,13 +29,13 @@ use tracing::Instrument;
 
 use crate::{
     auth::{self, AuthError},
-    http::{accept_upgrade, upgraded, Body, ServerWs},
+    http::{accept_upgrade, upgraded, Body, Conn, ServerWs, Upgrade},
     metrics::AuthKind,
     sessions::Outgoing,
     Hub,
 };
 
-type Io = MqttIo<WsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
+type Io = MqttIo<WsStream<Conn>>;
 
 /// Idle limit for a device that asked for no keep-alive at all.
 const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
@@ -59,7 +59,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     resp
 }
 
-async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
+async fn serve(hub: Arc<Hub>, on_upgrade: Upgrade) -> anyhow::Result<()> {
     let ws: ServerWs = upgraded(on_upgrade, hub.config.limits.max_message)
         .await
         .context("WebSocket upgrade failed")?;

@@ -18,7 +18,7 @@ use futures_util::{
     FutureExt, SinkExt, StreamExt,
 };
 use http::{Request, Response, StatusCode};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::{
     protocol::{frame::coding::CloseCode, CloseFrame},
     Error as WsError, Message,
@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::{
     activity::{Outcome, Record},
-    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs},
+    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs, Upgrade},
     metrics::AuthKind,
     streaming::Side,
     Hub,
@@ -62,7 +62,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
     resp
 }
 
-async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade) {
+async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
     let ws = match upgraded(on_upgrade, hub.config.limits.max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),

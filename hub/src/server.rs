@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::{
     admin,
-    http::{error, Body},
+    http::{error, Body, ConnPermit},
     mqtt, registry_api, relay, rest, revocation, Hub,
 };
 
@@ -43,14 +43,14 @@ pub async fn run(
             tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
             continue;
         };
+        let permit = ConnPermit(Arc::new(permit));
         let (hub, acceptor) = (hub.clone(), tls.clone());
         let span = tracing::info_span!("conn", %peer);
         hub.tracker.clone().spawn(
             async move {
-                if let Err(e) = serve_connection(hub, acceptor, tcp, peer).await {
+                if let Err(e) = serve_connection(hub, acceptor, tcp, peer, permit).await {
                     tracing::debug!("connection ended: {e:#}");
                 }
-                drop(permit);
             }
             .instrument(span),
         );
@@ -67,6 +67,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    permit: ConnPermit,
 ) -> anyhow::Result<()> {
     let limits = &hub.config.limits;
     let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
@@ -79,7 +80,10 @@ async fn serve_connection(
         .header_read_timeout(limits.first_message)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let route_hub = hub.clone();
-    let service = service_fn(move |req| route(route_hub.clone(), peer, req));
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(permit.clone());
+        route(route_hub.clone(), peer, req)
+    });
     let conn = builder
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
