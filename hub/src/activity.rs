@@ -130,6 +130,7 @@ CREATE INDEX IF NOT EXISTS activity_device ON activity (device, time);";
 fn open(db: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
