@@ -293,6 +293,56 @@ mod tests {
         assert!(HttpProxy::parse("http://", "HTTPS_PROXY").is_err());
     }
 
+    /// A one-shot proxy: returns the request head it got, answers with `answer`.
+    async fn one_shot(answer: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let head = read_head(&mut tcp).await.unwrap();
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+            head
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn connect_handshake_sends_credentials_and_reads_the_answer() {
+        let (port, got) = one_shot("HTTP/1.1 200 Connection established\r\n\r\n").await;
+        let proxy = HttpProxy::parse(&format!("http://u:p%40ss@127.0.0.1:{port}"), "X").unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        proxy.tunnel(&mut tcp, "::1", 8443).await.unwrap();
+        let head = got.await.unwrap();
+        assert!(
+            head.starts_with("CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\n"),
+            "{head}"
+        );
+        // base64("u:p@ss")
+        assert!(
+            head.contains("Proxy-Authorization: Basic dTpwQHNz\r\n"),
+            "{head}"
+        );
+
+        let (port, _) = one_shot("HTTP/1.0 407 Proxy Authentication Required\r\n\r\n").await;
+        let proxy = HttpProxy::parse(&format!("http://127.0.0.1:{port}"), "X").unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let e = proxy
+            .tunnel(&mut tcp, "hub", 443)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refused the tunnel to hub:443: 407") && e.contains("credentials"),
+            "{e}"
+        );
+
+        let (port, _) = one_shot("SSH-2.0-OpenSSH\r\n\r\n").await;
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let proxy = HttpProxy::parse(&format!("127.0.0.1:{port}"), "X").unwrap();
+        let e = proxy.tunnel(&mut tcp, "hub", 443).await.unwrap_err();
+        assert!(matches!(e, ProxyError::Malformed { .. }), "{e}");
+    }
+
     #[test]
     fn no_proxy_matches_hosts_and_domains() {
         let settings = ProxySettings {

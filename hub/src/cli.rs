@@ -38,7 +38,7 @@ pub struct Cli {
         default_value_t
     )]
     pub log_format: logging::LogFormat,
-    /// TOML file with any of the options (global and `serve`'s), keys named like the long
+    /// TOML file with options of any sub-command, keys named like the long
     /// flags (e.g. `listen = "0.0.0.0:443"`); flags and environment variables override it.
     #[arg(long, global = true, env = "STREAM_HUB_CONFIG")]
     pub config: Option<PathBuf>,
