@@ -41,7 +41,7 @@ struct Args {
         long,
         env = "SERVICE_PROXY_FORWARD",
         value_delimiter = ',',
-        conflicts_with_all = ["device_id", "stdio"]
+        conflicts_with_all = ["device_id", "stdio", "listen", "stream_name"]
     )]
     forward: Vec<Forward>,
     /// Stream name: selects the target in the device's --map.
