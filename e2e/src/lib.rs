@@ -185,11 +185,14 @@ impl Drop for System {
     }
 }
 
+/// A connector trusting `ca_file` that dials directly whatever the developer's
+/// `HTTPS_PROXY` says: the tests reach only loopback (proxy tests set one explicitly).
 pub fn connector(ca_file: &Path) -> Connector {
     Connector::new(
         tls::client_config(Some(ca_file)).expect("client tls"),
         Duration::from_secs(5),
     )
+    .with_proxy(device_streams_common::proxy::ProxySettings::default())
 }
 
 pub fn device_config(
