@@ -1,11 +1,68 @@
-//! What the three `main`s share: exit codes, one-line errors, the runtime, signals.
+//! What the three `main`s share: parsing (config file, completions, man page), exit codes,
+//! one-line errors, the runtime, signals, and telling systemd how the service is doing.
 
-use std::{future::Future, process::ExitCode};
+use std::{ffi::OsString, future::Future, process::ExitCode};
+
+use clap::Parser;
 
 use tokio_util::sync::CancellationToken;
 
+/// The `--version` text of a binary whose package uses `build-version.rs`:
+/// `0.1.0 (git 1a2b3c4)`. A macro so `env!` reads the calling package's build.
+#[macro_export]
+macro_rules! version {
+    () => {
+        concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("GIT_HASH"), ")")
+    };
+}
+
 /// Exit code for bad arguments or configuration, as clap uses.
 pub const USAGE: u8 = 2;
+
+/// Parses the command line after applying `--config FILE` (see [`crate::config_file`]).
+/// `NAME completions SHELL` and `NAME man` print shell completions or a man page
+/// generated from the same definitions and exit, for packaging.
+pub fn parse<A: Parser>(name: &str) -> A {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut cmd = A::command();
+    if let Some(code) = generate(&mut cmd, &args) {
+        std::process::exit(code);
+    }
+    if let Err(e) = crate::config_file::apply(&cmd, &args) {
+        eprintln!("{name}: {e}");
+        std::process::exit(i32::from(USAGE));
+    }
+    A::parse_from(args)
+}
+
+/// Handles the hidden `completions SHELL` and `man` first arguments; `Some(exit code)` if it did.
+fn generate(cmd: &mut clap::Command, args: &[OsString]) -> Option<i32> {
+    let first = args.get(1)?.to_str()?;
+    let mut out = std::io::stdout();
+    match first {
+        "completions" => {
+            let shell = args.get(2).and_then(|s| s.to_str()?.parse().ok());
+            let Some(shell) = shell else {
+                eprintln!(
+                    "usage: {} completions bash|zsh|fish|elvish|powershell",
+                    cmd.get_name()
+                );
+                return Some(i32::from(USAGE));
+            };
+            let name = cmd.get_name().to_string();
+            clap_complete::generate::<clap_complete::Shell, _>(shell, cmd, name, &mut out);
+            Some(0)
+        }
+        "man" => match clap_mangen::Man::new(cmd.clone()).render(&mut out) {
+            Ok(()) => Some(0),
+            Err(e) => {
+                eprintln!("{}: cannot write the man page: {e}", cmd.get_name());
+                Some(1)
+            }
+        },
+        _ => None,
+    }
+}
 
 /// Runs a binary: a configuration error exits 2, a runtime error exits 1, each printed as
 /// one line `name: cause: detail`. `run` gets a token cancelled by SIGINT/SIGTERM.
@@ -31,7 +88,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async { run(config, crate::shutdown::on_signal()).await });
+    let result = runtime.block_on(async {
+        let shutdown = crate::shutdown::on_signal();
+        crate::sd_notify::supervise(&shutdown);
+        run(config, shutdown).await
+    });
     // A blocking read of stdin (--stdio) would otherwise hold the runtime open.
     runtime.shutdown_background();
     match result {

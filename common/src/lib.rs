@@ -3,13 +3,17 @@
 //! Layout:
 //! - [`secret`]: a string type whose `Debug`/`Display` never show the value (keys, tokens).
 //! - [`connection_string`]: Azure-style device and service connection strings.
+//! - [`credentials`]: a connection string from a flag, a file, or a systemd credential.
 //! - [`sas`]: shared access signature tokens: signing, parsing, verifying.
 //! - [`protocol`]: the Azure IoT Hub device-streams wire protocol: topics, headers, paths, limits.
+//! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` and the HTTP CONNECT tunnel every dial may go through.
 //! - [`tls`]: rustls client and server set-up, and dialing a TLS connection with timeouts.
 //! - [`ws`]: a WebSocket carrying raw bytes, adapted to `AsyncRead`/`AsyncWrite`, and the client dial.
 //! - [`splice`]: joining a local socket to a stream's WebSocket, and what end-of-stream means.
 //! - [`mqtt`]: reading and writing MQTT 3.1.1 packets on a byte stream (codec from `rumqttc`).
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
+//! - [`config_file`]: `--config FILE`, a TOML file of flag values, applied through the flags' variables.
+//! - [`sd_notify`]: telling systemd the service is ready, alive (watchdog) or stopping.
 //! - [`logging`], [`shutdown`] and [`cli`]: tracing set-up, SIGINT/SIGTERM handling, and the
 //!   binaries' shared `main` (exit codes, one-line errors), plus [`accept`] for accept loops.
 #![forbid(unsafe_code)]
@@ -17,11 +21,15 @@
 pub mod accept;
 pub mod backoff;
 pub mod cli;
+pub mod config_file;
 pub mod connection_string;
+pub mod credentials;
 pub mod logging;
 pub mod mqtt;
 pub mod protocol;
+pub mod proxy;
 pub mod sas;
+pub mod sd_notify;
 pub mod secret;
 pub mod shutdown;
 pub mod splice;

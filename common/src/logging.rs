@@ -17,7 +17,20 @@ const CAPS: &[&str] = &["tungstenite=debug", "tokio_tungstenite=debug"];
 
 /// `RUST_LOG` (or `default` without it), with the caps above applied on top.
 pub fn filter(default: &str) -> EnvFilter {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    capped(filter)
+}
+
+fn capped(mut filter: EnvFilter) -> EnvFilter {
+    // A cap is itself a directive that enables its target up to that level, so it is only
+    // added when something asks for trace: otherwise it would turn on tungstenite's debug
+    // lines under a quiet filter (`warn` in --stdio mode, where they would reach ssh's terminal).
+    let wants_trace = filter.max_level_hint().map_or(true, |hint| {
+        hint >= tracing_subscriber::filter::LevelFilter::TRACE
+    });
+    if !wants_trace {
+        return filter;
+    }
     for cap in CAPS {
         if let Ok(directive) = cap.parse::<Directive>() {
             filter = filter.add_directive(directive);
@@ -37,4 +50,30 @@ pub fn init(format: LogFormat, default_filter: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::prelude::*;
+
+    fn enabled(filter: &str, target_debug: bool) -> bool {
+        let subscriber = tracing_subscriber::registry().with(capped(EnvFilter::new(filter)));
+        tracing::subscriber::with_default(subscriber, || {
+            if target_debug {
+                tracing::enabled!(target: "tungstenite::handshake", Level::DEBUG)
+            } else {
+                tracing::enabled!(target: "tungstenite::handshake", Level::TRACE)
+            }
+        })
+    }
+
+    #[test]
+    fn caps_hold_tungstenite_below_trace_without_raising_quiet_filters() {
+        assert!(!enabled("trace", false), "trace would show secrets");
+        assert!(enabled("trace", true));
+        assert!(!enabled("warn", true), "a quiet filter stays quiet");
+        assert!(!enabled("info", true));
+    }
 }

@@ -9,6 +9,8 @@ pub fn on_signal() -> CancellationToken {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
+        // Before anything else: the process may exit as soon as the token is cancelled.
+        crate::sd_notify::notify("STOPPING=1");
         cancel.cancel();
     });
     token

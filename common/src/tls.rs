@@ -1,6 +1,7 @@
 //! TLS everywhere, with rustls (ring provider): client configs that trust either the
 //! system's roots or one CA file (self-hosted hubs), the hub's server config, and
-//! dialing a TLS connection with a bound on every step.
+//! dialing a TLS connection with a bound on every step — through an HTTP proxy when the
+//! environment names one ([`crate::proxy`]).
 
 use std::{io, path::Path, sync::Arc, time::Duration};
 
@@ -11,6 +12,8 @@ use rustls::{
 };
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
+
+use crate::proxy::{HttpProxy, ProxyError, ProxySettings};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -86,35 +89,63 @@ pub enum DialError {
     Handshake { addr: String, source: io::Error },
     #[error("TLS handshake with {addr} timed out after {after:?}")]
     HandshakeTimeout { addr: String, after: Duration },
+    #[error("cannot reach {addr} through the proxy: {source}")]
+    Proxy { addr: String, source: ProxyError },
+    #[error("cannot connect to {addr}: {source}")]
+    ProxySettings {
+        addr: String,
+        source: Arc<ProxyError>,
+    },
 }
 
-/// Dials TLS connections: TCP connect and TLS handshake, each within `timeout`.
+/// Dials TLS connections: TCP connect (through the environment's `HTTPS_PROXY` unless
+/// `NO_PROXY` names the host) and TLS handshake, each within `timeout`.
 #[derive(Clone)]
 pub struct Connector {
     connector: TlsConnector,
     pub timeout: Duration,
+    /// A bad `HTTPS_PROXY` fails each dial with its reason rather than being ignored.
+    proxy: Result<Arc<ProxySettings>, Arc<ProxyError>>,
 }
 
 impl Connector {
+    /// A connector that honours `HTTPS_PROXY` / `NO_PROXY` from the environment.
     pub fn new(config: Arc<ClientConfig>, timeout: Duration) -> Self {
         Connector {
             connector: TlsConnector::from(config),
             timeout,
+            proxy: ProxySettings::from_env().map(Arc::new).map_err(Arc::new),
         }
+    }
+
+    /// The same connector with explicit proxy settings instead of the environment's.
+    pub fn with_proxy(mut self, settings: ProxySettings) -> Self {
+        self.proxy = Ok(Arc::new(settings));
+        self
+    }
+
+    /// The proxy a dial to `host` goes through, if any.
+    pub fn proxy_for(&self, host: &str) -> Option<&HttpProxy> {
+        self.proxy.as_ref().ok()?.for_host(host)
     }
 
     pub async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
         let addr = format!("{host}:{port}");
-        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((host, port)))
+        let proxy = match &self.proxy {
+            Ok(settings) => settings.for_host(host),
+            Err(e) => {
+                return Err(DialError::ProxySettings {
+                    addr,
+                    source: e.clone(),
+                })
+            }
+        };
+        let tcp = tokio::time::timeout(self.timeout, self.tcp(host, port, proxy))
             .await
             .map_err(|_| DialError::ConnectTimeout {
                 addr: addr.clone(),
                 after: self.timeout,
-            })?
-            .map_err(|source| DialError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+            })??;
         // Interactive sessions (ssh keystrokes) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_string())
@@ -126,5 +157,36 @@ impl Connector {
                 after: self.timeout,
             })?
             .map_err(|source| DialError::Handshake { addr, source })
+    }
+
+    /// A TCP connection to `host:port`, directly or tunnelled through `proxy`.
+    async fn tcp(
+        &self,
+        host: &str,
+        port: u16,
+        proxy: Option<&HttpProxy>,
+    ) -> Result<TcpStream, DialError> {
+        let Some(proxy) = proxy else {
+            return TcpStream::connect((host, port))
+                .await
+                .map_err(|source| DialError::Connect {
+                    addr: format!("{host}:{port}"),
+                    source,
+                });
+        };
+        let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+            .await
+            .map_err(|source| DialError::Connect {
+                addr: format!("proxy {proxy} (for {host}:{port})"),
+                source,
+            })?;
+        proxy
+            .tunnel(&mut tcp, host, port)
+            .await
+            .map_err(|source| DialError::Proxy {
+                addr: format!("{host}:{port}"),
+                source,
+            })?;
+        Ok(tcp)
     }
 }

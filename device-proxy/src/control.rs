@@ -13,7 +13,7 @@ use device_streams_common::{
     backoff::Backoff,
     mqtt::{MqttIo, MAX_PACKET},
     protocol::{self, StreamRequest, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
-    sas,
+    sas, sd_notify,
     shutdown::drain,
     ws::{self, ClientStream, WsStream},
 };
@@ -176,6 +176,7 @@ async fn session(
     };
     *connected = true;
     tracing::info!(device = %config.connection.device_id, "connected to hub {}", config.connection.host);
+    sd_notify::ready(&format!("connected to hub {}", config.connection.host));
     let renew_at = Instant::now() + config.token_ttl.mul_f64(0.8);
     let mut ping = tokio::time::interval_at(Instant::now() + config.keep_alive, config.keep_alive);
     let mut awaiting_pong = false;

@@ -5,17 +5,25 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use device_local_proxy::{Config, Target, Targets};
-use device_streams_common::{cli, logging, tls, Secret};
+use device_streams_common::{cli, credentials, logging, tls, Secret};
 
 /// Device side of Azure IoT Hub device streams: keeps a control connection to the hub and
 /// splices each accepted stream to a local target from --map (e.g. the local sshd).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = device_streams_common::version!(), about)]
 struct Args {
     /// Device connection string: HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<key>.
     /// Prefer the environment variable: command lines are visible to other users.
     #[arg(long, env = "DEVICE_CONNECTION_STRING", hide_env_values = true)]
-    connection_string: Secret,
+    connection_string: Option<Secret>,
+    /// File holding the device connection string (mode 0600), when it is not given directly.
+    /// Under systemd, `LoadCredential=device-connection-string:FILE` works without this flag.
+    #[arg(long, env = "DEVICE_PROXY_CONNECTION_STRING_FILE")]
+    connection_string_file: Option<PathBuf>,
+    /// TOML file with any of these options, keys named like the long flags
+    /// (e.g. `map = ["ssh=127.0.0.1:22"]`); flags and environment variables override it.
+    #[arg(long, env = "DEVICE_PROXY_CONFIG")]
+    config: Option<PathBuf>,
     /// PEM file with the CA certificate(s) to trust for the hub, instead of the system's.
     #[arg(long, env = "DEVICE_PROXY_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -55,18 +63,21 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("device-local-proxy");
     logging::init(args.log_format, "info");
     cli::main("device-local-proxy", config(args), device_local_proxy::run)
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
     use anyhow::Context;
-    let connection = args
-        .connection_string
-        .expose()
-        .parse()
-        .context("--connection-string")?;
+    let connection = credentials::connection_string(
+        args.connection_string,
+        args.connection_string_file.as_deref(),
+        "device-connection-string",
+    )?
+    .expose()
+    .parse()
+    .context("--connection-string")?;
     let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
     Ok(Config {
         connection,

@@ -6,7 +6,10 @@
 //! data directory made by the real `init`, and the proxies' real `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod sshd;
+pub mod tinyproxy;
+pub mod xrdp;
 
 use std::{
     net::SocketAddr,
@@ -182,11 +185,14 @@ impl Drop for System {
     }
 }
 
+/// A connector trusting `ca_file` that dials directly whatever the developer's
+/// `HTTPS_PROXY` says: the tests reach only loopback (proxy tests set one explicitly).
 pub fn connector(ca_file: &Path) -> Connector {
     Connector::new(
         tls::client_config(Some(ca_file)).expect("client tls"),
         Duration::from_secs(5),
     )
+    .with_proxy(device_streams_common::proxy::ProxySettings::default())
 }
 
 pub fn device_config(

@@ -1,22 +1,11 @@
 //! A throw-away OpenSSH server on a free loopback port, and `ssh` commands for it.
 
 use std::{
-    net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
+    path::Path,
+    process::{Command, Stdio},
 };
 
-fn find(name: &str, fallbacks: &[&str]) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name));
-    on_path
-        .chain(fallbacks.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install OpenSSH (Debian: openssh-server openssh-client; .ci/run does)"))
-}
+use crate::daemon::{find, Daemon};
 
 fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
@@ -36,7 +25,7 @@ pub fn user() -> String {
 pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
-    child: Child,
+    _daemon: Daemon,
 }
 
 impl Sshd {
@@ -49,13 +38,12 @@ impl Sshd {
         std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys"))
             .expect("authorized_keys");
         let _ = std::fs::create_dir_all("/run/sshd"); // privilege separation directory
-        let sshd = find("sshd", &["/usr/sbin/sshd"]);
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port();
+        let sshd = find(
+            "sshd",
+            &["/usr/sbin/sshd"],
+            "OpenSSH (Debian: openssh-server openssh-client)",
+        );
+        let daemon = Daemon::start("sshd", &d.join("sshd.log"), |port| {
             let config = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
@@ -64,29 +52,20 @@ impl Sshd {
                 d = d.display()
             );
             std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
-            let mut child = Command::new(&sshd)
-                .arg("-D")
+            let mut cmd = Command::new(&sshd);
+            cmd.arg("-D")
                 .arg("-f")
                 .arg(d.join("sshd_config"))
                 .arg("-E")
                 .arg(d.join("sshd.log"))
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("sshd starts");
-            for _ in 0..100 {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sshd { dir, port, child };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // lost the port race: try another
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+                .stdin(Stdio::null());
+            cmd
+        });
+        Sshd {
+            port: daemon.port,
+            _daemon: daemon,
+            dir,
         }
-        let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
-        panic!("sshd did not start: {log}");
     }
 
     fn base(&self) -> Command {
@@ -128,12 +107,5 @@ impl Sshd {
             .arg(format!("{}@{host}", user()))
             .arg(remote);
         cmd
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

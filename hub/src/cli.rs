@@ -19,7 +19,7 @@ use crate::{
 /// Self-hosted hub for Azure IoT Hub device streams: a device registry, the main endpoint
 /// (REST for services, MQTT over WebSocket for devices) and the streaming endpoint, on one TLS port.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = device_streams_common::version!(), about)]
 pub struct Cli {
     /// The hub's data directory (certificates, registry, activity log).
     #[arg(
@@ -38,6 +38,10 @@ pub struct Cli {
         default_value_t
     )]
     pub log_format: logging::LogFormat,
+    /// TOML file with options of any sub-command, keys named like the long
+    /// flags (e.g. `listen = "0.0.0.0:443"`); flags and environment variables override it.
+    #[arg(long, global = true, env = "STREAM_HUB_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -433,5 +437,7 @@ pub async fn serve(
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::run(admin, hub.clone()));
     }
+    let addr = listener.local_addr().map_or(args.listen, |a| a);
+    device_streams_common::sd_notify::ready(&format!("listening on {addr}"));
     crate::run(listener, tls, hub).await
 }

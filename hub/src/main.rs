@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use device_streams_common::{cli, logging};
 use stream_hub::{
     cli::{Cli, Command},
@@ -11,7 +10,7 @@ use stream_hub::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = cli::parse("stream-hub");
     logging::init(cli.log_format, "info");
     let dir = DataDir::new(&cli.data_dir);
     match cli.command {

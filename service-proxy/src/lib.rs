@@ -3,9 +3,11 @@
 //! Layout:
 //! - [`request`]: asking the hub for a stream to a device and opening its WebSocket.
 //! - [`run`]: the accept loop — one stream per accepted local connection, many at once.
+//! - [`forward`]: several listeners, devices and streams in one process (`--forward`).
 //! - [`run_stdio`]: one stream on stdin/stdout, for `ssh -o ProxyCommand=...`.
 #![forbid(unsafe_code)]
 
+pub mod forward;
 pub mod request;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +29,7 @@ pub use request::{open_stream, StreamError};
 /// After the local side ends, how long a reply already in flight may still arrive.
 const LINGER: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct Config {
     pub connection: ServiceConnectionString,
     pub connector: Connector,

@@ -5,24 +5,45 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context;
 use clap::Parser;
-use device_streams_common::{cli, logging, protocol, tls, Secret};
-use service_local_proxy::Config;
+use device_streams_common::{cli, credentials, logging, protocol, sd_notify, tls, Secret};
+use service_local_proxy::{forward::Forward, Config};
 
 /// Service side of Azure IoT Hub device streams: each local connection (or stdin/stdout
 /// with --stdio) becomes a stream to a device, through the hub.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = device_streams_common::version!(), about)]
 struct Args {
     /// Service connection string: HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<key>.
     /// Prefer the environment variable: command lines are visible to other users.
     #[arg(long, env = "SERVICE_CONNECTION_STRING", hide_env_values = true)]
-    connection_string: Secret,
+    connection_string: Option<Secret>,
+    /// File holding the service connection string (mode 0600), when it is not given directly.
+    #[arg(long, env = "SERVICE_PROXY_CONNECTION_STRING_FILE")]
+    connection_string_file: Option<PathBuf>,
+    /// TOML file with any of these options, keys named like the long flags
+    /// (e.g. `forward = ["2222=dev1:ssh"]`); flags and environment variables override it.
+    #[arg(long, env = "SERVICE_PROXY_CONFIG")]
+    config: Option<PathBuf>,
     /// PEM file with the CA certificate(s) to trust for the hub, instead of the system's.
     #[arg(long, env = "SERVICE_PROXY_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// The device to open streams to.
-    #[arg(long, env = "SERVICE_PROXY_DEVICE_ID")]
-    device_id: String,
+    #[arg(
+        long,
+        env = "SERVICE_PROXY_DEVICE_ID",
+        required_unless_present = "forward"
+    )]
+    device_id: Option<String>,
+    /// Instead of --device-id: LOCALPORT=DEVICE:STREAM, a listener on 127.0.0.1:LOCALPORT
+    /// (or ADDRESS:PORT=…) whose connections become streams to DEVICE's STREAM; repeat for
+    /// more (the variable takes a comma-separated list), e.g. 2222=dev1:ssh 3389=dev2:rdp.
+    #[arg(
+        long,
+        env = "SERVICE_PROXY_FORWARD",
+        value_delimiter = ',',
+        conflicts_with_all = ["device_id", "stdio", "listen", "stream_name"]
+    )]
+    forward: Vec<Forward>,
     /// Stream name: selects the target in the device's --map.
     #[arg(long, env = "SERVICE_PROXY_STREAM_NAME", default_value = "ssh")]
     stream_name: String,
@@ -54,10 +75,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("service-local-proxy");
     // In --stdio mode stdout carries the stream, so only warnings go to stderr by default.
     logging::init(args.log_format, if args.stdio { "warn" } else { "info" });
     let (stdio, listen) = (args.stdio, args.listen);
+    let forwards = args.forward.clone();
     cli::main(
         "service-local-proxy",
         config(args).map(Arc::new),
@@ -65,24 +87,34 @@ fn main() -> ExitCode {
             if stdio {
                 return service_local_proxy::run_stdio(config, shutdown).await;
             }
+            if !forwards.is_empty() {
+                let bound = service_local_proxy::forward::bind(&forwards, &config).await?;
+                sd_notify::ready(&format!("listening for {} forwards", bound.len()));
+                return service_local_proxy::forward::serve(bound, shutdown).await;
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            sd_notify::ready(&format!("listening on {listen}"));
             service_local_proxy::run(listener, config, shutdown).await
         },
     )
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
-    let connection = args
-        .connection_string
-        .expose()
-        .parse()
-        .context("--connection-string")?;
+    let connection = credentials::connection_string(
+        args.connection_string,
+        args.connection_string_file.as_deref(),
+        "service-connection-string",
+    )?
+    .expose()
+    .parse()
+    .context("--connection-string")?;
+    // With --forward each listener names its own device and stream (checked when parsed).
+    let device_id = args.device_id.unwrap_or_default();
     anyhow::ensure!(
-        protocol::valid_device_id(&args.device_id),
-        "--device-id: '{}' is not a valid device id",
-        args.device_id
+        !args.forward.is_empty() || protocol::valid_device_id(&device_id),
+        "--device-id: '{device_id}' is not a valid device id"
     );
     anyhow::ensure!(
         protocol::valid_stream_name(&args.stream_name),
@@ -93,7 +125,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     Ok(Config {
         connection,
         connector: tls::Connector::new(tls, args.connect_timeout),
-        device_id: args.device_id,
+        device_id,
         stream_name: args.stream_name,
         connect_timeout: args.connect_timeout,
         response_timeout: args.response_timeout,
