@@ -6,6 +6,7 @@
 //! data directory made by the real `init`, and the proxies' real `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod fault;
 pub mod sshd;
 
 use std::{
@@ -76,17 +77,7 @@ impl System {
         let addr = listener.local_addr().expect("addr");
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
-        let registry = data.registry().expect("registry");
-        let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
-        let config = Config::new(
-            data.hostname(&registry).expect("hostname"),
-            addr.port(),
-            None,
-            limits,
-        );
-        let shutdown = CancellationToken::new();
-        let hub = Hub::new(config, registry, shutdown.clone());
-        let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+        let (hub, shutdown, task) = launch(&data, listener, limits);
         System {
             dir,
             addr,
@@ -94,6 +85,21 @@ impl System {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Stops the hub (as its shutdown signal would) and starts a new one on the same port
+    /// with the same data directory and limits.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("hub task").expect("hub stopped cleanly");
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the hub's port");
+        let limits = self.hub.config.limits.clone();
+        let (hub, shutdown, task) = launch(&self.data(), listener, limits);
+        (self.hub, self.shutdown, self.task) = (hub, shutdown, Some(task));
     }
 
     pub fn data(&self) -> DataDir {
@@ -182,6 +188,28 @@ impl Drop for System {
     }
 }
 
+type HubTask = JoinHandle<anyhow::Result<()>>;
+
+fn launch(
+    data: &DataDir,
+    listener: TcpListener,
+    limits: Limits,
+) -> (Arc<Hub>, CancellationToken, HubTask) {
+    let port = listener.local_addr().expect("addr").port();
+    let registry = data.registry().expect("registry");
+    let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
+    let config = Config::new(
+        data.hostname(&registry).expect("hostname"),
+        port,
+        None,
+        limits,
+    );
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new(config, registry, shutdown.clone());
+    let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+    (hub, shutdown, task)
+}
+
 pub fn connector(ca_file: &Path) -> Connector {
     Connector::new(
         tls::client_config(Some(ca_file)).expect("client tls"),
@@ -233,16 +261,33 @@ pub fn service_config(
     }
 }
 
-/// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
+/// A binary of this workspace, next to the test executables. `cargo test` builds a
+/// package's binaries only for that package's own tests, so the first call in a test
+/// process runs `cargo build --bins` (a no-op when they are up to date).
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(manifest);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the workspace's binaries failed");
+    });
     let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing", path.display());
     path
 }
 

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// How long open streams may go on after SIGTERM.
     #[arg(long, env = "STREAM_HUB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     shutdown_grace: Duration,
+    /// WebSocket ping interval on streams; a side silent for two intervals is cut.
+    #[arg(long, env = "STREAM_HUB_STREAM_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    stream_ping_interval: Duration,
 }
 
 fn main() -> ExitCode {
@@ -261,6 +264,7 @@ fn serve(dir: &DataDir, args: ServeArgs) -> anyhow::Result<()> {
         max_streams_per_device: args.max_streams_per_device,
         max_stream_timeout: args.max_stream_timeout,
         shutdown_grace: args.shutdown_grace,
+        stream_ping_interval: args.stream_ping_interval,
         ..Limits::default()
     };
     let config = Config::new(hostname, args.listen.port(), args.streaming_url, limits);

@@ -4,6 +4,12 @@
 //! Relaying passes messages through unchanged, one direction per future, with
 //! backpressure (a message is read only once the previous one was handed on).
 //! Either side's Close — or its connection dying — closes the other: the stream ends.
+//!
+//! A peer can also vanish without closing (its link drops packets). The hub pings each
+//! side every `stream_ping_interval` when it has nothing else to send it, and ends the
+//! stream once a side has shown no sign of life for two intervals. A sign of life is
+//! any frame from the side (its pong included) or a data message it took from the hub;
+//! so a slow reader that keeps taking data is alive even while its pongs wait behind it.
 
 use std::{
     sync::{
@@ -13,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures_util::{
     stream::{SplitSink, SplitStream},
     FutureExt, SinkExt, StreamExt,
@@ -72,11 +79,13 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
     let info = paired.info;
     let started = Instant::now();
     tracing::debug!("stream paired");
+    let limits = &hub.config.limits;
     let r = relay(
         service_ws,
         device_ws,
         hub.shutdown.clone(),
-        hub.config.limits.shutdown_grace,
+        limits.shutdown_grace,
+        limits.stream_ping_interval,
     )
     .await;
     let detail = format!(
@@ -84,6 +93,8 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
         match r.ended_by {
             "a" => "service",
             "b" => "device",
+            "silent a" => "the hub: the service stopped answering pings",
+            "silent b" => "the hub: the device stopped answering pings",
             other => other,
         }
     );
@@ -110,51 +121,121 @@ pub struct Relayed {
     pub ended_by: &'static str,
 }
 
+/// When each side last showed a sign of life, in milliseconds since the relay began.
+struct Liveness {
+    epoch: Instant,
+    last: [AtomicU64; 2],
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Liveness {
+            epoch: Instant::now(),
+            last: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+    fn touch(&self, side: usize) {
+        self.last[side].store(self.now(), Ordering::Relaxed);
+    }
+    /// A side silent for longer than `limit`, if any.
+    fn silent(&self, limit: Duration) -> Option<usize> {
+        let now = self.now();
+        (0..2).find(|&i| {
+            now.saturating_sub(self.last[i].load(Ordering::Relaxed)) > limit.as_millis() as u64
+        })
+    }
+}
+
+/// One direction of a relay: side `from` (index `src`) to side `dst`.
+struct Hop<'a> {
+    count: &'a AtomicU64,
+    alive: &'a Liveness,
+    src: usize,
+    dst: usize,
+    ping_every: Duration,
+}
+
 /// Forwards `from` to `to` until a Close, the end of `from`, or an error. Flushes only
-/// when no further message is ready, so bulk transfers batch their writes.
+/// when no further message is ready, so bulk transfers batch their writes; while idle,
+/// pings `to` every `ping_every` so a vanished peer shows up as silence.
 async fn forward(
     from: &mut SplitStream<ServerWs>,
     to: &mut SplitSink<ServerWs, Message>,
-    count: &AtomicU64,
+    hop: Hop<'_>,
 ) -> Result<Option<CloseFrame>, WsError> {
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + hop.ping_every, hop.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = match from.next().now_or_never() {
             Some(next) => next,
             None => {
                 to.flush().await?;
-                from.next().await
+                loop {
+                    tokio::select! {
+                        next = from.next() => break next,
+                        _ = ping.tick() => to.send(Message::Ping(Bytes::new())).await?,
+                    }
+                }
             }
         };
+        hop.alive.touch(hop.src);
         match next.transpose()? {
             None => return Ok(None),
             Some(Message::Close(frame)) => return Ok(frame),
             Some(msg @ (Message::Binary(_) | Message::Text(_))) => {
-                count.fetch_add(msg.len() as u64, Ordering::Relaxed);
+                hop.count.fetch_add(msg.len() as u64, Ordering::Relaxed);
                 to.feed(msg).await?;
+                hop.alive.touch(hop.dst);
             }
             Some(_) => {} // ping/pong are per hop; tungstenite answers pings
         }
     }
 }
 
-/// Relays until either side ends, or until `grace` after `shutdown`.
+/// Relays until either side ends, a side falls silent (see the module docs), or until
+/// `grace` after `shutdown`.
 pub async fn relay(
     a: ServerWs,
     b: ServerWs,
     shutdown: CancellationToken,
     grace: Duration,
+    ping_every: Duration,
 ) -> Relayed {
+    // A zero interval would spin; no real link needs pings more often than this.
+    let ping_every = ping_every.max(Duration::from_millis(50));
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
+    let alive = Liveness::new();
+    let hop = |count, src, dst| Hop {
+        count,
+        alive: &alive,
+        src,
+        dst,
+        ping_every,
+    };
     let drain = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
     };
+    let watchdog = async {
+        let mut check = tokio::time::interval(ping_every);
+        loop {
+            check.tick().await;
+            if let Some(side) = alive.silent(ping_every * 2) {
+                return side;
+            }
+        }
+    };
     let (ended_by, frame) = tokio::select! {
-        r = forward(&mut a_rx, &mut b_tx, &ab) => ("a", r.ok().flatten()),
-        r = forward(&mut b_rx, &mut a_tx, &ba) => ("b", r.ok().flatten()),
+        r = forward(&mut a_rx, &mut b_tx, hop(&ab, 0, 1)) => ("a", r.ok().flatten()),
+        r = forward(&mut b_rx, &mut a_tx, hop(&ba, 1, 0)) => ("b", r.ok().flatten()),
         () = drain => ("hub shutdown", None),
+        side = watchdog => (if side == 0 { "silent a" } else { "silent b" }, None),
     };
     // The Close (with its reason, if any) goes on to the other side; both are then closed.
     let close = |f: &Option<CloseFrame>| Message::Close(f.clone());
