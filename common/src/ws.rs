@@ -8,6 +8,12 @@
 //! - text messages are taken as data too (some clients send them); empty ones are skipped;
 //! - a Close frame, or the peer's end of the connection, reads as end of file;
 //! - `poll_shutdown` sends a Close frame.
+//!
+//! Half-close (only when both ends agreed with [`HALF_CLOSE_HEADER`], see
+//! [`connect_stream`]): the first `poll_shutdown` sends the [`EOF_PING`] Ping instead,
+//! and a received [`EOF_PING`] reads as end of file while writing goes on; a later
+//! `poll_shutdown` sends the Close. tungstenite forbids sending after a Close either
+//! way, so the Close frame cannot carry a half-close itself.
 
 use std::{
     io,
@@ -30,7 +36,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    protocol::MAX_DATA_MESSAGE,
+    protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE},
     tls::{Connector, DialError},
     Secret,
 };
@@ -49,6 +55,16 @@ pub fn config() -> WebSocketConfig {
 pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     pending: Bytes,
+    half_close: bool,
+    eof: EofSent,
+}
+
+/// Progress of our half-close: `poll_shutdown` may need several polls to send it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EofSent {
+    No,
+    Sending,
+    Yes,
 }
 
 impl<S> WsStream<S> {
@@ -56,7 +72,21 @@ impl<S> WsStream<S> {
         WsStream {
             inner,
             pending: Bytes::new(),
+            half_close: false,
+            eof: EofSent::No,
         }
+    }
+
+    /// A stream on which both ends agreed to half-close (see the module docs).
+    pub fn with_half_close(inner: WebSocketStream<S>) -> Self {
+        WsStream {
+            half_close: true,
+            ..Self::new(inner)
+        }
+    }
+
+    pub fn half_close(&self) -> bool {
+        self.half_close
     }
 }
 
@@ -85,6 +115,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
                 Some(Ok(Message::Text(text))) => self.pending = Bytes::from(text),
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Ping(p))) if self.half_close && p[..] == *EOF_PING => {
+                    return Poll::Ready(Ok(()))
+                }
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(e)) if is_closed(&e) => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
@@ -118,6 +151,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.half_close && self.eof == EofSent::No {
+            ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(to_io)?;
+            let eof = Message::Ping(Bytes::from_static(EOF_PING));
+            Pin::new(&mut self.inner).start_send(eof).map_err(to_io)?;
+            self.eof = EofSent::Sending;
+        }
+        if self.eof == EofSent::Sending {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(to_io)?;
+            self.eof = EofSent::Yes;
+            return Poll::Ready(Ok(()));
+        }
         match ready!(Pin::new(&mut self.inner).poll_close(cx)) {
             Err(e) if !is_closed(&e) => Poll::Ready(Err(to_io(e))),
             _ => Poll::Ready(Ok(())),
@@ -166,6 +210,33 @@ pub async fn connect(
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
 ) -> Result<ClientWs, WsError> {
+    Ok(handshake(connector, url, bearer, subprotocol, false)
+        .await?
+        .0)
+}
+
+/// Opens a stream's WebSocket with its token, offering half-close; the stream uses it
+/// only if the hub agreed (our hub does, Azure's does not).
+pub async fn connect_stream(
+    connector: &Connector,
+    url: &str,
+    token: &Secret,
+) -> Result<ClientStream, WsError> {
+    let (ws, agreed) = handshake(connector, url, Some(token), None, true).await?;
+    Ok(match agreed {
+        true => WsStream::with_half_close(ws),
+        false => WsStream::new(ws),
+    })
+}
+
+/// [`connect`], optionally offering half-close; returns whether the server agreed.
+async fn handshake(
+    connector: &Connector,
+    url: &str,
+    bearer: Option<&Secret>,
+    subprotocol: Option<&str>,
+    half_close: bool,
+) -> Result<(ClientWs, bool), WsError> {
     let bad_url = || WsError::BadUrl(url.chars().take(200).collect());
     let uri: Uri = url.parse().map_err(|_| bad_url())?;
     if uri.scheme_str() != Some("wss") {
@@ -179,6 +250,9 @@ pub async fn connect(
         let value =
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
         headers.insert(header::AUTHORIZATION, value);
+    }
+    if half_close {
+        headers.insert(HALF_CLOSE_HEADER, HeaderValue::from_static("1"));
     }
     if let Some(proto) = subprotocol {
         headers.insert(
@@ -194,7 +268,10 @@ pub async fn connect(
             host: addr,
             after: connector.timeout,
         }),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Ok((ws, response))) => {
+            let agreed = half_close && response.headers().contains_key(HALF_CLOSE_HEADER);
+            Ok((ws, agreed))
+        }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
             let body = response

@@ -188,6 +188,11 @@ impl Forwarder {
         }
     }
 
+    /// Waits up to `limit` until at least `n` connections were accepted.
+    pub async fn wait_accepted(&self, n: usize, limit: Duration) -> bool {
+        eventually(limit, || self.accepted.load(Ordering::SeqCst) >= n).await
+    }
+
     /// Silences every connection open now; they stay open but carry nothing more.
     pub fn freeze(&self) {
         let mut token = self.freeze.lock().unwrap();
@@ -249,4 +254,95 @@ pub async fn exit_code(child: &mut Child, limit: Duration) -> Option<Option<i32>
         Ok(Ok(status)) => Some(status.code()),
         _ => None,
     }
+}
+
+/// A hub run as the real `stream-hub` binary: a data directory made by its own CLI
+/// (`init`, `device add dev1`) and `serve` on a fixed loopback port, so it can be
+/// killed and started again on the same address.
+pub struct HubProcess {
+    _tmp: tempfile::TempDir,
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    pub device_cs: String,
+    pub service_cs: String,
+}
+
+impl HubProcess {
+    pub fn init() -> HubProcess {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("hub");
+        let port = free_port();
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(crate::bin("stream-hub"))
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .expect("stream-hub runs");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "stream-hub {args:?}: {err}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        cli(&["init", "--hostname", &format!("localhost:{port}")]);
+        let device_cs = cli(&["device", "add", "dev1"]);
+        let service_cs = cli(&["connection-string"]);
+        HubProcess {
+            _tmp: tmp,
+            dir,
+            port,
+            device_cs,
+            service_cs,
+        }
+    }
+
+    pub fn listen(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `stream-hub serve` with `--shutdown-grace grace`.
+    pub fn serve(&self, grace: &str) -> Child {
+        let dir = self.dir.display().to_string();
+        let listen = self.listen();
+        let args = ["serve", "--data-dir", &dir, "--listen", &listen];
+        let mut args = args.to_vec();
+        args.extend(["--shutdown-grace", grace]);
+        spawn(&crate::bin("stream-hub"), &args, &[])
+    }
+
+    pub fn connector(&self) -> device_streams_common::tls::Connector {
+        crate::connector(&self.dir.join("ca.pem"))
+    }
+
+    /// A service config for `dev1`'s stream `name` on this hub.
+    pub fn service_config(&self, name: &str) -> service_local_proxy::Config {
+        let cs = self.service_cs.parse().expect("service connection string");
+        crate::service_config(cs, self.connector(), "dev1", name)
+    }
+}
+
+/// Retries `attempt` every 50 ms for up to 10 s (a process starting, a device reconnecting).
+pub async fn retry<T, E, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..200 {
+        if let Ok(v) = attempt().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not ready within 10 s");
+}
+
+/// A hub with `dev1` connected through an in-process device proxy that maps `echo` to an
+/// echo peer: the starting point of most fault tests.
+pub async fn echo_system(limits: stream_hub::Limits) -> (crate::System, Peer, crate::Running) {
+    let sys = crate::System::start_with(limits).await;
+    let echo = Peer::echo().await;
+    let dev = sys.add_device("dev1");
+    let device = sys
+        .start_device(dev, &[&format!("echo={}", echo.addr)])
+        .await;
+    (sys, echo, device)
 }

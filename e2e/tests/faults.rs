@@ -11,8 +11,8 @@ use std::{
 
 use device_streams_common::ws::ClientStream;
 use e2e::{
-    bin, connector, device_config, expose,
-    fault::{self, eventually, open_fds, Forwarder, Peer},
+    bin, device_config, expose,
+    fault::{self, eventually, open_fds, retry, Forwarder, HubProcess, Peer},
     spawn_device, System,
 };
 use service_local_proxy::open_stream;
@@ -85,12 +85,7 @@ fn quick_limits() -> Limits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_reconnects_after_a_hub_restart_on_the_same_port() {
-    let mut sys = System::start_with(quick_limits()).await;
-    let echo = Peer::echo().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("echo={}", echo.addr)])
-        .await;
+    let (mut sys, echo, _device) = fault::echo_system(quick_limits()).await;
     let mut s = stream(&sys, "echo").await;
     round_trip(&mut s, b"before").await;
 
@@ -146,12 +141,7 @@ async fn killed_device_proxy_is_noticed_and_nothing_leaks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_service_proxy_is_noticed_and_nothing_leaks() {
-    let sys = System::start_with(quick_limits()).await;
-    let echo = Peer::echo().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("echo={}", echo.addr)])
-        .await;
+    let (sys, echo, _device) = fault::echo_system(quick_limits()).await;
     let cs = expose(&sys.service_connection().to_secret_string());
     let ca = sys.ca_file().display().to_string();
     let args = [
@@ -195,86 +185,26 @@ async fn killed_service_proxy_is_noticed_and_nothing_leaks() {
     );
 }
 
-/// A `stream-hub` process serving `dir` on `port`.
-fn hub_process(dir: &std::path::Path, port: u16) -> tokio::process::Child {
-    let listen = format!("127.0.0.1:{port}");
-    fault::spawn(
-        &bin("stream-hub"),
-        &[
-            "serve",
-            "--data-dir",
-            &dir.display().to_string(),
-            "--listen",
-            &listen,
-            "--shutdown-grace",
-            "3s",
-        ],
-        &[],
-    )
-}
-
-fn hub_cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(bin("stream-hub"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A hub data directory made by the real CLI, with `dev1`; returns the service config.
-fn hub_data(dir: &std::path::Path, port: u16) -> (service_local_proxy::Config, String) {
-    hub_cli(dir, &["init", "--hostname", &format!("localhost:{port}")]);
-    let device_cs = hub_cli(dir, &["device", "add", "dev1"]);
-    let service_cs = hub_cli(dir, &["connection-string"]);
-    let config = e2e::service_config(
-        service_cs.parse().unwrap(),
-        connector(&dir.join("ca.pem")),
-        "dev1",
-        "echo",
-    );
-    (config, device_cs)
-}
-
-/// Opens a stream, retrying while the hub starts or the device reconnects.
-async fn stream_when_ready(config: &service_local_proxy::Config) -> ClientStream {
-    for _ in 0..200 {
-        if let Ok(s) = open_stream(config).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no stream within 10 s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_hub_is_noticed_and_proxies_recover_when_it_returns() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("hub");
-    let port = fault::free_port();
-    let (config, device_cs) = hub_data(&dir, port);
+    let hub = HubProcess::init();
+    let config = hub.service_config("echo");
     let echo = Peer::echo().await;
     let mut dev_config = device_config(
-        device_cs.parse().unwrap(),
-        connector(&dir.join("ca.pem")),
+        hub.device_cs.parse().unwrap(),
+        hub.connector(),
         &[&format!("echo={}", echo.addr)],
     );
     dev_config.max_backoff = Duration::from_millis(500);
     let _device = spawn_device(dev_config);
     let mut fds = FdWatch::default();
     for i in 0..5 {
-        let mut hub = hub_process(&dir, port);
-        let mut s = stream_when_ready(&config).await;
+        let mut process = hub.serve("3s");
+        let mut s = retry("a stream through the new hub", || open_stream(&config)).await;
         round_trip(&mut s, format!("cycle {i}").as_bytes()).await;
         fds.after_cycle();
-        fault::signal(&hub, "KILL");
-        let _ = hub.wait().await;
+        fault::signal(&process, "KILL");
+        let _ = process.wait().await;
         ends(&mut s, "the service side").await;
         assert!(
             eventually(NOTICE, || echo.open.load(Ordering::SeqCst) == 0).await,
@@ -335,11 +265,7 @@ async fn device_proxy_detects_a_hub_that_stops_answering() {
     fwd.freeze();
     // An unanswered ping (1 s keep-alive) ends the session; the proxy dials again.
     assert!(
-        eventually(Duration::from_secs(6), || fwd
-            .accepted
-            .load(Ordering::SeqCst)
-            >= 2)
-        .await,
+        fwd.wait_accepted(2, Duration::from_secs(6)).await,
         "the device proxy did not notice its control link went silent"
     );
     sys.wait_connected("dev1").await;

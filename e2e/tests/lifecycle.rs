@@ -6,10 +6,11 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use e2e::{
     bin, device_config, expose,
-    fault::{self, eventually, exit_code, free_port, Forwarder, Peer},
+    fault::{self, eventually, exit_code, free_port, retry, Forwarder, HubProcess, Peer},
     spawn_device, System,
 };
 use service_local_proxy::{open_stream, StreamError};
+use stream_hub::Limits;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -27,6 +28,27 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
 }
 
 const EXIT: Duration = Duration::from_secs(10);
+
+/// SIGTERM, then: `listen` stops accepting, the open connection or stream `open` still
+/// carries bytes, and once it is closed the process exits 0 (before its long grace period).
+async fn stops_gracefully<S: AsyncRead + AsyncWrite + Unpin>(
+    mut child: tokio::process::Child,
+    listen: &str,
+    mut open: S,
+) {
+    fault::signal(&child, "TERM");
+    assert!(
+        eventually(EXIT, || std::net::TcpStream::connect(listen).is_err()).await,
+        "{listen} still accepts connections after SIGTERM"
+    );
+    round_trip(&mut open, b"during the grace period").await;
+    assert_eq!(
+        exit_code(&mut child, Duration::from_millis(300)).await,
+        None
+    );
+    drop(open);
+    assert_eq!(exit_code(&mut child, EXIT).await, Some(Some(0)));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_device_proxy_refuses_new_streams_finishes_open_ones_exits_0() {
@@ -78,16 +100,11 @@ async fn sigterm_device_proxy_refuses_new_streams_finishes_open_ones_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_service_proxy_stops_listening_finishes_open_streams_exits_0() {
-    let sys = System::start().await;
-    let echo = Peer::echo().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys
-        .start_device(dev, &[&format!("echo={}", echo.addr)])
-        .await;
+    let (sys, _echo, _device) = fault::echo_system(Limits::default()).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let ca = sys.ca_file().display().to_string();
-    let mut child = fault::spawn(
+    let child = fault::spawn(
         &bin("service-local-proxy"),
         &[
             "--device-id",
@@ -106,98 +123,30 @@ async fn sigterm_service_proxy_stops_listening_finishes_open_streams_exits_0() {
             expose(&sys.service_connection().to_secret_string()),
         )],
     );
-    let mut open = None;
-    for _ in 0..200 {
-        if let Ok(tcp) = TcpStream::connect(&listen).await {
-            open = Some(tcp);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut open = open.expect("service proxy listens");
+    let mut open = retry("the service proxy's listener", || {
+        TcpStream::connect(&listen)
+    })
+    .await;
     round_trip(&mut open, b"before").await;
 
-    fault::signal(&child, "TERM");
-    assert!(
-        eventually(EXIT, || std::net::TcpStream::connect(&listen).is_err()).await,
-        "still accepting after SIGTERM"
-    );
-    round_trip(&mut open, b"during the grace period").await;
-    assert_eq!(
-        exit_code(&mut child, Duration::from_millis(300)).await,
-        None
-    );
-    drop(open);
-    assert_eq!(exit_code(&mut child, EXIT).await, Some(Some(0)));
+    stops_gracefully(child, &listen, open).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hub_stops_accepting_finishes_open_streams_exits_0() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("hub");
-    let port = free_port();
-    let hub = |args: &[&str]| {
-        let out = std::process::Command::new(bin("stream-hub"))
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    hub(&["init", "--hostname", &format!("localhost:{port}")]);
-    let device_cs = hub(&["device", "add", "dev1"]);
-    let service_cs = hub(&["connection-string"]);
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = fault::spawn(
-        &bin("stream-hub"),
-        &[
-            "serve",
-            "--data-dir",
-            &dir.display().to_string(),
-            "--listen",
-            &listen,
-            "--shutdown-grace",
-            "20s",
-        ],
-        &[],
-    );
-    let connector = e2e::connector(&dir.join("ca.pem"));
+    let hub = HubProcess::init();
+    let child = hub.serve("20s");
     let echo = Peer::echo().await;
     let _device = spawn_device(device_config(
-        device_cs.parse().unwrap(),
-        connector.clone(),
+        hub.device_cs.parse().unwrap(),
+        hub.connector(),
         &[&format!("echo={}", echo.addr)],
     ));
-    let config = e2e::service_config(service_cs.parse().unwrap(), connector, "dev1", "echo");
-    let mut open = None;
-    for _ in 0..200 {
-        if let Ok(s) = open_stream(&config).await {
-            open = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut open = open.expect("a stream through the hub process");
+    let config = hub.service_config("echo");
+    let mut open = retry("a stream through the hub process", || open_stream(&config)).await;
     round_trip(&mut open, b"before").await;
 
-    fault::signal(&child, "TERM");
-    assert!(
-        eventually(EXIT, || std::net::TcpStream::connect(&listen).is_err()).await,
-        "the hub still accepts connections after SIGTERM"
-    );
-    round_trip(&mut open, b"during the grace period").await;
-    assert_eq!(
-        exit_code(&mut child, Duration::from_millis(300)).await,
-        None
-    );
-    drop(open);
-    assert_eq!(exit_code(&mut child, EXIT).await, Some(Some(0)));
+    stops_gracefully(child, &hub.listen(), open).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +166,7 @@ async fn token_renewal_reconnects_the_control_channel_without_dropping_streams()
     let mut open = open_stream(&service).await.unwrap();
     round_trip(&mut open, b"before renewal").await;
     assert!(
-        eventually(Duration::from_secs(8), || fwd
-            .accepted
-            .load(Ordering::SeqCst)
-            >= 3)
-        .await,
+        fwd.wait_accepted(3, Duration::from_secs(8)).await,
         "the device proxy did not renew its token by reconnecting"
     );
     // Two renewals later the old stream is untouched and new streams are served.
@@ -240,4 +185,55 @@ async fn token_renewal_reconnects_the_control_channel_without_dropping_streams()
         b"new stream",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_request_still_gets_the_full_response() {
+    let sys = System::start().await;
+    let peer = Peer::answer_after_eof(4 << 20).await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("rr={}", peer.addr)]).await;
+    let (addr, _service) = sys.start_service("dev1", "rr").await;
+    for request_len in [0usize, 1, 200 << 10] {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let request = e2e::random_bytes(request_len);
+        client.write_all(&request).await.unwrap();
+        client.shutdown().await.unwrap(); // shutdown(SHUT_WR): the request is complete
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut reply))
+            .await
+            .expect("the reply ends")
+            .unwrap();
+        let want = fault::reply_for(&request, 4 << 20);
+        assert_eq!(
+            reply.len(),
+            want.len(),
+            "reply to a {request_len}-byte request"
+        );
+        assert!(reply == want, "reply bytes differ");
+    }
+    assert!(eventually(EXIT, || sys.hub.streams.active() == 0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_without_half_close_still_ends_the_stream_with_close() {
+    use device_streams_common::ws;
+    let (sys, echo, _device) = fault::echo_system(Limits::default()).await;
+    // An Azure-style service client: no half-close offered, Close on its end of file.
+    let config = sys.service_config("dev1", "echo");
+    let granted = service_local_proxy::request::request_stream(&config)
+        .await
+        .unwrap();
+    let raw = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+        .await
+        .unwrap();
+    let mut s = ws::WsStream::new(raw);
+    round_trip(&mut s, b"azure-style").await;
+    s.shutdown().await.unwrap();
+    assert!(
+        eventually(EXIT, || echo.open.load(Ordering::SeqCst) == 0
+            && sys.hub.streams.active() == 0)
+        .await,
+        "a Close from a side without half-close must end the stream"
+    );
 }

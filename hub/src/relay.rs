@@ -10,10 +10,16 @@
 //! stream once a side has shown no sign of life for two intervals. A sign of life is
 //! any frame from the side (its pong included) or a data message it took from the hub;
 //! so a slow reader that keeps taking data is alive even while its pongs wait behind it.
+//!
+//! Half-close: a side that offered [`HALF_CLOSE_HEADER`] is told so in the 101 reply. Its
+//! end-of-data Ping ([`EOF_PING`]) goes on to the other side if that side agreed too,
+//! and the other direction keeps flowing; the stream ends when both directions are done
+//! (or on a Close). If the other side did not agree, end-of-data ends the stream as a
+//! Close would.
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -29,6 +35,8 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER};
 
 use crate::{
     activity::{self, Outcome, Record},
@@ -54,10 +62,15 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
             );
         }
     };
-    let (resp, on_upgrade) = match accept_upgrade(&mut req, None) {
+    let (mut resp, on_upgrade) = match accept_upgrade(&mut req, None) {
         Ok(accepted) => accepted,
         Err(bad) => return bad.response(),
     };
+    if req.headers().contains_key(HALF_CLOSE_HEADER) {
+        hub.streams.agree_half_close(&id, side);
+        resp.headers_mut()
+            .insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
+    }
     let span = tracing::info_span!("stream", stream = %id, device, side = side.name());
     let tracker = hub.tracker.clone();
     tracker.spawn(serve_side(hub, id, side, on_upgrade).instrument(span));
@@ -76,7 +89,7 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
         Side::Device => (ours, paired.ws),
         Side::Service => (paired.ws, ours),
     };
-    let info = paired.info;
+    let (info, agreed) = (paired.info, paired.half_close);
     let started = Instant::now();
     tracing::debug!("stream paired");
     let limits = &hub.config.limits;
@@ -86,6 +99,7 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
         hub.shutdown.clone(),
         limits.shutdown_grace,
         limits.stream_ping_interval,
+        [agreed[Side::Service.index()], agreed[Side::Device.index()]],
     )
     .await;
     let detail = format!(
@@ -156,6 +170,9 @@ struct Hop<'a> {
     src: usize,
     dst: usize,
     ping_every: Duration,
+    /// Which sides agreed to half-close, and which have sent their end of data.
+    agreed: [bool; 2],
+    eof: &'a [AtomicBool; 2],
 }
 
 /// Forwards `from` to `to` until a Close, the end of `from`, or an error. Flushes only
@@ -186,6 +203,21 @@ async fn forward(
         match next.transpose()? {
             None => return Ok(None),
             Some(Message::Close(frame)) => return Ok(frame),
+            Some(Message::Ping(p)) if hop.agreed[hop.src] && p[..] == *EOF_PING => {
+                if !hop.agreed[hop.dst] {
+                    return Ok(None); // the other side only knows Close
+                }
+                to.send(Message::Ping(p)).await?;
+                hop.eof[hop.src].store(true, Ordering::SeqCst);
+                if hop.eof[hop.dst].load(Ordering::SeqCst) {
+                    return Ok(None); // both directions are done
+                }
+            }
+            Some(Message::Binary(_) | Message::Text(_))
+                if hop.eof[hop.src].load(Ordering::Relaxed) =>
+            {
+                tracing::debug!("dropping data sent after its sender's end of data");
+            }
             Some(msg @ (Message::Binary(_) | Message::Text(_))) => {
                 hop.count.fetch_add(msg.len() as u64, Ordering::Relaxed);
                 to.feed(msg).await?;
@@ -204,6 +236,7 @@ pub async fn relay(
     shutdown: CancellationToken,
     grace: Duration,
     ping_every: Duration,
+    agreed: [bool; 2],
 ) -> Relayed {
     // A zero interval would spin; no real link needs pings more often than this.
     let ping_every = ping_every.max(Duration::from_millis(50));
@@ -211,12 +244,15 @@ pub async fn relay(
     let (mut b_tx, mut b_rx) = b.split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
     let alive = Liveness::new();
+    let eof = [AtomicBool::new(false), AtomicBool::new(false)];
     let hop = |count, src, dst| Hop {
         count,
         alive: &alive,
         src,
         dst,
         ping_every,
+        agreed,
+        eof: &eof,
     };
     let drain = async {
         shutdown.cancelled().await;
