@@ -59,6 +59,8 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub struct Peer {
     pub addr: SocketAddr,
     pub open: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -108,8 +110,9 @@ impl Peer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let open = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let (count, cancel) = (open.clone(), stop.clone());
+        let (count, total, cancel) = (open.clone(), accepted.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
                 let tcp = tokio::select! {
@@ -117,6 +120,7 @@ impl Peer {
                     r = listener.accept() => match r { Ok((tcp, _)) => tcp, Err(_) => continue },
                 };
                 count.fetch_add(1, Ordering::SeqCst);
+                total.fetch_add(1, Ordering::SeqCst);
                 let (count, task) = (count.clone(), handler(tcp));
                 tokio::spawn(async move {
                     task.await;
@@ -127,6 +131,7 @@ impl Peer {
         Peer {
             addr,
             open,
+            accepted,
             _stop: stop.drop_guard(),
         }
     }
