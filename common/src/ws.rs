@@ -43,12 +43,17 @@ use crate::{
 
 /// Limits every WebSocket in the project uses: one data message is at most 64 KiB.
 pub fn config() -> WebSocketConfig {
+    config_with_max(MAX_DATA_MESSAGE)
+}
+
+/// The same, with another bound on incoming messages (the hub's `--max-message-size`).
+pub fn config_with_max(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(MAX_DATA_MESSAGE + 1024)
         .write_buffer_size(MAX_DATA_MESSAGE)
         .max_write_buffer_size(4 * MAX_DATA_MESSAGE)
-        .max_message_size(Some(MAX_DATA_MESSAGE))
-        .max_frame_size(Some(MAX_DATA_MESSAGE))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// Bytes over a WebSocket; see the module docs for what each message kind means.

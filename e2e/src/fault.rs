@@ -43,17 +43,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `cond` every 20 ms for up to `limit`; true once it holds.
-pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
-}
+pub use crate::eventually;
 
 /// A TCP server on loopback; `open` counts the connections it holds right now.
 pub struct Peer {
@@ -277,17 +267,7 @@ impl HubProcess {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("hub");
         let port = free_port();
-        let cli = |args: &[&str]| {
-            let out = std::process::Command::new(crate::bin("stream-hub"))
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(args)
-                .output()
-                .expect("stream-hub runs");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "stream-hub {args:?}: {err}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let cli = |args: &[&str]| crate::hub_cli(&dir, args).trim().to_string();
         cli(&["init", "--hostname", &format!("localhost:{port}")]);
         let device_cs = cli(&["device", "add", "dev1"]);
         let service_cs = cli(&["connection-string"]);

@@ -1,18 +1,72 @@
 //! HTTP plumbing shared by the hub's endpoints: JSON error replies and the server side
 //! of a WebSocket upgrade on a hyper connection.
 
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::OwnedSemaphorePermit,
+};
 use tokio_tungstenite::{
     tungstenite::{handshake::derive_accept_key, protocol::Role},
     WebSocketStream,
 };
 
 pub type Body = Full<Bytes>;
-pub type ServerWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub type ServerWs = WebSocketStream<Conn>;
+
+/// The hub's place for one connection under `--max-connections`; a request carries it
+/// (as an extension) so an upgraded WebSocket keeps it for as long as it lives.
+#[derive(Clone)]
+pub struct ConnPermit(pub Arc<OwnedSemaphorePermit>);
+
+/// An upgraded connection, holding its connection permit.
+pub struct Conn {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    _permit: Option<ConnPermit>,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An accepted upgrade, not yet completed.
+pub struct Upgrade {
+    on_upgrade: OnUpgrade,
+    permit: Option<ConnPermit>,
+}
 
 /// An error reply: `{"errorCode": "...", "message": "..."}`, so a user sees the cause.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
@@ -57,7 +111,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 pub fn accept_upgrade(
     req: &mut Request<Incoming>,
     subprotocol: Option<&str>,
-) -> Result<(Response<Body>, OnUpgrade), BadUpgrade> {
+) -> Result<(Response<Body>, Upgrade), BadUpgrade> {
     let headers = req.headers();
     let bad = BadUpgrade;
     if !header_has(headers, header::UPGRADE, "websocket")
@@ -94,18 +148,24 @@ pub fn accept_upgrade(
             HeaderValue::from_str(p).map_err(|_| bad("bad subprotocol"))?,
         );
     }
-    Ok((resp, hyper::upgrade::on(req)))
+    let permit = req.extensions().get::<ConnPermit>().cloned();
+    Ok((
+        resp,
+        Upgrade {
+            on_upgrade: hyper::upgrade::on(req),
+            permit,
+        },
+    ))
 }
 
 /// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket.
-pub async fn upgraded(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
-    let io = TokioIo::new(on_upgrade.await?);
-    Ok(WebSocketStream::from_raw_socket(
-        io,
-        Role::Server,
-        Some(device_streams_common::ws::config()),
-    )
-    .await)
+pub async fn upgraded(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
+    let io = Conn {
+        io: TokioIo::new(upgrade.on_upgrade.await?),
+        _permit: upgrade.permit,
+    };
+    let config = device_streams_common::ws::config_with_max(max_message);
+    Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -31,16 +31,19 @@ use futures_util::{
     FutureExt, SinkExt, StreamExt,
 };
 use http::{Request, Response, StatusCode};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
-use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
+use hyper::body::Incoming;
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Error as WsError, Message,
+};
 use tracing::Instrument;
 
 use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER};
 
 use crate::{
-    activity::{self, Outcome, Record},
-    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs},
+    activity::{Outcome, Record},
+    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs, Upgrade},
+    metrics::AuthKind,
     streaming::Side,
     Hub,
 };
@@ -48,6 +51,7 @@ use crate::{
 /// Answers a streaming-endpoint request: checks and spends the token, then upgrades.
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Response<Body> {
     let Some(token) = bearer(req.headers()) else {
+        hub.metrics.auth_failure(AuthKind::StreamToken);
         let msg = "the streaming endpoint needs 'Authorization: Bearer <token>'";
         return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg);
     };
@@ -55,6 +59,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::warn!(stream = %id, "streaming connection refused: {e}");
+            hub.metrics.auth_failure(AuthKind::StreamToken);
             return error(
                 StatusCode::UNAUTHORIZED,
                 "IotHubUnauthorizedAccess",
@@ -77,8 +82,8 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
     resp
 }
 
-async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade) {
-    let ws = match upgraded(on_upgrade).await {
+async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
+    let ws = match upgraded(on_upgrade, hub.config.limits.max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
@@ -93,11 +98,20 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
     let started = Instant::now();
     tracing::debug!("stream paired");
     let limits = &hub.config.limits;
+    let stop = async {
+        tokio::select! {
+            () = info.slot.revoked().cancelled() => "device revoked",
+            () = async {
+                hub.shutdown.cancelled().await;
+                tokio::time::sleep(limits.shutdown_grace).await;
+            } => "hub shutdown",
+        }
+    };
     let r = relay(
         service_ws,
         device_ws,
-        hub.shutdown.clone(),
-        limits.shutdown_grace,
+        stop,
+        limits.stream_idle_timeout,
         limits.stream_ping_interval,
         [agreed[Side::Service.index()], agreed[Side::Device.index()]],
     )
@@ -112,7 +126,7 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
             other => other,
         }
     );
-    activity::record(&Record {
+    hub.record(&Record {
         setup: Some(started - info.requested_at),
         duration: Some(started.elapsed()),
         bytes_to_device: r.a_to_b,
@@ -228,13 +242,30 @@ async fn forward(
     }
 }
 
-/// Relays until either side ends, a side falls silent (see the module docs), or until
-/// `grace` after `shutdown`.
+/// Resolves once neither counter has moved for `idle`; never if `idle` is `None`.
+async fn idle_for(idle: Option<Duration>, ab: &AtomicU64, ba: &AtomicU64) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let total = || ab.load(Ordering::Relaxed) + ba.load(Ordering::Relaxed);
+    let mut seen = total();
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = total();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Relays until either side ends, `stop` resolves (with the reason), a side falls silent
+/// (see the module docs), or — with `idle` set — no byte has moved either way for that long.
 pub async fn relay(
     a: ServerWs,
     b: ServerWs,
-    shutdown: CancellationToken,
-    grace: Duration,
+    stop: impl std::future::Future<Output = &'static str>,
+    idle: Option<Duration>,
     ping_every: Duration,
     agreed: [bool; 2],
 ) -> Relayed {
@@ -254,10 +285,6 @@ pub async fn relay(
         agreed,
         eof: &eof,
     };
-    let drain = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
     let watchdog = async {
         let mut check = tokio::time::interval(ping_every);
         loop {
@@ -270,8 +297,12 @@ pub async fn relay(
     let (ended_by, frame) = tokio::select! {
         r = forward(&mut a_rx, &mut b_tx, hop(&ab, 0, 1)) => ("a", r.ok().flatten()),
         r = forward(&mut b_rx, &mut a_tx, hop(&ba, 1, 0)) => ("b", r.ok().flatten()),
-        () = drain => ("hub shutdown", None),
         side = watchdog => (if side == 0 { "silent a" } else { "silent b" }, None),
+        why = stop => (why, Some(CloseFrame { code: CloseCode::Away, reason: why.into() })),
+        () = idle_for(idle, &ab, &ba) => {
+            let why = "idle timeout";
+            (why, Some(CloseFrame { code: CloseCode::Normal, reason: why.into() }))
+        }
     };
     // The Close (with its reason, if any) goes on to the other side; both are then closed.
     let close = |f: &Option<CloseFrame>| Message::Close(f.clone());
