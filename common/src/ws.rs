@@ -14,6 +14,10 @@
 //! and a received [`EOF_PING`] reads as end of file while writing goes on; a later
 //! `poll_shutdown` sends the Close. tungstenite forbids sending after a Close either
 //! way, so the Close frame cannot carry a half-close itself.
+//!
+//! Liveness: our hub says in its 101 reply ([`PING_INTERVAL_HEADER`]) how often it pings
+//! an idle stream. A read that then waits [`SILENCE_FACTOR`] intervals without any frame
+//! fails with `TimedOut`: the link to the hub went silent without closing.
 
 use std::{
     io,
@@ -36,7 +40,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE},
+    protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
     tls::{Connector, DialError},
     Secret,
 };
@@ -62,7 +66,13 @@ pub struct WsStream<S> {
     pending: Bytes,
     half_close: bool,
     eof: EofSent,
+    /// How long a read may wait without any frame, and the wait in progress.
+    silence_limit: Option<Duration>,
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// Intervals of the hub's pings a read may wait in silence before the link counts as dead.
+pub const SILENCE_FACTOR: u32 = 3;
 
 /// Progress of our half-close: `poll_shutdown` may need several polls to send it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,7 +89,30 @@ impl<S> WsStream<S> {
             pending: Bytes::new(),
             half_close: false,
             eof: EofSent::No,
+            silence_limit: None,
+            silence: None,
         }
+    }
+
+    /// Fails a read that waits [`SILENCE_FACTOR`] × `hub_ping_interval` without any frame.
+    pub fn expect_pings(mut self, hub_ping_interval: Duration) -> Self {
+        self.silence_limit = Some(hub_ping_interval * SILENCE_FACTOR);
+        self
+    }
+
+    /// Pending while the silence is within its limit; an error once it is not.
+    fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(limit) = self.silence_limit else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .silence
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(std::future::Future::poll(timer.as_mut(), cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing from the hub for {limit:?} although it pings idle streams: the link is dead"),
+        )))
     }
 
     /// A stream on which both ends agreed to half-close (see the module docs).
@@ -116,7 +149,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         while self.pending.is_empty() {
-            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            let next = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return self.poll_silence(cx),
+            };
+            self.silence = None;
+            match next {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
                 Some(Ok(Message::Text(text))) => self.pending = Bytes::from(text),
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
@@ -227,21 +265,26 @@ pub async fn connect_stream(
     url: &str,
     token: &Secret,
 ) -> Result<ClientStream, WsError> {
-    let (ws, agreed) = handshake(connector, url, Some(token), None, true).await?;
-    Ok(match agreed {
+    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true).await?;
+    let stream = match agreed {
         true => WsStream::with_half_close(ws),
         false => WsStream::new(ws),
+    };
+    Ok(match pings {
+        Some(every) => stream.expect_pings(every),
+        None => stream,
     })
 }
 
-/// [`connect`], optionally offering half-close; returns whether the server agreed.
+/// [`connect`], optionally offering half-close; returns whether the server agreed, and
+/// the ping interval it announced.
 async fn handshake(
     connector: &Connector,
     url: &str,
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
     half_close: bool,
-) -> Result<(ClientWs, bool), WsError> {
+) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
     let bad_url = || WsError::BadUrl(url.chars().take(200).collect());
     let uri: Uri = url.parse().map_err(|_| bad_url())?;
     if uri.scheme_str() != Some("wss") {
@@ -274,8 +317,14 @@ async fn handshake(
             after: connector.timeout,
         }),
         Ok(Ok((ws, response))) => {
-            let agreed = half_close && response.headers().contains_key(HALF_CLOSE_HEADER);
-            Ok((ws, agreed))
+            let headers = response.headers();
+            let agreed = half_close && headers.contains_key(HALF_CLOSE_HEADER);
+            let pings = headers
+                .get(PING_INTERVAL_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis);
+            Ok((ws, agreed, pings.filter(|_| half_close)))
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();

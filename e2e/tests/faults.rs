@@ -314,6 +314,41 @@ async fn hub_cuts_a_stream_whose_peer_stops_answering_pings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_notices_its_stream_link_to_the_hub_went_silent() {
+    let (sys, _echo, _device) = fault::echo_system(Limits {
+        stream_ping_interval: Duration::from_millis(200),
+        ..quick_limits()
+    })
+    .await;
+    let fwd = Forwarder::start(sys.addr).await;
+    let config = sys.service_config("dev1", "echo");
+    let granted = service_local_proxy::request::request_stream(&config)
+        .await
+        .unwrap();
+    let url = granted.url.replace(
+        &format!(":{}/", sys.addr.port()),
+        &format!(":{}/", fwd.addr.port()),
+    );
+    // What the proxies use: the hub announces its ping interval in the 101 reply.
+    let mut s = device_streams_common::ws::connect_stream(&config.connector, &url, &granted.token)
+        .await
+        .unwrap();
+    round_trip(&mut s, b"alive").await;
+    let mut buf = [0u8; 16];
+    let idle = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+    assert!(
+        idle.is_err(),
+        "an idle stream with a live hub must stay open"
+    );
+    fwd.freeze();
+    let r = tokio::time::timeout(NOTICE, s.read(&mut buf))
+        .await
+        .expect("the proxy side noticed the silence");
+    let e = r.expect_err("a silent link is an error, not an end of file");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_backpressured_end_to_end() {
     let sys = System::start_with(quick_limits()).await;
     let written = Arc::new(AtomicUsize::new(0));

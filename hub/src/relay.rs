@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::{
 };
 use tracing::Instrument;
 
-use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER};
+use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER, PING_INTERVAL_HEADER};
 
 use crate::{
     activity::{Outcome, Record},
@@ -73,8 +73,12 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
     };
     if req.headers().contains_key(HALF_CLOSE_HEADER) {
         hub.streams.agree_half_close(&id, side);
-        resp.headers_mut()
-            .insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
+        let ping_ms = ping_interval(&hub).as_millis().to_string();
+        let h = resp.headers_mut();
+        h.insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
+        if let Ok(v) = http::HeaderValue::from_str(&ping_ms) {
+            h.insert(PING_INTERVAL_HEADER, v);
+        }
     }
     let span = tracing::info_span!("stream", stream = %id, device, side = side.name());
     let tracker = hub.tracker.clone();
@@ -112,7 +116,7 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) 
         device_ws,
         stop,
         limits.stream_idle_timeout,
-        limits.stream_ping_interval,
+        ping_interval(&hub),
         [agreed[Side::Service.index()], agreed[Side::Device.index()]],
     )
     .await;
@@ -139,6 +143,15 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) 
             &detail,
         )
     });
+}
+
+/// The hub's ping interval on streams; a zero interval would spin, and no real link
+/// needs pings more often than this.
+fn ping_interval(hub: &Hub) -> Duration {
+    hub.config
+        .limits
+        .stream_ping_interval
+        .max(Duration::from_millis(50))
 }
 
 /// Bytes relayed each way, and why the stream ended.
@@ -269,8 +282,6 @@ pub async fn relay(
     ping_every: Duration,
     agreed: [bool; 2],
 ) -> Relayed {
-    // A zero interval would spin; no real link needs pings more often than this.
-    let ping_every = ping_every.max(Duration::from_millis(50));
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
