@@ -271,6 +271,28 @@ async fn device_proxy_detects_a_hub_that_stops_answering() {
     sys.wait_connected("dev1").await;
 }
 
+/// A stream to dev1's `echo` whose service side is to reach the hub through a forwarder:
+/// the forwarder, the service config, the rewritten stream URL and the service's token.
+async fn stream_via_forwarder(
+    sys: &System,
+) -> (
+    Forwarder,
+    service_local_proxy::Config,
+    String,
+    device_streams_common::Secret,
+) {
+    let fwd = Forwarder::start(sys.addr).await;
+    let config = sys.service_config("dev1", "echo");
+    let granted = service_local_proxy::request::request_stream(&config)
+        .await
+        .unwrap();
+    let url = granted.url.replace(
+        &format!(":{}/", sys.addr.port()),
+        &format!(":{}/", fwd.addr.port()),
+    );
+    (fwd, config, url, granted.token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_cuts_a_stream_whose_peer_stops_answering_pings() {
     let sys = System::start_with(Limits {
@@ -284,19 +306,10 @@ async fn hub_cuts_a_stream_whose_peer_stops_answering_pings() {
         .start_device(dev, &[&format!("echo={}", echo.addr)])
         .await;
     // The service side reaches the streaming endpoint through a forwarder we can silence.
-    let fwd = Forwarder::start(sys.addr).await;
-    let config = sys.service_config("dev1", "echo");
-    let granted = service_local_proxy::request::request_stream(&config)
+    let (fwd, config, url, token) = stream_via_forwarder(&sys).await;
+    let ws = device_streams_common::ws::connect(&config.connector, &url, Some(&token), None)
         .await
         .unwrap();
-    let url = granted.url.replace(
-        &format!(":{}/", sys.addr.port()),
-        &format!(":{}/", fwd.addr.port()),
-    );
-    let ws =
-        device_streams_common::ws::connect(&config.connector, &url, Some(&granted.token), None)
-            .await
-            .unwrap();
     let mut s = device_streams_common::ws::WsStream::new(ws);
     round_trip(&mut s, b"alive").await;
     // Idle but alive (reading, so answering pings): the stream outlives several intervals.
@@ -320,17 +333,9 @@ async fn a_proxy_notices_its_stream_link_to_the_hub_went_silent() {
         ..quick_limits()
     })
     .await;
-    let fwd = Forwarder::start(sys.addr).await;
-    let config = sys.service_config("dev1", "echo");
-    let granted = service_local_proxy::request::request_stream(&config)
-        .await
-        .unwrap();
-    let url = granted.url.replace(
-        &format!(":{}/", sys.addr.port()),
-        &format!(":{}/", fwd.addr.port()),
-    );
+    let (fwd, config, url, token) = stream_via_forwarder(&sys).await;
     // What the proxies use: the hub announces its ping interval in the 101 reply.
-    let mut s = device_streams_common::ws::connect_stream(&config.connector, &url, &granted.token)
+    let mut s = device_streams_common::ws::connect_stream(&config.connector, &url, &token)
         .await
         .unwrap();
     round_trip(&mut s, b"alive").await;
