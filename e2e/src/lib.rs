@@ -90,10 +90,16 @@ impl System {
     /// Stops the hub (as its shutdown signal would) and starts a new one on the same port
     /// with the same data directory and limits.
     pub async fn restart(&mut self) {
+        self.restart_after(Duration::ZERO).await;
+    }
+
+    /// [`System::restart`], with the hub down for `down` in between (an outage).
+    pub async fn restart_after(&mut self, down: Duration) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("hub task").expect("hub stopped cleanly");
         }
+        tokio::time::sleep(down).await;
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("rebind the hub's port");

@@ -99,6 +99,55 @@ async fn device_reconnects_after_a_hub_restart_on_the_same_port() {
     round_trip(&mut s, b"after").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_outage_is_logged_once_per_change_not_once_per_retry() {
+    use tokio::io::AsyncBufReadExt;
+    let mut sys = System::start_with(quick_limits()).await;
+    let cs = expose(&sys.add_device("dev1").to_secret_string());
+    let ca = sys.ca_file().display().to_string();
+    let mut child = tokio::process::Command::new(bin("device-local-proxy"))
+        .args([
+            "--ca-file",
+            &ca,
+            "--map",
+            "s=127.0.0.1:1",
+            "--max-backoff",
+            "300ms",
+        ])
+        .env("DEVICE_CONNECTION_STRING", &cs)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    sys.wait_connected("dev1").await;
+    // Down for 3 s: with backoff capped at 300 ms the proxy retries at least ten times.
+    sys.restart_after(Duration::from_secs(3)).await;
+    sys.wait_connected("dev1").await;
+    fault::signal(&child, "TERM");
+    let mut log = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push(line);
+    }
+    let warnings = log
+        .iter()
+        .filter(|l| l.contains("retrying with backoff"))
+        .count();
+    let connects = log
+        .iter()
+        .filter(|l| l.contains("connected to hub"))
+        .count();
+    // One line for losing the hub, one for the first failed reconnect; the retries after
+    // it fail the same way and say nothing new.
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for one outage:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(connects, 2, "{}", log.join("\n"));
+}
+
 fn device_args(sys: &System, target: std::net::SocketAddr) -> Vec<String> {
     let ca = sys.ca_file().display().to_string();
     let map = format!("echo={target}");
