@@ -17,6 +17,14 @@ pub const MQTT_WS_PATH: &str = "/$iothub/websocket";
 pub const MQTT_WS_SUBPROTOCOL: &str = "mqtt";
 /// Path prefix of the streaming endpoint.
 pub const BRIDGES_PREFIX: &str = "/bridges/";
+/// Header on a stream's WebSocket upgrade (request and 101 reply) by which our proxies
+/// and our hub agree to carry half-close; Azure knows nothing of it, so it stays off there.
+pub const HALF_CLOSE_HEADER: &str = "x-device-streams-half-close";
+/// In our hub's 101 reply: it pings this stream every so many milliseconds when idle, so
+/// a proxy that hears nothing for several intervals knows its link to the hub is dead.
+pub const PING_INTERVAL_HEADER: &str = "x-device-streams-ping-interval-ms";
+/// Payload of the Ping that says "no more data in this direction" once half-close is agreed.
+pub const EOF_PING: &[u8] = b"device-streams:eof";
 
 /// What a device subscribes to in order to receive stream requests.
 pub const STREAM_REQUEST_FILTER: &str = "$iothub/streams/POST/#";

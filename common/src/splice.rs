@@ -11,6 +11,13 @@
 //!   written locally after that could reach anyone.
 //!
 //! SSH and RDP close both directions together, so for them this is exact.
+//!
+//! With half-close agreed (our hub and proxies; see [`crate::ws`]) end-of-file travels on
+//! its own: local end-of-file becomes the end-of-data Ping and the splice keeps
+//! delivering the other direction for as long as it runs; the other side's end-of-data
+//! shuts the local write side and the splice keeps sending until local end-of-file.
+//! When both directions are done the WebSocket is closed. A Close arriving early (the
+//! other side died, or the hub ended the stream) still ends everything at once.
 
 use std::{
     io,
@@ -20,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::protocol::MAX_DATA_MESSAGE;
 
@@ -72,36 +79,66 @@ where
     writer.shutdown().await
 }
 
-/// Splices `local` and `stream` until the stream ends, following the module's EOF rules.
-/// Errors carry what was transferred before them.
+/// Splices `local` and `stream` until the stream ends, following the module's EOF rules
+/// (`half_close`: whether the stream carries half-close). Errors carry what was
+/// transferred before them.
 pub async fn splice<L, S>(
     local: L,
     stream: S,
     linger: Duration,
+    half_close: bool,
 ) -> Result<Transferred, (io::Error, Transferred)>
 where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (local_read, local_write) = tokio::io::split(local);
-    let (stream_read, stream_write) = tokio::io::split(stream);
+    let (mut local_read, mut local_write) = tokio::io::split(local);
+    let (mut stream_read, mut stream_write) = tokio::io::split(stream);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-    let upstream = pump(local_read, stream_write, &up);
-    let downstream = pump(stream_read, local_write, &down);
-    tokio::pin!(upstream, downstream);
+    let mut upstream = Box::pin(pump(&mut local_read, &mut stream_write, &up));
+    let mut downstream = Box::pin(pump(&mut stream_read, &mut local_write, &down));
 
-    let result = tokio::select! {
-        r = &mut downstream => r,
-        r = &mut upstream => match r {
-            Ok(()) => tokio::time::timeout(linger, downstream).await.unwrap_or(Ok(())),
-            Err(e) => Err(e),
-        },
+    let first = tokio::select! {
+        r = &mut downstream => Done::Down(r),
+        r = &mut upstream => Done::Up(r),
     };
+    let result = match first {
+        Done::Up(Err(e)) | Done::Down(Err(e)) => Err(e),
+        Done::Down(Ok(())) if !half_close => Ok(()),
+        Done::Up(Ok(())) if !half_close => tokio::time::timeout(linger, downstream)
+            .await
+            .unwrap_or(Ok(())),
+        // Our side is done sending; the other decides when it is done.
+        Done::Up(Ok(())) => downstream.await,
+        Done::Down(Ok(())) => {
+            drop(downstream);
+            tokio::select! {
+                r = &mut upstream => r,
+                () = closed(&mut stream_read) => Ok(()),
+            }
+        }
+    };
+    drop(upstream); // releases the stream's write half
+    if half_close && result.is_ok() {
+        // The end-of-data Ping went out with our end of file; this is the Close.
+        let _ = stream_write.shutdown().await;
+    }
     let moved = Transferred {
         local_to_stream: up.load(Ordering::Relaxed),
         stream_to_local: down.load(Ordering::Relaxed),
     };
     result.map(|()| moved).map_err(|e| (e, moved))
+}
+
+enum Done {
+    Up(io::Result<()>),
+    Down(io::Result<()>),
+}
+
+/// Resolves when the stream ends entirely (Close, connection lost, or an error).
+async fn closed<R: AsyncRead + Unpin>(stream: &mut R) {
+    let mut buf = [0u8; 1024];
+    while let Ok(1..) = stream.read(&mut buf).await {}
 }
 
 #[cfg(test)]
@@ -113,7 +150,7 @@ mod tests {
     async fn carries_bytes_both_ways_and_ends_when_the_stream_ends() {
         let (local, mut app) = duplex(1024);
         let (stream, mut peer) = duplex(1024);
-        let task = tokio::spawn(splice(local, stream, Duration::from_secs(5)));
+        let task = tokio::spawn(splice(local, stream, Duration::from_secs(5), false));
 
         app.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
@@ -139,7 +176,7 @@ mod tests {
     async fn local_eof_closes_the_stream_but_still_delivers_the_reply() {
         let (local, mut app) = duplex(1024);
         let (stream, mut peer) = duplex(1024);
-        let task = tokio::spawn(splice(local, stream, Duration::from_secs(5)));
+        let task = tokio::spawn(splice(local, stream, Duration::from_secs(5), false));
 
         app.write_all(b"request").await.unwrap();
         app.shutdown().await.unwrap();

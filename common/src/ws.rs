@@ -8,6 +8,16 @@
 //! - text messages are taken as data too (some clients send them); empty ones are skipped;
 //! - a Close frame, or the peer's end of the connection, reads as end of file;
 //! - `poll_shutdown` sends a Close frame.
+//!
+//! Half-close (only when both ends agreed with [`HALF_CLOSE_HEADER`], see
+//! [`connect_stream`]): the first `poll_shutdown` sends the [`EOF_PING`] Ping instead,
+//! and a received [`EOF_PING`] reads as end of file while writing goes on; a later
+//! `poll_shutdown` sends the Close. tungstenite forbids sending after a Close either
+//! way, so the Close frame cannot carry a half-close itself.
+//!
+//! Liveness: our hub says in its 101 reply ([`PING_INTERVAL_HEADER`]) how often it pings
+//! an idle stream. A read that then waits [`SILENCE_FACTOR`] intervals without any frame
+//! fails with `TimedOut`: the link to the hub went silent without closing.
 
 use std::{
     io,
@@ -30,7 +40,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    protocol::MAX_DATA_MESSAGE,
+    protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
     tls::{Connector, DialError},
     Secret,
 };
@@ -54,6 +64,22 @@ pub fn config_with_max(max_message: usize) -> WebSocketConfig {
 pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     pending: Bytes,
+    half_close: bool,
+    eof: EofSent,
+    /// How long a read may wait without any frame, and the wait in progress.
+    silence_limit: Option<Duration>,
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Intervals of the hub's pings a read may wait in silence before the link counts as dead.
+pub const SILENCE_FACTOR: u32 = 3;
+
+/// Progress of our half-close: `poll_shutdown` may need several polls to send it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EofSent {
+    No,
+    Sending,
+    Yes,
 }
 
 impl<S> WsStream<S> {
@@ -61,7 +87,44 @@ impl<S> WsStream<S> {
         WsStream {
             inner,
             pending: Bytes::new(),
+            half_close: false,
+            eof: EofSent::No,
+            silence_limit: None,
+            silence: None,
         }
+    }
+
+    /// Fails a read that waits [`SILENCE_FACTOR`] × `hub_ping_interval` without any frame.
+    pub fn expect_pings(mut self, hub_ping_interval: Duration) -> Self {
+        self.silence_limit = Some(hub_ping_interval * SILENCE_FACTOR);
+        self
+    }
+
+    /// Pending while the silence is within its limit; an error once it is not.
+    fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(limit) = self.silence_limit else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .silence
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(std::future::Future::poll(timer.as_mut(), cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing from the hub for {limit:?} although it pings idle streams: the link is dead"),
+        )))
+    }
+
+    /// A stream on which both ends agreed to half-close (see the module docs).
+    pub fn with_half_close(inner: WebSocketStream<S>) -> Self {
+        WsStream {
+            half_close: true,
+            ..Self::new(inner)
+        }
+    }
+
+    pub fn half_close(&self) -> bool {
+        self.half_close
     }
 }
 
@@ -86,10 +149,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         while self.pending.is_empty() {
-            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            let next = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return self.poll_silence(cx),
+            };
+            self.silence = None;
+            match next {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
                 Some(Ok(Message::Text(text))) => self.pending = Bytes::from(text),
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Ping(p))) if self.half_close && p[..] == *EOF_PING => {
+                    return Poll::Ready(Ok(()))
+                }
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(e)) if is_closed(&e) => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
@@ -123,6 +194,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.half_close && self.eof == EofSent::No {
+            ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(to_io)?;
+            let eof = Message::Ping(Bytes::from_static(EOF_PING));
+            Pin::new(&mut self.inner).start_send(eof).map_err(to_io)?;
+            self.eof = EofSent::Sending;
+        }
+        if self.eof == EofSent::Sending {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(to_io)?;
+            self.eof = EofSent::Yes;
+            return Poll::Ready(Ok(()));
+        }
         match ready!(Pin::new(&mut self.inner).poll_close(cx)) {
             Err(e) if !is_closed(&e) => Poll::Ready(Err(to_io(e))),
             _ => Poll::Ready(Ok(())),
@@ -171,6 +253,38 @@ pub async fn connect(
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
 ) -> Result<ClientWs, WsError> {
+    Ok(handshake(connector, url, bearer, subprotocol, false)
+        .await?
+        .0)
+}
+
+/// Opens a stream's WebSocket with its token, offering half-close; the stream uses it
+/// only if the hub agreed (our hub does, Azure's does not).
+pub async fn connect_stream(
+    connector: &Connector,
+    url: &str,
+    token: &Secret,
+) -> Result<ClientStream, WsError> {
+    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true).await?;
+    let stream = match agreed {
+        true => WsStream::with_half_close(ws),
+        false => WsStream::new(ws),
+    };
+    Ok(match pings {
+        Some(every) => stream.expect_pings(every),
+        None => stream,
+    })
+}
+
+/// [`connect`], optionally offering half-close; returns whether the server agreed, and
+/// the ping interval it announced.
+async fn handshake(
+    connector: &Connector,
+    url: &str,
+    bearer: Option<&Secret>,
+    subprotocol: Option<&str>,
+    half_close: bool,
+) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
     let bad_url = || WsError::BadUrl(url.chars().take(200).collect());
     let uri: Uri = url.parse().map_err(|_| bad_url())?;
     if uri.scheme_str() != Some("wss") {
@@ -184,6 +298,9 @@ pub async fn connect(
         let value =
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
         headers.insert(header::AUTHORIZATION, value);
+    }
+    if half_close {
+        headers.insert(HALF_CLOSE_HEADER, HeaderValue::from_static("1"));
     }
     if let Some(proto) = subprotocol {
         headers.insert(
@@ -199,7 +316,16 @@ pub async fn connect(
             host: addr,
             after: connector.timeout,
         }),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Ok((ws, response))) => {
+            let headers = response.headers();
+            let agreed = half_close && headers.contains_key(HALF_CLOSE_HEADER);
+            let pings = headers
+                .get(PING_INTERVAL_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis);
+            Ok((ws, agreed, pings.filter(|_| half_close)))
+        }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
             let body = response

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use device_streams_common::{
     protocol::{StreamRequest, ACCEPT, REJECT},
     splice::splice,
-    ws::{self, WsStream},
+    ws,
 };
 use tokio::{net::TcpStream, sync::mpsc, sync::OwnedSemaphorePermit};
 
@@ -49,7 +49,7 @@ pub async fn serve(
     if answers.send((ACCEPT, request.rid.clone())).await.is_err() {
         return;
     }
-    let ws = match ws::connect(&config.connector, &request.url, Some(&request.auth), None).await {
+    let ws = match ws::connect_stream(&config.connector, &request.url, &request.auth).await {
         Ok(ws) => ws,
         Err(e) => {
             return tracing::warn!(
@@ -59,7 +59,8 @@ pub async fn serve(
         }
     };
     tracing::info!(target = %target, "stream open");
-    match splice(local, WsStream::new(ws), LINGER).await {
+    let half_close = ws.half_close();
+    match splice(local, ws, LINGER, half_close).await {
         Ok(moved) => tracing::info!(
             bytes_to_target = moved.stream_to_local,
             bytes_from_target = moved.local_to_stream,

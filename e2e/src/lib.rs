@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod fault;
 pub mod sshd;
 pub mod tinyproxy;
 pub mod xrdp;
@@ -79,17 +80,7 @@ impl System {
         let addr = listener.local_addr().expect("addr");
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
-        let registry = data.registry().expect("registry");
-        let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
-        let config = Config::new(
-            data.hostname(&registry).expect("hostname"),
-            addr.port(),
-            None,
-            limits,
-        );
-        let shutdown = CancellationToken::new();
-        let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
-        let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+        let (hub, shutdown, task) = launch(&data, listener, limits);
         System {
             dir,
             addr,
@@ -97,6 +88,27 @@ impl System {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Stops the hub (as its shutdown signal would) and starts a new one on the same port
+    /// with the same data directory and limits.
+    pub async fn restart(&mut self) {
+        self.restart_after(Duration::ZERO).await;
+    }
+
+    /// [`System::restart`], with the hub down for `down` in between (an outage).
+    pub async fn restart_after(&mut self, down: Duration) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("hub task").expect("hub stopped cleanly");
+        }
+        tokio::time::sleep(down).await;
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the hub's port");
+        let limits = self.hub.config.limits.clone();
+        let (hub, shutdown, task) = launch(&self.data(), listener, limits);
+        (self.hub, self.shutdown, self.task) = (hub, shutdown, Some(task));
     }
 
     pub fn data(&self) -> DataDir {
@@ -183,6 +195,28 @@ impl Drop for System {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+type HubTask = JoinHandle<anyhow::Result<()>>;
+
+fn launch(
+    data: &DataDir,
+    listener: TcpListener,
+    limits: Limits,
+) -> (Arc<Hub>, CancellationToken, HubTask) {
+    let port = listener.local_addr().expect("addr").port();
+    let registry = data.registry().expect("registry");
+    let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
+    let config = Config::new(
+        data.hostname(&registry).expect("hostname"),
+        port,
+        None,
+        limits,
+    );
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
+    let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+    (hub, shutdown, task)
 }
 
 /// A connector trusting `ca_file` that dials directly whatever the developer's

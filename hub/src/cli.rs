@@ -201,6 +201,9 @@ pub struct ServeArgs {
     /// How long open streams may go on after SIGTERM.
     #[arg(long, env = "STREAM_HUB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+    /// WebSocket ping interval on streams; a side silent for two intervals is cut.
+    #[arg(long, env = "STREAM_HUB_STREAM_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub stream_ping_interval: Duration,
 }
 
 impl ServeArgs {
@@ -219,6 +222,7 @@ impl ServeArgs {
             max_header_bytes: self.max_header_bytes,
             stream_idle_timeout: self.stream_idle_timeout,
             shutdown_grace: self.shutdown_grace,
+            stream_ping_interval: self.stream_ping_interval,
             ..Limits::default()
         }
     }

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long open streams may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Pings on each stream's WebSockets while idle; a side silent for two intervals is cut.
+    pub stream_ping_interval: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             max_mqtt_packet: device_streams_common::mqtt::MAX_PACKET,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            stream_ping_interval: Duration::from_secs(30),
         }
     }
 }

@@ -18,8 +18,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use rumqttc::mqttbytes::{
     v4::{
-        ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
-        UnsubAck,
+        ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
+        SubscribeReasonCode, UnsubAck,
     },
     QoS,
 };
@@ -169,11 +169,14 @@ async fn run(
     keep_alive: Duration,
 ) -> anyhow::Result<&'static str> {
     let mut deadline = Instant::now() + keep_alive;
+    // Stream requests wait until the device has subscribed to them: one published
+    // between CONNACK and SUBACK would reach a device not yet ready for it.
+    let mut subscribed = false;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, replaced by a newer connection, or hub shutting down)"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
-            Some(out) = requests.recv() => {
+            Some(out) = requests.recv(), if subscribed => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());
                 write(io, Packet::Publish(publish)).await?;
             }
@@ -182,6 +185,7 @@ async fn run(
                 match packet.context("control channel")? {
                     None => return Ok("connection closed by the device"),
                     Some(Packet::Disconnect) => return Ok("device sent DISCONNECT"),
+                    Some(Packet::Subscribe(sub)) => subscribed |= subscribe(io, sub).await?,
                     Some(packet) => handle(hub, device, io, packet).await?,
                 }
             }
@@ -189,23 +193,29 @@ async fn run(
     }
 }
 
+/// Answers a SUBSCRIBE: only the streams topics are served. True if one was granted.
+async fn subscribe(io: &mut Io, sub: Subscribe) -> anyhow::Result<bool> {
+    let codes: Vec<_> = sub
+        .filters
+        .iter()
+        .map(|f| match f.path.starts_with("$iothub/streams/") {
+            true => SubscribeReasonCode::Success(QoS::AtMostOnce),
+            false => {
+                tracing::info!(filter = %f.path, "refusing subscription: only device streams are served");
+                SubscribeReasonCode::Failure
+            }
+        })
+        .collect();
+    let granted = codes
+        .iter()
+        .any(|c| matches!(c, SubscribeReasonCode::Success(_)));
+    write(io, Packet::SubAck(SubAck::new(sub.pkid, codes))).await?;
+    Ok(granted)
+}
+
 async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow::Result<()> {
     match packet {
         Packet::PingReq => write(io, Packet::PingResp).await,
-        Packet::Subscribe(sub) => {
-            let codes = sub
-                .filters
-                .iter()
-                .map(|f| match f.path.starts_with("$iothub/streams/") {
-                    true => SubscribeReasonCode::Success(QoS::AtMostOnce),
-                    false => {
-                        tracing::info!(filter = %f.path, "refusing subscription: only device streams are served");
-                        SubscribeReasonCode::Failure
-                    }
-                })
-                .collect();
-            write(io, Packet::SubAck(SubAck::new(sub.pkid, codes))).await
-        }
         Packet::Unsubscribe(unsub) => write(io, Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await,
         Packet::Publish(publish) => {
             match protocol::parse_stream_response(&publish.topic) {

@@ -34,7 +34,7 @@ pub enum Side {
 }
 
 impl Side {
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         self as usize
     }
     pub fn name(self) -> &'static str {
@@ -112,12 +112,15 @@ pub struct StreamInfo {
 pub struct Paired {
     pub ws: ServerWs,
     pub info: StreamInfo,
+    /// Which sides agreed to half-close, by [`Side`] index.
+    pub half_close: [bool; 2],
 }
 
 struct Pending {
     info: StreamInfo,
     tokens: [Secret; 2],
     claimed: [bool; 2],
+    half_close: [bool; 2],
     waiting: Option<(Side, oneshot::Sender<Paired>)>,
 }
 
@@ -217,6 +220,7 @@ impl Streams {
                 info,
                 tokens,
                 claimed: [false; 2],
+                half_close: [false; 2],
                 waiting: None,
             },
         );
@@ -256,6 +260,13 @@ impl Streams {
         Ok((side, p.info.device.clone()))
     }
 
+    /// Notes that `side` of stream `id` agreed to half-close.
+    pub fn agree_half_close(&self, id: &str, side: Side) {
+        if let Some(p) = self.lock().get_mut(id) {
+            p.half_close[side.index()] = true;
+        }
+    }
+
     /// Brings a side's WebSocket to its stream. The first side waits here and gets the
     /// second's WebSocket to relay with; the second returns `None` at once.
     pub async fn join(&self, id: &str, side: Side, ws: ServerWs) -> Option<(ServerWs, Paired)> {
@@ -266,7 +277,11 @@ impl Streams {
                 Some(Some((other, tx))) if other != side => {
                     if let Some(p) = pending.remove(id) {
                         // If the waiter is gone its window passed just now; our socket drops with it.
-                        let _ = tx.send(Paired { ws, info: p.info });
+                        let _ = tx.send(Paired {
+                            ws,
+                            info: p.info,
+                            half_close: p.half_close,
+                        });
                     }
                     return None;
                 }

@@ -51,7 +51,8 @@ pub struct Config {
 async fn serve<L: AsyncRead + AsyncWrite + Unpin>(config: &Config, local: L) -> anyhow::Result<()> {
     let stream = open_stream(config).await?;
     tracing::info!("stream open");
-    match splice(local, stream, LINGER).await {
+    let half_close = stream.half_close();
+    match splice(local, stream, LINGER, half_close).await {
         Ok(moved) => {
             tracing::info!(
                 bytes_sent = moved.local_to_stream,

@@ -8,7 +8,7 @@ use device_streams_common::{
     protocol::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
     sas::{self, SasError},
     tls::DialError,
-    ws::{self, ClientStream, WsError, WsStream},
+    ws::{self, ClientStream, WsError},
     Secret,
 };
 use http::{header, Request, StatusCode};
@@ -167,11 +167,10 @@ fn error_message(body: &[u8]) -> String {
 /// Requests a stream and opens its WebSocket: the byte stream to splice the local side to.
 pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
     let granted = request_stream(config).await?;
-    let ws = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+    ws::connect_stream(&config.connector, &granted.url, &granted.token)
         .await
         .map_err(|source| StreamError::WebSocket {
             device: config.device_id.clone(),
             source,
-        })?;
-    Ok(WsStream::new(ws))
+        })
 }
