@@ -71,7 +71,8 @@ pub async fn connect_range(
     );
     let gate = Arc::new(Semaphore::new(PARALLEL));
     let mut tasks = Vec::new();
-    for (id, key) in reg.idle[from..to].iter().cloned() {
+    for (id, key) in &reg.idle[from..to] {
+        let (id, key) = (id.clone(), key.clone());
         let (connector, hostname, gate) = (connector.clone(), reg.hostname.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;

@@ -2,12 +2,16 @@
 //! of a WebSocket upgrade on a hyper connection.
 
 use bytes::Bytes;
+use device_streams_common::ws;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role},
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
     WebSocketStream,
 };
 
@@ -97,15 +101,20 @@ pub fn accept_upgrade(
     Ok((resp, hyper::upgrade::on(req)))
 }
 
-/// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket.
+/// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket
+/// for a control channel (small buffers: one per connected device).
 pub async fn upgraded(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
+    upgraded_with(on_upgrade, ws::control_config()).await
+}
+
+/// As [`upgraded`], for a stream's data WebSocket (buffers sized for 64 KiB messages).
+pub async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
+    upgraded_with(on_upgrade, ws::config()).await
+}
+
+async fn upgraded_with(on_upgrade: OnUpgrade, config: WebSocketConfig) -> hyper::Result<ServerWs> {
     let io = TokioIo::new(on_upgrade.await?);
-    Ok(WebSocketStream::from_raw_socket(
-        io,
-        Role::Server,
-        Some(device_streams_common::ws::config()),
-    )
-    .await)
+    Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

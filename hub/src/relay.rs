@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::{
     activity::{self, Outcome, Record},
-    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs},
+    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs},
     streaming::Side,
     Hub,
 };
@@ -58,7 +58,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
 }
 
 async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade) {
-    let ws = match upgraded(on_upgrade).await {
+    let ws = match upgraded_stream(on_upgrade).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
