@@ -57,6 +57,9 @@ struct Args {
     /// Idle devices for the memory-per-device figures (the smaller, then the larger).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     devices: Vec<usize>,
+    /// Paths measured for the speed figures (for profiling one of them alone).
+    #[arg(long, value_delimiter = ',', default_value = "direct,rathole,ours")]
+    paths: Vec<String>,
 }
 
 const PATHS: [&str; 3] = ["direct", "rathole", "ours"];
@@ -96,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
     ] {
         for streams in [1, 8] {
             let mut vals = [None; 3];
-            for (i, addr) in addrs.iter().enumerate() {
+            for (i, addr) in addrs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
+            {
                 let bps = measure::throughput(
                     *addr,
                     &target.counters,
@@ -121,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut p50 = [None; 3];
     let mut p99 = [None; 3];
-    for (i, addr) in addrs.iter().enumerate() {
+    for (i, addr) in addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
+    {
         let p = measure::ping_pong(*addr, args.pings, Duration::from_secs(20)).await?;
         p50[i] = Some(p.p50.as_secs_f64() * 1e6);
         p99[i] = Some(p.p99.as_secs_f64() * 1e6);
@@ -132,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut p50 = [None; 3];
     let mut p99 = [None; 3];
-    for (i, addr) in addrs.iter().enumerate() {
+    for (i, addr) in addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
+    {
         let p = measure::setup(*addr, args.setups, Duration::from_secs(30)).await?;
         p50[i] = Some(p.p50.as_secs_f64() * 1e3);
         p99[i] = Some(p.p99.as_secs_f64() * 1e3);
@@ -152,7 +167,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rates = [None; 3];
     let mut failures = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
+    for (i, addr) in addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
+    {
         let (r, failed) = measure::rate(*addr, args.rate_workers, args.rate_window).await;
         rates[i] = Some(r);
         failures.push(format!("{}: {failed}", PATHS[i]));
