@@ -99,13 +99,9 @@ async fn main() -> anyhow::Result<()> {
     ] {
         for streams in [1, 8] {
             let mut vals = [None; 3];
-            for (i, addr) in addrs
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
-            {
+            for (i, addr) in chosen(&args, addrs) {
                 let bps = measure::throughput(
-                    *addr,
+                    addr,
                     &target.counters,
                     dir,
                     streams,
@@ -126,53 +122,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut p50 = [None; 3];
-    let mut p99 = [None; 3];
-    for (i, addr) in addrs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
-    {
-        let p = measure::ping_pong(*addr, args.pings, Duration::from_secs(20)).await?;
-        p50[i] = Some(p.p50.as_secs_f64() * 1e6);
-        p99[i] = Some(p.p99.as_secs_f64() * 1e6);
+    let mut rtt: [Option<measure::Percentiles>; 3] = Default::default();
+    for (i, addr) in chosen(&args, addrs) {
+        rtt[i] = Some(measure::ping_pong(addr, args.pings, Duration::from_secs(20)).await?);
     }
-    table.push(Row::new("round trip 64 B, p50", "µs", p50));
-    table.push(Row::new("round trip 64 B, p99", "µs", p99));
+    push_percentiles(&mut table, "round trip 64 B", "µs", 1e6, &rtt);
     target.settle(Duration::from_secs(10)).await;
 
-    let mut p50 = [None; 3];
-    let mut p99 = [None; 3];
-    for (i, addr) in addrs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
-    {
-        let p = measure::setup(*addr, args.setups, Duration::from_secs(30)).await?;
-        p50[i] = Some(p.p50.as_secs_f64() * 1e3);
-        p99[i] = Some(p.p99.as_secs_f64() * 1e3);
+    let mut setup: [Option<measure::Percentiles>; 3] = Default::default();
+    for (i, addr) in chosen(&args, addrs) {
+        let p = measure::setup(addr, args.setups, Duration::from_secs(30)).await?;
         eprintln!("set-up via {}: {} samples", PATHS[i], p.n);
+        setup[i] = Some(p);
         target.settle(Duration::from_secs(10)).await;
     }
-    table.push(Row::new(
-        "stream set-up (connect → first echo), p50",
-        "ms",
-        p50,
-    ));
-    table.push(Row::new(
-        "stream set-up (connect → first echo), p99",
-        "ms",
-        p99,
-    ));
+    let name = "stream set-up (connect → first echo)";
+    push_percentiles(&mut table, name, "ms", 1e3, &setup);
 
     let mut rates = [None; 3];
     let mut failures = Vec::new();
-    for (i, addr) in addrs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| args.paths.contains(&PATHS[*i].to_string()))
-    {
-        let (r, failed) = measure::rate(*addr, args.rate_workers, args.rate_window).await;
+    for (i, addr) in chosen(&args, addrs) {
+        let (r, failed) = measure::rate(addr, args.rate_workers, args.rate_window).await;
         rates[i] = Some(r);
         failures.push(format!("{}: {failed}", PATHS[i]));
         target.settle(Duration::from_secs(15)).await;
@@ -227,6 +197,31 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("stream failures during streams/s: {}", failures.join(", "));
     println!("{}", table.render(&PATHS));
     Ok(())
+}
+
+/// The paths picked with `--paths`, as (index into [`PATHS`], address).
+fn chosen(args: &Args, addrs: [SocketAddr; 3]) -> Vec<(usize, SocketAddr)> {
+    (0..3)
+        .filter(|&i| args.paths.iter().any(|p| p == PATHS[i]))
+        .map(|i| (i, addrs[i]))
+        .collect()
+}
+
+/// Two rows, p50 and p99, in `unit` (`scale` per second).
+fn push_percentiles(
+    table: &mut Table,
+    name: &str,
+    unit: &'static str,
+    scale: f64,
+    runs: &[Option<measure::Percentiles>; 3],
+) {
+    for (q, pick) in [("p50", 0), ("p99", 1)] {
+        let vals = runs.each_ref().map(|r| {
+            r.as_ref()
+                .map(|p| [p.p50, p.p99][pick].as_secs_f64() * scale)
+        });
+        table.push(Row::new(format!("{name}, {q}"), unit, vals));
+    }
 }
 
 /// RSS once it has stopped moving (allocations of the last connections settle).

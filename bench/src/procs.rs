@@ -102,37 +102,23 @@ impl Rathole {
         target: SocketAddr,
     ) -> anyhow::Result<Rathole> {
         let control = free_port()?;
-        let server_toml = format!(
-            r#"[server]
-bind_addr = "127.0.0.1:{control}"
-[server.transport]
-type = "websocket"
-[server.transport.tls]
-pkcs12 = "{pkcs12}"
-pkcs12_password = "bench"
-[server.transport.websocket]
-tls = true
-[server.services.echo]
-token = "bench-token"
-bind_addr = "127.0.0.1:{public}"
-"#,
-            pkcs12 = tls.pkcs12.display()
+        let server_toml = side_config(
+            "server",
+            &format!("bind_addr = \"127.0.0.1:{control}\""),
+            &format!(
+                "pkcs12 = \"{}\"\npkcs12_password = \"bench\"",
+                tls.pkcs12.display()
+            ),
+            &format!("bind_addr = \"127.0.0.1:{public}\""),
         );
-        let client_toml = format!(
-            r#"[client]
-remote_addr = "localhost:{control}"
-[client.transport]
-type = "websocket"
-[client.transport.tls]
-trusted_root = "{cert}"
-hostname = "localhost"
-[client.transport.websocket]
-tls = true
-[client.services.echo]
-token = "bench-token"
-local_addr = "{target}"
-"#,
-            cert = tls.cert_pem.display()
+        let client_toml = side_config(
+            "client",
+            &format!("remote_addr = \"localhost:{control}\""),
+            &format!(
+                "trusted_root = \"{}\"\nhostname = \"localhost\"",
+                tls.cert_pem.display()
+            ),
+            &format!("local_addr = \"{target}\""),
         );
         let (s, c) = (
             work.join("rathole-server.toml"),
@@ -148,4 +134,22 @@ local_addr = "{target}"
         let client = Proc::spawn("rathole-client", cmd, work)?;
         Ok(Rathole { server, client })
     }
+}
+
+/// One side's rathole config: websocket+TLS transport and the one service, `echo`.
+fn side_config(side: &str, endpoint: &str, tls: &str, service: &str) -> String {
+    format!(
+        r#"[{side}]
+{endpoint}
+[{side}.transport]
+type = "websocket"
+[{side}.transport.tls]
+{tls}
+[{side}.transport.websocket]
+tls = true
+[{side}.services.echo]
+token = "bench-token"
+{service}
+"#
+    )
 }
