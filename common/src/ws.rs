@@ -35,20 +35,25 @@ use crate::{
 /// Limits every stream's WebSocket uses: one data message is at most 64 KiB, and the read
 /// buffer holds a whole one (plus its header) so a full message needs no regrowth.
 pub fn config() -> WebSocketConfig {
+    config_with_max(MAX_DATA_MESSAGE)
+}
+
+/// The same, with another bound on incoming messages (the hub's `--max-message-size`).
+pub fn config_with_max(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(MAX_DATA_MESSAGE + 1024)
         .write_buffer_size(MAX_DATA_MESSAGE)
         .max_write_buffer_size(4 * MAX_DATA_MESSAGE)
-        .max_message_size(Some(MAX_DATA_MESSAGE))
-        .max_frame_size(Some(MAX_DATA_MESSAGE))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// A control channel's WebSocket (MQTT): the same limits, but a small read buffer. tungstenite
 /// allocates the read buffer up front, and a hub holds one control channel per connected
 /// device, idle almost always; a 65 KiB buffer each was most of an idle device's memory.
 /// The buffer still grows on demand for a larger message.
-pub fn control_config() -> WebSocketConfig {
-    config().read_buffer_size(CONTROL_READ_BUFFER)
+pub fn control_config(max_message: usize) -> WebSocketConfig {
+    config_with_max(max_message).read_buffer_size(CONTROL_READ_BUFFER)
 }
 
 const CONTROL_READ_BUFFER: usize = 2048;

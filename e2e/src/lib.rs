@@ -85,7 +85,7 @@ impl System {
             limits,
         );
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(config, registry, shutdown.clone());
+        let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
         let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
         System {
             dir,
@@ -312,6 +312,26 @@ pub mod raw {
         }
     }
 
+    /// Opens a control channel to `sys` as `device`, signing its token with `key`.
+    pub async fn connect_with_key(
+        sys: &super::System,
+        device: &str,
+        key: &super::Secret,
+    ) -> (Io, ConnectReturnCode) {
+        let host = sys.hostname();
+        let resource = device_streams_common::sas::device_resource(&host, device);
+        let token = device_streams_common::sas::sign_for(
+            &resource,
+            key,
+            std::time::Duration::from_secs(60),
+            None,
+        )
+        .expect("sign");
+        let mut io = open(&sys.connector(), &host).await;
+        let code = connect(&mut io, &host, device, token.expose()).await;
+        (io, code)
+    }
+
     pub async fn subscribe(io: &mut Io) {
         let sub = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
         io.write(Packet::Subscribe(sub))
@@ -354,4 +374,77 @@ impl SshTunnel {
     pub fn ssh(&self, remote: &str) -> std::process::Command {
         self.sshd.ssh(self.port, remote)
     }
+}
+
+/// One HTTPS request to the hub; returns the status and the body as text.
+pub async fn https(
+    connector: &Connector,
+    hostname: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let (host, port) = hostname.rsplit_once(':').expect("host:port");
+    let tls = connector
+        .connect(host, port.parse().expect("port"))
+        .await
+        .expect("TLS to the hub");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hostname);
+    if let Some(auth) = authorization {
+        req = req.header("authorization", auth);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A service SAS token for `policy` with `key`, valid for a minute.
+pub fn service_token(hostname: &str, policy: &str, key: &Secret) -> String {
+    let token =
+        device_streams_common::sas::sign_for(hostname, key, Duration::from_secs(60), Some(policy));
+    token.expect("sign").expose().to_string()
+}
+
+/// Runs `stream-hub --data-dir <dir> <args>` and returns stdout; panics with stderr on failure.
+pub fn hub_cli(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin("stream-hub"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("stream-hub runs");
+    assert!(
+        out.status.success(),
+        "stream-hub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; true once it holds.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
 }

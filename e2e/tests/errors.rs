@@ -118,18 +118,8 @@ async fn target_that_refuses_connections_rejects_the_stream() {
 async fn device_that_never_answers_times_out_with_504() {
     let sys = System::start().await;
     let dev = sys.add_device("dev1");
-    let mut io = raw::open(&sys.connector(), &sys.hostname()).await;
-    let token = sas::sign_for(
-        &device_resource(&sys.hostname(), "dev1"),
-        &dev.key,
-        Duration::from_secs(60),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        raw::connect(&mut io, &sys.hostname(), "dev1", token.expose()).await,
-        ConnectReturnCode::Success
-    );
+    let (mut io, code) = raw::connect_with_key(&sys, "dev1", &dev.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
     raw::subscribe(&mut io).await;
     let mut config = sys.service_config("dev1", "ssh");
     config.response_timeout = Duration::from_secs(1);

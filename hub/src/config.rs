@@ -15,8 +15,19 @@ pub struct Limits {
     pub max_streams: usize,
     /// Streams pending or open per device.
     pub max_streams_per_device: usize,
+    /// Connect and response timeout of a stream request that names none (Azure: 60 s):
+    /// the handshake window in which both sides must reach the streaming endpoint.
+    pub handshake_timeout: Duration,
     /// Upper bound on the connect/response timeouts a service may ask for.
     pub max_stream_timeout: Duration,
+    /// New stream requests per second on the whole hub (bursts up to one second's worth).
+    pub max_new_streams_per_second: u32,
+    /// Devices with an open control connection.
+    pub max_devices: usize,
+    /// Largest WebSocket message on any connection.
+    pub max_message: usize,
+    /// A paired stream with no traffic either way for this long is closed (off if `None`).
+    pub stream_idle_timeout: Option<Duration>,
     /// Largest MQTT packet from a device.
     pub max_mqtt_packet: usize,
     /// Largest HTTP request head.
@@ -33,7 +44,12 @@ impl Default for Limits {
             max_connections: 20_000,
             max_streams: 5_000,
             max_streams_per_device: 100,
+            handshake_timeout: device_streams_common::protocol::DEFAULT_TIMEOUT,
             max_stream_timeout: Duration::from_secs(300),
+            max_new_streams_per_second: 1_000,
+            max_devices: 15_000,
+            max_message: device_streams_common::protocol::MAX_DATA_MESSAGE,
+            stream_idle_timeout: None,
             max_mqtt_packet: device_streams_common::mqtt::MAX_PACKET,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -48,6 +64,8 @@ pub struct Config {
     /// Base of the streaming URLs handed out, e.g. `wss://hub.example.com:8443`.
     pub streaming_base: String,
     pub limits: Limits,
+    /// Whether `/metrics` and `/healthz` are on the main port (not when an admin listener serves them).
+    pub ops_on_main_port: bool,
 }
 
 impl Config {
@@ -68,6 +86,7 @@ impl Config {
             hostname,
             streaming_base,
             limits,
+            ops_on_main_port: true,
         }
     }
 

@@ -1,12 +1,23 @@
 //! HTTP plumbing shared by the hub's endpoints: JSON error replies and the server side
 //! of a WebSocket upgrade on a hyper connection.
 
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
 use bytes::Bytes;
 use device_streams_common::ws;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::OwnedSemaphorePermit,
+};
 use tokio_tungstenite::{
     tungstenite::{
         handshake::derive_accept_key,
@@ -16,7 +27,50 @@ use tokio_tungstenite::{
 };
 
 pub type Body = Full<Bytes>;
-pub type ServerWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub type ServerWs = WebSocketStream<Conn>;
+
+/// The hub's place for one connection under `--max-connections`; a request carries it
+/// (as an extension) so an upgraded WebSocket keeps it for as long as it lives.
+#[derive(Clone)]
+pub struct ConnPermit(pub Arc<OwnedSemaphorePermit>);
+
+/// An upgraded connection, holding its connection permit.
+pub struct Conn {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    _permit: Option<ConnPermit>,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An accepted upgrade, not yet completed.
+pub struct Upgrade {
+    on_upgrade: OnUpgrade,
+    permit: Option<ConnPermit>,
+}
 
 /// An error reply: `{"errorCode": "...", "message": "..."}`, so a user sees the cause.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
@@ -61,7 +115,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 pub fn accept_upgrade(
     req: &mut Request<Incoming>,
     subprotocol: Option<&str>,
-) -> Result<(Response<Body>, OnUpgrade), BadUpgrade> {
+) -> Result<(Response<Body>, Upgrade), BadUpgrade> {
     let headers = req.headers();
     let bad = BadUpgrade;
     if !header_has(headers, header::UPGRADE, "websocket")
@@ -98,22 +152,32 @@ pub fn accept_upgrade(
             HeaderValue::from_str(p).map_err(|_| bad("bad subprotocol"))?,
         );
     }
-    Ok((resp, hyper::upgrade::on(req)))
+    let permit = req.extensions().get::<ConnPermit>().cloned();
+    Ok((
+        resp,
+        Upgrade {
+            on_upgrade: hyper::upgrade::on(req),
+            permit,
+        },
+    ))
 }
 
 /// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket
-/// for a control channel (small buffers: one per connected device).
-pub async fn upgraded(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
-    upgraded_with(on_upgrade, ws::control_config()).await
+/// for a control channel (a small read buffer: the hub holds one per connected device).
+pub async fn upgraded(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
+    upgraded_with(upgrade, ws::control_config(max_message)).await
 }
 
-/// As [`upgraded`], for a stream's data WebSocket (buffers sized for 64 KiB messages).
-pub async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<ServerWs> {
-    upgraded_with(on_upgrade, ws::config()).await
+/// As [`upgraded`], for a stream's data WebSocket (read buffer sized for 64 KiB messages).
+pub async fn upgraded_stream(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
+    upgraded_with(upgrade, ws::config_with_max(max_message)).await
 }
 
-async fn upgraded_with(on_upgrade: OnUpgrade, config: WebSocketConfig) -> hyper::Result<ServerWs> {
-    let io = TokioIo::new(on_upgrade.await?);
+async fn upgraded_with(upgrade: Upgrade, config: WebSocketConfig) -> hyper::Result<ServerWs> {
+    let io = Conn {
+        io: TokioIo::new(upgrade.on_upgrade.await?),
+        _permit: upgrade.permit,
+    };
     Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 

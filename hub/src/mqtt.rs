@@ -15,7 +15,7 @@ use device_streams_common::{
     ws::WsStream,
 };
 use http::{Request, Response};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::body::Incoming;
 use rumqttc::mqttbytes::{
     v4::{
         ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -29,12 +29,13 @@ use tracing::Instrument;
 
 use crate::{
     auth::{self, AuthError},
-    http::{accept_upgrade, upgraded, Body, ServerWs},
+    http::{accept_upgrade, upgraded, Body, Conn, ServerWs, Upgrade},
+    metrics::AuthKind,
     sessions::Outgoing,
     Hub,
 };
 
-type Io = MqttIo<WsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
+type Io = MqttIo<WsStream<Conn>>;
 
 /// Idle limit for a device that asked for no keep-alive at all.
 const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
@@ -58,8 +59,8 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     resp
 }
 
-async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
-    let ws: ServerWs = upgraded(on_upgrade)
+async fn serve(hub: Arc<Hub>, on_upgrade: Upgrade) -> anyhow::Result<()> {
+    let ws: ServerWs = upgraded(on_upgrade, hub.config.limits.max_message)
         .await
         .context("WebSocket upgrade failed")?;
     let mut io = MqttIo::new(WsStream::new(ws), hub.config.limits.max_mqtt_packet);
@@ -74,7 +75,7 @@ async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
     };
     let device = connect.client_id.clone();
     tracing::Span::current().record("device", device.as_str());
-    if let Err((code, why)) = authenticate(&hub, &connect) {
+    if let Err((code, why)) = authenticate(&hub, &connect).and_then(|()| room_for(&hub, &device)) {
         let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
         io.shutdown().await;
         bail!("device '{device}' refused: {why}");
@@ -112,6 +113,16 @@ async fn serve(hub: Arc<Hub>, on_upgrade: OnUpgrade) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the hub may take one more connected device (a reconnecting one always fits).
+fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> {
+    let max = hub.config.limits.max_devices;
+    if hub.sessions.connected() >= max && !hub.sessions.is_connected(device) {
+        let why = format!("the hub is at its limit of {max} connected devices");
+        return Err((ConnectReturnCode::ServiceUnavailable, why));
+    }
+    Ok(())
+}
+
 fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, String)> {
     let device = &connect.client_id;
     if !protocol::valid_device_id(device) {
@@ -129,6 +140,7 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, 
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
     auth::device(&hub.registry, &hub.config.hostname, device, &login.password).map_err(|e| {
+        hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {
             AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
                 ConnectReturnCode::NotAuthorized

@@ -24,6 +24,8 @@ pub enum RegistryError {
     PolicyExists(String),
     #[error("policy '{0}' does not exist")]
     UnknownPolicy(String),
+    #[error("'{0}' is not a right (service-connect, registry-read, registry-write)")]
+    BadRight(String),
     #[error("setting '{0}' is missing from the registry")]
     MissingSetting(&'static str),
     #[error("registry database: {0}")]
@@ -39,6 +41,19 @@ pub enum Right {
 }
 
 impl Right {
+    pub const ALL: [Right; 3] = [
+        Right::ServiceConnect,
+        Right::RegistryRead,
+        Right::RegistryWrite,
+    ];
+
+    pub fn parse(name: &str) -> Result<Right, RegistryError> {
+        Right::ALL
+            .into_iter()
+            .find(|r| r.name() == name.trim())
+            .ok_or_else(|| RegistryError::BadRight(name.trim().to_string()))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Right::ServiceConnect => "service-connect",
@@ -81,6 +96,7 @@ pub fn new_key() -> Secret {
 
 pub struct Registry {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -111,6 +127,21 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
+const POLICY_COLUMNS: &str = "name, primary_key, secondary_key, rights";
+
+fn policy_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Policy> {
+    Ok(Policy {
+        name: row.get(0)?,
+        primary_key: Secret::new(row.get::<_, String>(1)?),
+        secondary_key: Secret::new(row.get::<_, String>(2)?),
+        rights: row
+            .get::<_, String>(3)?
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 const DEVICE_COLUMNS: &str =
     "id, primary_key, secondary_key, enabled, created_at, last_connected_at";
 
@@ -119,10 +150,19 @@ impl Registry {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // In WAL mode NORMAL still never corrupts; it only skips an fsync per commit, which
+        // matters when thousands of devices reconnect at once (each records its connect time).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         Ok(Registry {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The database file, which the activity log shares.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn with<T>(
@@ -208,6 +248,23 @@ impl Registry {
         )
     }
 
+    /// Replaces the primary (or secondary) key; the other keeps working meanwhile.
+    pub fn rotate_key(&self, id: &str, secondary: bool) -> Result<Device, RegistryError> {
+        let sql = match secondary {
+            true => "UPDATE devices SET secondary_key = ?2 WHERE id = ?1",
+            false => "UPDATE devices SET primary_key = ?2 WHERE id = ?1",
+        };
+        self.update_device(id, sql, new_key().expose())?;
+        self.device(id)?
+            .ok_or_else(|| RegistryError::UnknownDevice(id.to_string()))
+    }
+
+    /// Changes whenever another connection (the CLI) commits to the database, so a running
+    /// hub can notice revocations cheaply.
+    pub fn data_version(&self) -> Result<i64, RegistryError> {
+        self.with(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
+    }
+
     pub fn touch_device(&self, id: &str) -> Result<(), RegistryError> {
         self.update_device(
             id,
@@ -248,25 +305,29 @@ impl Registry {
         Ok(policy)
     }
 
+    pub fn policies(&self) -> Result<Vec<Policy>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
+            ))?;
+            let rows = stmt.query_map([], policy_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn delete_policy(&self, name: &str) -> Result<(), RegistryError> {
+        self.with(
+            |c| match c.execute("DELETE FROM policies WHERE name = ?1", [name])? {
+                0 => Err(RegistryError::UnknownPolicy(name.to_string())),
+                _ => Ok(()),
+            },
+        )
+    }
+
     pub fn policy(&self, name: &str) -> Result<Option<Policy>, RegistryError> {
         self.with(|c| {
-            Ok(c.query_row(
-                "SELECT name, primary_key, secondary_key, rights FROM policies WHERE name = ?1",
-                [name],
-                |row| {
-                    Ok(Policy {
-                        name: row.get(0)?,
-                        primary_key: Secret::new(row.get::<_, String>(1)?),
-                        secondary_key: Secret::new(row.get::<_, String>(2)?),
-                        rights: row
-                            .get::<_, String>(3)?
-                            .split(',')
-                            .map(str::to_string)
-                            .collect(),
-                    })
-                },
-            )
-            .optional()?)
+            let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?1");
+            Ok(c.query_row(&sql, [name], policy_from_row).optional()?)
         })
     }
 }
@@ -308,6 +369,18 @@ mod tests {
             .unwrap()
             .unwrap()
             .allows(Right::RegistryWrite));
+        let old = reg.device("dev1").unwrap().unwrap();
+        let rotated = reg.rotate_key("dev1", false).unwrap();
+        assert_ne!(rotated.primary_key, old.primary_key);
+        assert_eq!(rotated.secondary_key, old.secondary_key);
+        assert_eq!(reg.policies().unwrap().len(), 1);
+        reg.delete_policy("service").unwrap();
+        assert!(matches!(
+            reg.delete_policy("service"),
+            Err(RegistryError::UnknownPolicy(_))
+        ));
+        assert_eq!(Right::parse(" registry-read").unwrap(), Right::RegistryRead);
+        assert!(Right::parse("root").is_err());
         reg.delete_device("dev1").unwrap();
         assert!(reg.device("dev1").unwrap().is_none());
         assert!(matches!(

@@ -18,14 +18,17 @@ use futures_util::{
     FutureExt, SinkExt, StreamExt,
 };
 use http::{Request, Response, StatusCode};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
-use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
+use hyper::body::Incoming;
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Error as WsError, Message,
+};
 use tracing::Instrument;
 
 use crate::{
-    activity::{self, Outcome, Record},
-    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs},
+    activity::{Outcome, Record},
+    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs, Upgrade},
+    metrics::AuthKind,
     streaming::Side,
     Hub,
 };
@@ -33,6 +36,7 @@ use crate::{
 /// Answers a streaming-endpoint request: checks and spends the token, then upgrades.
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Response<Body> {
     let Some(token) = bearer(req.headers()) else {
+        hub.metrics.auth_failure(AuthKind::StreamToken);
         let msg = "the streaming endpoint needs 'Authorization: Bearer <token>'";
         return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg);
     };
@@ -40,6 +44,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::warn!(stream = %id, "streaming connection refused: {e}");
+            hub.metrics.auth_failure(AuthKind::StreamToken);
             return error(
                 StatusCode::UNAUTHORIZED,
                 "IotHubUnauthorizedAccess",
@@ -57,8 +62,8 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
     resp
 }
 
-async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade) {
-    let ws = match upgraded_stream(on_upgrade).await {
+async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
+    let ws = match upgraded_stream(on_upgrade, hub.config.limits.max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
@@ -72,13 +77,17 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
     let info = paired.info;
     let started = Instant::now();
     tracing::debug!("stream paired");
-    let r = relay(
-        service_ws,
-        device_ws,
-        hub.shutdown.clone(),
-        hub.config.limits.shutdown_grace,
-    )
-    .await;
+    let limits = &hub.config.limits;
+    let stop = async {
+        tokio::select! {
+            () = info.slot.revoked().cancelled() => "device revoked",
+            () = async {
+                hub.shutdown.cancelled().await;
+                tokio::time::sleep(limits.shutdown_grace).await;
+            } => "hub shutdown",
+        }
+    };
+    let r = relay(service_ws, device_ws, stop, limits.stream_idle_timeout).await;
     let detail = format!(
         "closed by {}",
         match r.ended_by {
@@ -87,7 +96,7 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: OnUpgrade
             other => other,
         }
     );
-    activity::record(&Record {
+    hub.record(&Record {
         setup: Some(started - info.requested_at),
         duration: Some(started.elapsed()),
         bytes_to_device: r.a_to_b,
@@ -137,24 +146,42 @@ async fn forward(
     }
 }
 
-/// Relays until either side ends, or until `grace` after `shutdown`.
+/// Resolves once neither counter has moved for `idle`; never if `idle` is `None`.
+async fn idle_for(idle: Option<Duration>, ab: &AtomicU64, ba: &AtomicU64) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let total = || ab.load(Ordering::Relaxed) + ba.load(Ordering::Relaxed);
+    let mut seen = total();
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = total();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Relays until either side ends, `stop` resolves (with the reason), or — with `idle` set —
+/// no byte has moved either way for that long.
 pub async fn relay(
     a: ServerWs,
     b: ServerWs,
-    shutdown: CancellationToken,
-    grace: Duration,
+    stop: impl std::future::Future<Output = &'static str>,
+    idle: Option<Duration>,
 ) -> Relayed {
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
-    let drain = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
     let (ended_by, frame) = tokio::select! {
         r = forward(&mut a_rx, &mut b_tx, &ab) => ("a", r.ok().flatten()),
         r = forward(&mut b_rx, &mut a_tx, &ba) => ("b", r.ok().flatten()),
-        () = drain => ("hub shutdown", None),
+        why = stop => (why, Some(CloseFrame { code: CloseCode::Away, reason: why.into() })),
+        () = idle_for(idle, &ab, &ba) => {
+            let why = "idle timeout";
+            (why, Some(CloseFrame { code: CloseCode::Normal, reason: why.into() }))
+        }
     };
     // The Close (with its reason, if any) goes on to the other side; both are then closed.
     let close = |f: &Option<CloseFrame>| Message::Close(f.clone());

@@ -12,12 +12,13 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::{
-    activity::{self, Outcome, Record},
+    activity::{Outcome, Record},
     auth::{self, AuthError},
     http::{error, text, Body},
+    metrics::AuthKind,
     registry::Right,
     sessions::RequestError,
-    streaming::{StreamInfo, Streams},
+    streaming::{Slot, StreamInfo, Streams},
     Hub,
 };
 
@@ -37,14 +38,15 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-fn timeout_header(headers: &HeaderMap, name: &str, max: Duration) -> Duration {
+/// A timeout header's value in seconds, else `default`; at least 1 s, at most `max`.
+fn timeout_header(headers: &HeaderMap, name: &str, default: Duration, max: Duration) -> Duration {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
-        .unwrap_or(protocol::DEFAULT_TIMEOUT)
-        .clamp(Duration::from_secs(1), max)
+        .unwrap_or(default)
+        .clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
 }
 
 pub async fn stream_request(
@@ -53,43 +55,139 @@ pub async fn stream_request(
     device: String,
     name: String,
 ) -> Response<Body> {
-    let auth_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let (policy, slot) = match admit(&hub, &req, &device, &name) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    let refuse = |status, code, outcome, msg: String| {
+        hub.record(&Record::request(&device, &name, &policy, outcome, &msg));
+        error(status, code, msg)
+    };
+    let limits = &hub.config.limits;
+    let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
+    let connect_timeout = timeout_header(
+        req.headers(),
+        protocol::HEADER_CONNECT_TIMEOUT,
+        default,
+        max,
+    );
+    let response_timeout = timeout_header(
+        req.headers(),
+        protocol::HEADER_RESPONSE_TIMEOUT,
+        default,
+        max,
+    );
+
+    let id = Streams::new_id();
+    let url = format!(
+        "{}{}{id}",
+        hub.config.streaming_base,
+        protocol::BRIDGES_PREFIX
+    );
+    let info = StreamInfo {
+        id: id.clone(),
+        device: device.clone(),
+        name: name.clone(),
+        policy: policy.clone(),
+        requested_at: std::time::Instant::now(),
+        accepted_at: None,
+        slot,
+    };
+    let (device_token, service_token) = hub.streams.create(info);
+    let mut guard = PendingGuard {
+        hub: &hub,
+        id: id.clone(),
+        armed: true,
+    };
+    let topic = |rid: &str| protocol::stream_request_topic(&name, rid, &url, &device_token);
+    let answer = hub.sessions.request(&device, topic, response_timeout).await;
+    let (status, code, outcome, e) = match answer {
+        Ok(protocol::ACCEPT) => {
+            guard.armed = false;
+            hub.streams.mark_accepted(&id);
+            hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
+            return accepted(&url, service_token.expose());
+        }
+        Ok(status) => {
+            let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
+            hub.record(&Record::request(
+                &device,
+                &name,
+                &policy,
+                Outcome::Rejected,
+                &msg,
+            ));
+            return rejected();
+        }
+        Err(e @ RequestError::Timeout(..)) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "GatewayTimeout",
+            Outcome::Timeout,
+            e,
+        ),
+        Err(e @ RequestError::Busy(_)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            Outcome::Limited,
+            e,
+        ),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            "DeviceNotOnline",
+            Outcome::DeviceOffline,
+            e,
+        ),
+    };
+    refuse(status, code, outcome, e.to_string())
+}
+
+/// Every check before the device is asked: the caller's token and right, the stream
+/// name, the device's state, and the hub's limits. Returns the policy and a stream slot.
+fn admit(
+    hub: &Hub,
+    req: &Request<Incoming>,
+    device: &str,
+    name: &str,
+) -> Result<(String, Slot), Box<Response<Body>>> {
+    let header = req.headers().get(header::AUTHORIZATION);
+    let header = header.and_then(|v| v.to_str().ok()).unwrap_or("");
     let policy = match auth::service(
         &hub.registry,
         &hub.config.hostname,
-        auth_header,
+        header,
         Right::ServiceConnect,
     ) {
         Ok(policy) => policy,
         Err(AuthError::Registry(e)) => {
             tracing::error!(error = %e, "registry unavailable");
-            return error(
+            return Err(Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "RegistryUnavailable",
                 e.to_string(),
-            );
+            )));
         }
         Err(e) => {
+            hub.metrics.auth_failure(AuthKind::Service);
             let msg = format!("stream request for device '{device}' refused: {e}");
-            activity::record(&Record::request(
-                &device,
-                &name,
+            hub.record(&Record::request(
+                device,
+                name,
                 "",
                 Outcome::Unauthorized,
                 &msg,
             ));
-            return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg);
+            return Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "IotHubUnauthorizedAccess",
+                msg,
+            )));
         }
     };
     let refuse = |status, code, outcome, msg: String| {
-        activity::record(&Record::request(&device, &name, &policy, outcome, &msg));
-        error(status, code, msg)
+        hub.record(&Record::request(device, name, &policy, outcome, &msg));
+        Err(Box::new(error(status, code, msg)))
     };
-    if !protocol::valid_stream_name(&name) {
+    if !protocol::valid_stream_name(name) {
         let msg = format!("'{name}' is not a valid stream name (letters, digits, - . _)");
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -98,7 +196,7 @@ pub async fn stream_request(
             msg,
         );
     }
-    match hub.registry.device(&device) {
+    match hub.registry.device(device) {
         Ok(Some(d)) if d.enabled => {}
         Ok(Some(_)) => {
             let msg = format!("device '{device}' is disabled");
@@ -119,14 +217,16 @@ pub async fn stream_request(
             );
         }
         Err(e) => {
-            return error(
+            let msg = e.to_string();
+            return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "RegistryUnavailable",
-                e.to_string(),
-            )
+                Outcome::Failed,
+                msg,
+            );
         }
     }
-    if !hub.sessions.is_connected(&device) {
+    if !hub.sessions.is_connected(device) {
         let msg = format!("device '{device}' is not connected to the hub");
         return refuse(
             StatusCode::NOT_FOUND,
@@ -135,83 +235,30 @@ pub async fn stream_request(
             msg,
         );
     }
-    let slot = match hub.streams.reserve(&device) {
-        Ok(slot) => slot,
+    if !hub.new_streams.try_acquire() {
+        let msg = format!(
+            "stream to device '{device}' refused: the hub's limit of {} new streams per second is reached",
+            hub.new_streams.per_second()
+        );
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            Outcome::Limited,
+            msg,
+        );
+    }
+    match hub.streams.reserve(device) {
+        Ok(slot) => Ok((policy, slot)),
         Err(e) => {
-            return refuse(
+            let msg = format!("stream to device '{device}' refused: {e}");
+            refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "ThrottlingException",
                 Outcome::Limited,
-                e.to_string(),
+                msg,
             )
         }
-    };
-    let max = hub.config.limits.max_stream_timeout;
-    let connect_timeout = timeout_header(req.headers(), protocol::HEADER_CONNECT_TIMEOUT, max);
-    let response_timeout = timeout_header(req.headers(), protocol::HEADER_RESPONSE_TIMEOUT, max);
-
-    let id = Streams::new_id();
-    let url = format!(
-        "{}{}{id}",
-        hub.config.streaming_base,
-        protocol::BRIDGES_PREFIX
-    );
-    let requested_at = std::time::Instant::now();
-    let info = StreamInfo {
-        id: id.clone(),
-        device: device.clone(),
-        name: name.clone(),
-        policy: policy.clone(),
-        requested_at,
-        accepted_at: None,
-        slot,
-    };
-    let (device_token, service_token) = hub.streams.create(info);
-    let mut guard = PendingGuard {
-        hub: &hub,
-        id: id.clone(),
-        armed: true,
-    };
-    let topic = |rid: &str| protocol::stream_request_topic(&name, rid, &url, &device_token);
-    let (status, code, outcome, msg) =
-        match hub.sessions.request(&device, topic, response_timeout).await {
-            Ok(protocol::ACCEPT) => {
-                guard.armed = false;
-                hub.streams.mark_accepted(&id);
-                hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
-                return accepted(&url, service_token.expose());
-            }
-            Ok(status) => {
-                let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
-                activity::record(&Record::request(
-                    &device,
-                    &name,
-                    &policy,
-                    Outcome::Rejected,
-                    &msg,
-                ));
-                return rejected();
-            }
-            Err(e @ RequestError::Timeout(..)) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "GatewayTimeout",
-                Outcome::Timeout,
-                e,
-            ),
-            Err(e @ RequestError::Busy(_)) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "ThrottlingException",
-                Outcome::Limited,
-                e,
-            ),
-            Err(e) => (
-                StatusCode::NOT_FOUND,
-                "DeviceNotOnline",
-                Outcome::DeviceOffline,
-                e,
-            ),
-        };
-    refuse(status, code, outcome, msg.to_string())
+    }
 }
 
 fn accepted(url: &str, token: &str) -> Response<Body> {
@@ -240,12 +287,13 @@ async fn reap(hub: Arc<Hub>, id: String, window: Duration) {
     }
     if let Some(info) = hub.streams.remove(&id) {
         let msg = format!("both sides did not connect to the streaming endpoint within {window:?}");
-        activity::record(&Record::request(
+        let record = Record::request(
             &info.device,
             &info.name,
             &info.policy,
             Outcome::Timeout,
             &msg,
-        ));
+        );
+        hub.record(&record);
     }
 }

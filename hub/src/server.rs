@@ -5,12 +5,13 @@
 //! | `POST /twins/{id}/streams/{name}` | [`crate::rest`]: a service asks for a stream |
 //! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
 //! | `GET /bridges/{stream}` | [`crate::relay`]: the streaming endpoint |
-//! | `GET /healthz` | liveness |
+//! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
+//! | `GET /metrics`, `GET /healthz` | [`crate::admin`], unless an admin listener serves them |
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use device_streams_common::{accept::Acceptor, protocol};
+use device_streams_common::{accept::Acceptor, protocol, sas::url_decode};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,8 +21,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::{
-    http::{error, text, Body},
-    mqtt, relay, rest, Hub,
+    admin,
+    http::{error, Body, ConnPermit},
+    mqtt, registry_api, relay, rest, revocation, Hub,
 };
 
 /// Serves `listener` until `hub.shutdown` is cancelled, then waits for every task
@@ -35,19 +37,20 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
     tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
     let mut acceptor = Acceptor::new(listener);
+    hub.tracker.spawn(revocation::watch(hub.clone()));
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
             continue;
         };
+        let permit = ConnPermit(Arc::new(permit));
         let (hub, acceptor) = (hub.clone(), tls.clone());
         let span = tracing::info_span!("conn", %peer);
         hub.tracker.clone().spawn(
             async move {
-                if let Err(e) = serve_connection(hub, acceptor, tcp, peer).await {
+                if let Err(e) = serve_connection(hub, acceptor, tcp, peer, permit).await {
                     tracing::debug!("connection ended: {e:#}");
                 }
-                drop(permit);
             }
             .instrument(span),
         );
@@ -64,6 +67,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    permit: ConnPermit,
 ) -> anyhow::Result<()> {
     let limits = &hub.config.limits;
     let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
@@ -76,7 +80,10 @@ async fn serve_connection(
         .header_read_timeout(limits.first_message)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let route_hub = hub.clone();
-    let service = service_fn(move |req| route(route_hub.clone(), peer, req));
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(permit.clone());
+        route(route_hub.clone(), peer, req)
+    });
     let conn = builder
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
@@ -113,12 +120,27 @@ async fn route(
             let id = p[protocol::BRIDGES_PREFIX.len()..].to_string();
             relay::upgrade(hub, req, id)
         }
-        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (method, _) => error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("no endpoint for {method} {path}"),
-        ),
+        (_, "/devices") => registry_api::handle(hub, req, None).await,
+        (_, p) if p.starts_with("/devices/") => match url_decode(&p["/devices/".len()..]) {
+            Ok(id) => registry_api::handle(hub, req, Some(id)).await,
+            Err(_) => error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "device id is not valid UTF-8",
+            ),
+        },
+        (method, p) => match hub
+            .config
+            .ops_on_main_port
+            .then(|| admin::respond(&hub, &method, p))
+        {
+            Some(Some(resp)) => resp,
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no endpoint for {method} {path}"),
+            ),
+        },
     };
     Ok(resp)
 }

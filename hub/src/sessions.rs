@@ -124,6 +124,10 @@ impl Sessions {
         self.lock().devices.contains_key(device)
     }
 
+    pub fn devices(&self) -> Vec<String> {
+        self.lock().devices.keys().cloned().collect()
+    }
+
     pub fn connected(&self) -> usize {
         self.lock().devices.len()
     }

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{
     protocol::{frame::coding::CloseCode, CloseFrame},
     Message,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::http::ServerWs;
 
@@ -65,20 +66,29 @@ pub enum LimitError {
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_device: HashMap<String, usize>,
+    /// Streams per device, and the token that cuts them all when the device is revoked.
+    per_device: HashMap<String, (usize, CancellationToken)>,
 }
 
 /// One stream's place under the limits, from request to close; dropping it frees the place.
 pub struct Slot {
     counts: Arc<Mutex<Counts>>,
     device: String,
+    revoked: CancellationToken,
+}
+
+impl Slot {
+    /// Cancelled when the stream's device is disabled or deleted.
+    pub fn revoked(&self) -> &CancellationToken {
+        &self.revoked
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total -= 1;
-        if let Some(n) = c.per_device.get_mut(&self.device) {
+        if let Some((n, _)) = c.per_device.get_mut(&self.device) {
             *n -= 1;
             if *n == 0 {
                 c.per_device.remove(&self.device);
@@ -157,16 +167,34 @@ impl Streams {
         if c.total >= self.max_total {
             return Err(LimitError::Hub(self.max_total));
         }
-        let n = c.per_device.entry(device.to_string()).or_default();
+        let (n, revoked) = c.per_device.entry(device.to_string()).or_default();
         if *n >= self.max_per_device {
             return Err(LimitError::Device(device.to_string(), self.max_per_device));
         }
         *n += 1;
+        let revoked = revoked.clone();
         c.total += 1;
         Ok(Slot {
             counts: self.counts.clone(),
             device: device.to_string(),
+            revoked,
         })
+    }
+
+    /// Cuts every stream of `device`, pending or open.
+    pub fn revoke(&self, device: &str) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, token)) = c.per_device.get_mut(device) {
+            token.cancel();
+            // Streams requested from now on (if the device comes back) get a fresh token.
+            *token = CancellationToken::new();
+        }
+    }
+
+    /// Devices with streams pending or open.
+    pub fn devices(&self) -> Vec<String> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.per_device.keys().cloned().collect()
     }
 
     /// Streams pending or open right now.
@@ -322,7 +350,11 @@ mod tests {
         let _c = streams.reserve("d2").unwrap();
         assert_eq!(streams.reserve("d3").err(), Some(LimitError::Hub(3)));
         drop(a);
-        assert!(streams.reserve("d1").is_ok());
+        let again = streams.reserve("d1").unwrap();
+        streams.revoke("d1");
+        assert!(again.revoked().is_cancelled() && _b.revoked().is_cancelled());
+        assert!(!_c.revoked().is_cancelled());
+        drop(again);
         assert_eq!(streams.active(), 2);
     }
 }

@@ -1,0 +1,461 @@
+//! The hub as an operator runs it: revocation, key rotation, policies, the registry API,
+//! the activity log, limits and metrics — each against a real running hub.
+
+use std::{process::Stdio, time::Duration};
+
+use device_streams_common::{
+    connection_string::{DeviceConnectionString, ServiceConnectionString},
+    ws,
+};
+use e2e::{eventually, https, hub_cli, raw, service_token, SshTunnel, System};
+use rumqttc::mqttbytes::v4::ConnectReturnCode;
+use service_local_proxy::{open_stream, request::request_stream, StreamError};
+use stream_hub::Limits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn status_of(e: &StreamError) -> u16 {
+    match e {
+        StreamError::Refused { status, .. } => status.as_u16(),
+        other => panic!("expected the hub to refuse, got: {other}"),
+    }
+}
+
+/// An echo server on loopback: what it reads, it writes back.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_device_cuts_its_live_ssh_session_and_refuses_it() {
+    let t = SshTunnel::start().await;
+    let mut ssh = t.ssh("echo connected; sleep 60");
+    let mut child = ssh
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || t.sys.hub.streams.active() == 1).await);
+
+    // The CLI, another process, writes the shared database; the running hub notices.
+    let dir = t.sys.data().path;
+    hub_cli(&dir, &["device", "disable", "dev1"]);
+    let cut = eventually(Duration::from_secs(5), || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
+    if !cut {
+        let _ = child.kill();
+    }
+    assert!(cut, "the ssh session outlived the device's revocation");
+    assert!(!t.sys.hub.sessions.is_connected("dev1"));
+
+    // Its reconnects are refused, and so are stream requests for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!t.sys.hub.sessions.is_connected("dev1"));
+    let e = open_stream(&t.sys.service_config("dev1", "ssh"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status_of(&e), 403);
+    assert!(e.to_string().contains("device 'dev1' is disabled"), "{e}");
+
+    // Enabled again, the device proxy finds its way back on its own.
+    hub_cli(&dir, &["device", "enable", "dev1"]);
+    t.sys.wait_connected("dev1").await;
+    let out = t.ssh("echo back").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_on_its_secondary_key_survives_rotation_of_the_primary() {
+    let sys = System::start().await;
+    let echo = echo_server().await;
+    let dir = sys.data().path;
+    hub_cli(&dir, &["device", "add", "dev1"]);
+    let secondary: DeviceConnectionString = hub_cli(
+        &dir,
+        &["device", "connection-string", "dev1", "--secondary"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let old_primary: DeviceConnectionString =
+        hub_cli(&dir, &["device", "connection-string", "dev1"])
+            .trim()
+            .parse()
+            .unwrap();
+    let _device = sys
+        .start_device(secondary.clone(), &[&format!("echo={echo}")])
+        .await;
+
+    let new_primary: DeviceConnectionString = hub_cli(&dir, &["device", "rotate-key", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new_primary.key, old_primary.key);
+    tokio::time::sleep(Duration::from_millis(600)).await; // past a revocation check
+    assert!(sys.hub.sessions.is_connected("dev1"));
+    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
+        .await
+        .unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello");
+
+    // The old primary key no longer opens a control channel; the new one does.
+    for (key, want) in [
+        (&old_primary.key, ConnectReturnCode::BadUserNamePassword),
+        (&new_primary.key, ConnectReturnCode::Success),
+    ] {
+        assert_eq!(raw::connect_with_key(&sys, "dev1", key).await.1, want);
+    }
+}
+
+#[tokio::test]
+async fn policies_grant_exactly_their_rights() {
+    let sys = System::start().await;
+    let dir = sys.data().path;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &["ssh=127.0.0.1:9"]).await;
+    let reader: ServiceConnectionString = hub_cli(
+        &dir,
+        &["policy", "add", "reader", "--rights", "registry-read"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let policies = hub_cli(&dir, &["policy", "list"]);
+    assert!(policies.contains("reader\tregistry-read"), "{policies}");
+
+    // Streams need service-connect.
+    let mut config = sys.service_config("dev1", "ssh");
+    config.connection = reader.clone();
+    let e = open_stream(&config).await.err().unwrap();
+    assert_eq!(status_of(&e), 401);
+    assert!(
+        e.to_string().contains("lacks the service-connect right"),
+        "{e}"
+    );
+
+    // The registry API: reading with registry-read, writing needs registry-write.
+    let host = sys.hostname();
+    let read = service_token(&host, "reader", &reader.key);
+    let (status, body) = https(
+        &sys.connector(),
+        &host,
+        "GET",
+        "/devices/dev1",
+        Some(&read),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (json["deviceId"].as_str(), json["connectionState"].as_str()),
+        (Some("dev1"), Some("Connected"))
+    );
+    let disable = r#"{"deviceId":"dev1","status":"disabled"}"#;
+    let (status, body) = https(
+        &sys.connector(),
+        &host,
+        "PUT",
+        "/devices/dev1",
+        Some(&read),
+        disable,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("registry-write"), "{body}");
+    let (status, _) = https(&sys.connector(), &host, "GET", "/devices/dev1", None, "").await;
+    assert_eq!(status, 401);
+
+    // With registry-write: create, disable (cuts the live device at once), delete.
+    let admin = sys.service_connection();
+    let write = service_token(&host, &admin.policy, &admin.key);
+    let (status, body) = https(
+        &sys.connector(),
+        &host,
+        "PUT",
+        "/devices/dev2",
+        Some(&write),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(sys.hub.registry.device("dev2").unwrap().is_some());
+    let (status, body) = https(
+        &sys.connector(),
+        &host,
+        "PUT",
+        "/devices/dev1",
+        Some(&write),
+        disable,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!sys.hub.sessions.is_connected("dev1"));
+    let (status, _) = https(
+        &sys.connector(),
+        &host,
+        "DELETE",
+        "/devices/dev2",
+        Some(&write),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = https(
+        &sys.connector(),
+        &host,
+        "GET",
+        "/devices/dev2",
+        Some(&read),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    hub_cli(&dir, &["policy", "delete", "reader"]);
+    let e = open_stream(&config).await.err().unwrap();
+    assert!(
+        e.to_string().contains("policy 'reader' does not exist"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_log_records_accepted_rejected_and_timed_out_requests() {
+    let sys = System::start().await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let device = sys
+        .start_device(dev.clone(), &[&format!("echo={echo}")])
+        .await;
+
+    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
+        .await
+        .unwrap();
+    stream.write_all(&[7u8; 1000]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = vec![0u8; 1000];
+    stream.read_exact(&mut buf).await.unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    assert!(open_stream(&sys.service_config("dev1", "nope"))
+        .await
+        .is_err());
+    device.stop().await.unwrap();
+
+    // A device that never answers: the request times out.
+    let (mut io, code) = raw::connect_with_key(&sys, "dev1", &dev.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+    let mut config = sys.service_config("dev1", "echo");
+    config.response_timeout = Duration::from_secs(1);
+    assert_eq!(status_of(&open_stream(&config).await.err().unwrap()), 504);
+
+    let dir = sys.data().path;
+    let mut entries = Vec::new();
+    let found = eventually(Duration::from_secs(10), || {
+        let out = hub_cli(
+            &dir,
+            &["logs", "--device", "dev1", "--since", "5m", "--json"],
+        );
+        entries = serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap();
+        entries.len() >= 3
+    })
+    .await;
+    assert!(found, "activity log: {entries:?}");
+    let results: Vec<&str> = entries
+        .iter()
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["accepted", "rejected", "timeout"], "{entries:?}");
+    let accepted = &entries[0];
+    assert_eq!(accepted["category"], "DeviceStreams");
+    assert_eq!(
+        (accepted["stream"].as_str(), accepted["policy"].as_str()),
+        (Some("echo"), Some("service"))
+    );
+    assert_eq!(accepted["bytesToDevice"], 1000);
+    assert_eq!(accepted["bytesFromDevice"], 1000);
+    assert!(
+        accepted["setupMs"].as_f64().unwrap() > 0.0 && accepted["durationMs"].as_f64().is_some()
+    );
+    let text = hub_cli(&dir, &["logs", "--device", "dev1"]);
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[tokio::test]
+async fn limits_answer_with_their_documented_errors() {
+    let limits = Limits {
+        max_streams_per_device: 1,
+        max_new_streams_per_second: 2,
+        max_devices: 1,
+        ..Limits::default()
+    };
+    let sys = System::start_with(limits).await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+
+    let config = sys.service_config("dev1", "echo");
+    let _held = open_stream(&config).await.unwrap();
+    let e = open_stream(&config).await.err().unwrap();
+    assert_eq!(status_of(&e), 429);
+    assert!(
+        e.to_string()
+            .contains("device 'dev1' already has its maximum of 1 streams"),
+        "{e}"
+    );
+    let e = open_stream(&config).await.err().unwrap(); // the third request this second
+    assert_eq!(status_of(&e), 429);
+    assert!(e.to_string().contains("new streams per second"), "{e}");
+
+    // One connected device is the limit: a second is refused at CONNECT.
+    let dev2 = sys.add_device("dev2");
+    let (_io, code) = raw::connect_with_key(&sys, "dev2", &dev2.key).await;
+    assert_eq!(code, ConnectReturnCode::ServiceUnavailable);
+}
+
+#[tokio::test]
+async fn idle_streams_are_closed_when_an_idle_timeout_is_set() {
+    let limits = Limits {
+        stream_idle_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    };
+    let sys = System::start_with(limits).await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let config = sys.service_config("dev1", "echo");
+    let granted = request_stream(&config).await.unwrap();
+    let ws = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+        .await
+        .unwrap();
+    let mut stream = ws::WsStream::new(ws);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "an idle stream stayed open");
+    assert!(eventually(Duration::from_secs(5), || sys.hub.streams.active() == 0).await);
+}
+
+#[tokio::test]
+async fn metrics_and_health_on_the_main_port_and_an_admin_listener() {
+    let sys = System::start().await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
+        .await
+        .unwrap();
+    stream.write_all(b"x").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut one = [0u8; 1];
+    stream.read_exact(&mut one).await.unwrap();
+    drop(stream);
+    assert!(open_stream(&sys.service_config("ghost", "echo"))
+        .await
+        .is_err());
+
+    let (status, health) = https(
+        &sys.connector(),
+        &sys.hostname(),
+        "GET",
+        "/healthz",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!((status, health.trim()), (200, "ok"));
+    let want = [
+        "stream_hub_connected_devices 1",
+        "stream_hub_streams_total{result=\"device-offline\"} 1",
+        "stream_hub_stream_setup_seconds_bucket",
+        "stream_hub_relayed_bytes_total{direction=\"to_device\"}",
+    ];
+    // The accepted stream is counted once its relay has ended.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = https(
+            &sys.connector(),
+            &sys.hostname(),
+            "GET",
+            "/metrics",
+            None,
+            "",
+        )
+        .await
+        .1;
+        if metrics.contains("stream_hub_streams_total{result=\"accepted\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("stream_hub_streams_total{result=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    for line in want {
+        assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
+    }
+
+    // The same on a plain-HTTP admin listener.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    tokio::spawn(stream_hub::admin::run(admin, sys.hub.clone()));
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("stream_hub_connected_devices 1"),
+        "{resp}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_counts_against_the_connection_limit() {
+    let sys = System::start_with(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    })
+    .await;
+    let dev = sys.add_device("dev1");
+    let (_io, code) = raw::connect_with_key(&sys, "dev1", &dev.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    // The device's WebSocket holds the only place: the next connection is turned away.
+    let e = open_stream(&sys.service_config("dev1", "ssh"))
+        .await
+        .err()
+        .unwrap();
+    assert!(!matches!(e, StreamError::Refused { .. }), "{e}");
+    drop(_io);
+    assert!(
+        eventually(Duration::from_secs(5), || !sys
+            .hub
+            .sessions
+            .is_connected("dev1"))
+        .await
+    );
+    let e = open_stream(&sys.service_config("dev1", "ssh"))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not connected"), "{e}");
+}

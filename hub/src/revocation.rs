@@ -1,0 +1,50 @@
+//! Revocation takes effect at once: disabling or deleting a device — from the CLI, which
+//! writes the same database, or from the admin REST API — cuts its control connection and
+//! its open streams within a second, and its reconnects are refused at CONNECT.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::Hub;
+
+/// How often the hub checks whether another process changed the registry.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Cuts every connected or streaming device that is no longer registered and enabled.
+pub fn enforce(hub: &Hub) {
+    let mut devices = hub.sessions.devices();
+    devices.extend(hub.streams.devices());
+    devices.sort();
+    devices.dedup();
+    for id in devices {
+        let allowed = match hub.registry.device(&id) {
+            Ok(Some(device)) => device.enabled,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!("cannot check device '{id}' against the registry: {e}");
+                continue;
+            }
+        };
+        if !allowed {
+            let cut = hub.sessions.disconnect(&id);
+            hub.streams.revoke(&id);
+            tracing::info!(device = %id, control_connection_cut = cut, "device revoked: disabled or deleted");
+        }
+    }
+}
+
+/// Watches the registry for changes made by other processes (SQLite's `data_version`).
+pub async fn watch(hub: Arc<Hub>) {
+    let mut seen = hub.registry.data_version().ok();
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = hub.registry.data_version().ok();
+        if now != seen {
+            seen = now;
+            enforce(&hub);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `stream-hub`'s registry commands as an operator uses them.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stream-hub");
+
+fn hub(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("STREAM_HUB_HOSTNAME")
+        .output()
+        .expect("stream-hub runs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn init_device_and_connection_strings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    ok(&hub(&dir, &["init", "--hostname", "hub.example.com:8443"]));
+    for file in ["ca.pem", "server.pem", "server-key.pem", "registry.db"] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let again = hub(&dir, &["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    let cs = ok(&hub(&dir, &["device", "add", "dev1"]));
+    assert_eq!(cs.lines().count(), 1);
+    assert!(
+        cs.starts_with("HostName=hub.example.com:8443;DeviceId=dev1;SharedAccessKey="),
+        "{cs}"
+    );
+    let service = ok(&hub(&dir, &["connection-string"]));
+    assert!(service
+        .starts_with("HostName=hub.example.com:8443;SharedAccessKeyName=service;SharedAccessKey="));
+
+    let dup = hub(&dir, &["device", "add", "dev1"]);
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("device 'dev1' already exists"));
+    let list = ok(&hub(&dir, &["device", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["deviceId"], "dev1");
+    assert_eq!(list[0]["status"], "enabled");
+    ok(&hub(&dir, &["device", "disable", "dev1"]));
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&hub(&dir, &["device", "show", "dev1", "--json"]))).unwrap();
+    assert_eq!(show["status"], "disabled");
+    assert!(
+        !show
+            .to_string()
+            .contains(cs.trim().split("SharedAccessKey=").nth(1).unwrap()),
+        "keys must not be shown"
+    );
+
+    let endpoints: serde_json::Value =
+        serde_json::from_str(&ok(&hub(&dir, &["endpoints"]))).unwrap();
+    assert_eq!(
+        endpoints["streamingEndpoints"][0],
+        "https://hub.example.com:8443"
+    );
+}
+
+#[test]
+fn commands_on_a_missing_data_dir_say_how_to_create_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hub(&tmp.path().join("nothing"), &["device", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream-hub init"));
+}
