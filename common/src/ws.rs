@@ -29,10 +29,7 @@ use std::{
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use http::{header, HeaderValue, Uri};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig, Message},
@@ -41,11 +38,12 @@ use tokio_tungstenite::{
 
 use crate::{
     protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
-    tls::{Connector, DialError},
+    tls::{Connector, DialError, Transport},
     Secret,
 };
 
-/// Limits every WebSocket in the project uses: one data message is at most 64 KiB.
+/// Limits every stream's WebSocket uses: one data message is at most 64 KiB, and the read
+/// buffer holds a whole one (plus its header) so a full message needs no regrowth.
 pub fn config() -> WebSocketConfig {
     config_with_max(MAX_DATA_MESSAGE)
 }
@@ -59,6 +57,16 @@ pub fn config_with_max(max_message: usize) -> WebSocketConfig {
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
+
+/// A control channel's WebSocket (MQTT): the same limits, but a small read buffer. tungstenite
+/// allocates the read buffer up front, and a hub holds one control channel per connected
+/// device, idle almost always; a 65 KiB buffer each was most of an idle device's memory.
+/// The buffer still grows on demand for a larger message.
+pub fn control_config(max_message: usize) -> WebSocketConfig {
+    config_with_max(max_message).read_buffer_size(CONTROL_READ_BUFFER)
+}
+
+const CONTROL_READ_BUFFER: usize = 2048;
 
 /// Bytes over a WebSocket; see the module docs for what each message kind means.
 pub struct WsStream<S> {
@@ -241,9 +249,9 @@ fn body_suffix(body: &str) -> String {
     }
 }
 
-pub type ClientWs = WebSocketStream<TlsStream<TcpStream>>;
+pub type ClientWs = WebSocketStream<TlsStream<Transport>>;
 /// A client WebSocket as a byte stream.
-pub type ClientStream = WsStream<TlsStream<TcpStream>>;
+pub type ClientStream = WsStream<TlsStream<Transport>>;
 
 /// Opens a WebSocket to a `wss://` URL, optionally with `Authorization: Bearer <token>` and a
 /// subprotocol; the TLS dial and the upgrade are each bound by the connector's timeout.

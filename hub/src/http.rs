@@ -9,6 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use device_streams_common::ws;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -18,7 +19,10 @@ use tokio::{
     sync::OwnedSemaphorePermit,
 };
 use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role},
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
     WebSocketStream,
 };
 
@@ -158,13 +162,22 @@ pub fn accept_upgrade(
     ))
 }
 
-/// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket.
+/// Waits for the upgrade to finish and wraps the connection as a server-side WebSocket
+/// for a control channel (a small read buffer: the hub holds one per connected device).
 pub async fn upgraded(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
+    upgraded_with(upgrade, ws::control_config(max_message)).await
+}
+
+/// As [`upgraded`], for a stream's data WebSocket (read buffer sized for 64 KiB messages).
+pub async fn upgraded_stream(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
+    upgraded_with(upgrade, ws::config_with_max(max_message)).await
+}
+
+async fn upgraded_with(upgrade: Upgrade, config: WebSocketConfig) -> hyper::Result<ServerWs> {
     let io = Conn {
         io: TokioIo::new(upgrade.on_upgrade.await?),
         _permit: upgrade.permit,
     };
-    let config = device_streams_common::ws::config_with_max(max_message);
     Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 

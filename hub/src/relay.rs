@@ -42,7 +42,7 @@ use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER, PING_INTERVAL
 
 use crate::{
     activity::{Outcome, Record},
-    http::{accept_upgrade, bearer, error, upgraded, Body, ServerWs, Upgrade},
+    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs, Upgrade},
     metrics::AuthKind,
     streaming::Side,
     Hub,
@@ -87,7 +87,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
 }
 
 async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
-    let ws = match upgraded(on_upgrade, hub.config.limits.max_message).await {
+    let ws = match upgraded_stream(on_upgrade, hub.config.limits.max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };

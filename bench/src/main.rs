@@ -1,0 +1,253 @@
+//! `bench`: brings up direct loopback TCP, rathole (websocket+TLS) and our tunnel (hub,
+//! device proxy, service proxy as real processes with real TLS) side by side, and prints
+//! one table. Run it through `scripts/bench`, which builds, installs rathole and makes
+//! rathole's certificate. Not a test: nothing here asserts a speed.
+#![forbid(unsafe_code)]
+
+mod devices;
+mod measure;
+mod ours;
+mod procs;
+mod table;
+mod target;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use measure::Direction;
+use procs::{free_port, loopback, Rathole, RatholeTls};
+use table::{Row, Table};
+
+/// Benchmark: direct TCP vs rathole websocket+TLS vs device streams, one table.
+#[derive(Parser)]
+struct Args {
+    /// Directory holding stream-hub, device-local-proxy and service-local-proxy.
+    #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// The rathole binary.
+    #[arg(long, env = "BENCH_RATHOLE", default_value = "rathole")]
+    rathole: PathBuf,
+    /// rathole server identity, PKCS#12 with password `bench`.
+    #[arg(long, env = "BENCH_RATHOLE_PKCS12")]
+    rathole_pkcs12: PathBuf,
+    /// The PEM certificate rathole's client trusts.
+    #[arg(long, env = "BENCH_RATHOLE_CERT")]
+    rathole_cert: PathBuf,
+    /// Scratch directory (hub data, configs, logs).
+    #[arg(long, env = "BENCH_WORK")]
+    work: PathBuf,
+    /// Measuring window of each throughput figure (after a 0.5 s warm-up).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// How long streams are opened and closed for the streams/s figure.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    rate_window: Duration,
+    /// Streams opened at once for the streams/s figure.
+    #[arg(long, default_value_t = 16)]
+    rate_workers: usize,
+    /// Round trips for the latency figure, and connections for the set-up figure.
+    #[arg(long, default_value_t = 2000)]
+    pings: usize,
+    #[arg(long, default_value_t = 300)]
+    setups: usize,
+    /// Idle streams held open for the memory-per-stream figure.
+    #[arg(long, default_value_t = 200)]
+    idle_streams: usize,
+    /// Idle devices for the memory-per-device figures (the smaller, then the larger).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    devices: Vec<usize>,
+    /// Paths measured for the speed figures (for profiling one of them alone).
+    #[arg(long, value_delimiter = ',', default_value = "direct,rathole,ours")]
+    paths: Vec<String>,
+}
+
+const PATHS: [&str; 3] = ["direct", "rathole", "ours"];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work)?;
+    let target = target::Target::start().await?;
+    let mut table = Table::default();
+
+    // Phase 1: fresh processes; memory per idle stream first, so nothing earlier has
+    // left freed memory around for the streams to reuse; then the speed figures.
+    let work = args.work.join("speed");
+    std::fs::create_dir_all(&work)?;
+    let mut ours = ours::Ours::start(&args.bin_dir, &work, target.addr, 0).await?;
+    let tls = RatholeTls {
+        pkcs12: args.rathole_pkcs12.clone(),
+        cert_pem: args.rathole_cert.clone(),
+    };
+    let rathole_port = free_port()?;
+    let mut rathole = Rathole::start(&args.rathole, &tls, &work, rathole_port, target.addr)?;
+    let addrs: [SocketAddr; 3] = [target.addr, loopback(rathole_port), ours.entrance];
+    for (name, addr) in PATHS.iter().zip(addrs) {
+        measure::wait_ready(addr, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("{name} path is not up (logs in {})", work.display()))?;
+    }
+    eprintln!("all three paths echo; measuring");
+
+    idle_stream_memory(&args, &mut table, &ours, &rathole, addrs[1]).await?;
+    target.settle(Duration::from_secs(10)).await;
+
+    for (dir, dname) in [
+        (Direction::Up, "service→device"),
+        (Direction::Down, "device→service"),
+    ] {
+        for streams in [1, 8] {
+            let mut vals = [None; 3];
+            for (i, addr) in chosen(&args, addrs) {
+                let bps = measure::throughput(
+                    addr,
+                    &target.counters,
+                    dir,
+                    streams,
+                    Duration::from_millis(500),
+                    args.window,
+                )
+                .await
+                .with_context(|| format!("throughput via {}", PATHS[i]))?;
+                vals[i] = Some(bps / 1e6);
+                target.settle(Duration::from_secs(10)).await;
+            }
+            table.push(Row::new(
+                format!("throughput {dname}, {streams} stream(s)"),
+                "MB/s",
+                vals,
+            ));
+            eprintln!("throughput {dname} x{streams}: {vals:?}");
+        }
+    }
+
+    let mut rtt: [Option<measure::Percentiles>; 3] = Default::default();
+    for (i, addr) in chosen(&args, addrs) {
+        rtt[i] = Some(measure::ping_pong(addr, args.pings, Duration::from_secs(20)).await?);
+    }
+    push_percentiles(&mut table, "round trip 64 B", "µs", 1e6, &rtt);
+    target.settle(Duration::from_secs(10)).await;
+
+    let mut setup: [Option<measure::Percentiles>; 3] = Default::default();
+    for (i, addr) in chosen(&args, addrs) {
+        let p = measure::setup(addr, args.setups, Duration::from_secs(30)).await?;
+        eprintln!("set-up via {}: {} samples", PATHS[i], p.n);
+        setup[i] = Some(p);
+        target.settle(Duration::from_secs(10)).await;
+    }
+    let name = "stream set-up (connect → first echo)";
+    push_percentiles(&mut table, name, "ms", 1e3, &setup);
+
+    let mut rates = [None; 3];
+    let mut failures = Vec::new();
+    for (i, addr) in chosen(&args, addrs) {
+        let (r, failed) = measure::rate(addr, args.rate_workers, args.rate_window).await;
+        rates[i] = Some(r);
+        failures.push(format!("{}: {failed}", PATHS[i]));
+        target.settle(Duration::from_secs(15)).await;
+    }
+    table.push(Row::new(
+        format!(
+            "streams/s opened+closed ({} at a time, {:?})",
+            args.rate_workers, args.rate_window
+        ),
+        "1/s",
+        rates,
+    ));
+    for p in [&mut ours.hub, &mut ours.device, &mut ours.service] {
+        p.check_alive()?;
+    }
+    rathole.server.check_alive()?;
+    rathole.client.check_alive()?;
+    drop((ours, rathole));
+
+    // Phase 2: a fresh hub with many registered devices, for memory per idle device.
+    let work = args.work.join("devices");
+    std::fs::create_dir_all(&work)?;
+    let most = args.devices.iter().copied().max().unwrap_or(0);
+    eprintln!("registering {most} devices");
+    let ours = ours::Ours::start(&args.bin_dir, &work, target.addr, most).await?;
+    measure::wait_ready(ours.entrance, Duration::from_secs(30)).await?;
+    let base = settled_rss(&ours.hub).await?;
+    let mut sessions = Vec::new();
+    for &n in &args.devices {
+        let from = sessions.len();
+        devices::connect_range(
+            &ours.registered,
+            from,
+            n,
+            &mut sessions,
+            Duration::from_secs(600),
+        )
+        .await?;
+        let rss = settled_rss(&ours.hub).await?;
+        let per = (rss.saturating_sub(base)) as f64 / n as f64;
+        eprintln!("{n} idle devices: hub RSS {base} → {rss} KiB");
+        table.push(Row::new(
+            format!(
+                "hub RSS per idle device ({n} devices; hub total {} MiB)",
+                rss / 1024
+            ),
+            "KiB",
+            [None, None, Some(per)],
+        ));
+    }
+    drop(sessions);
+    eprintln!("stream failures during streams/s: {}", failures.join(", "));
+    println!("{}", table.render(&PATHS));
+    Ok(())
+}
+
+/// The paths picked with `--paths`, as (index into [`PATHS`], address).
+fn chosen(args: &Args, addrs: [SocketAddr; 3]) -> Vec<(usize, SocketAddr)> {
+    (0..3)
+        .filter(|&i| args.paths.iter().any(|p| p == PATHS[i]))
+        .map(|i| (i, addrs[i]))
+        .collect()
+}
+
+/// Two rows, p50 and p99, in `unit` (`scale` per second).
+fn push_percentiles(
+    table: &mut Table,
+    name: &str,
+    unit: &'static str,
+    scale: f64,
+    runs: &[Option<measure::Percentiles>; 3],
+) {
+    for (q, pick) in [("p50", 0), ("p99", 1)] {
+        let vals = runs.each_ref().map(|r| {
+            r.as_ref()
+                .map(|p| [p.p50, p.p99][pick].as_secs_f64() * scale)
+        });
+        table.push(Row::new(format!("{name}, {q}"), unit, vals));
+    }
+}
+
+/// RSS once it has stopped moving (allocations of the last connections settle).
+async fn settled_rss(p: &procs::Proc) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.rss_kib()
+}
+
+async fn idle_stream_memory(
+    args: &Args,
+    table: &mut Table,
+    ours: &ours::Ours,
+    rathole: &Rathole,
+    rathole_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let n = args.idle_streams;
+    let before = (settled_rss(&ours.hub).await?, rathole.server.rss_kib()?);
+    let a = measure::idle_streams(ours.entrance, n).await?;
+    let b = measure::idle_streams(rathole_addr, n).await?;
+    let after = (settled_rss(&ours.hub).await?, rathole.server.rss_kib()?);
+    drop((a, b));
+    let per = |x: u64, y: u64| Some(y.saturating_sub(x) as f64 / n as f64);
+    table.push(Row::new(
+        format!("RSS per open idle stream ({n} streams; hub vs rathole server)"),
+        "KiB",
+        [None, per(before.1, after.1), per(before.0, after.0)],
+    ));
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Our tunnel as real processes: `stream-hub serve`, `device-local-proxy` mapping the
+//! stream `echo` to the target, and a listening `service-local-proxy`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::Context;
+use device_streams_common::Secret;
+use stream_hub::init::{self, DataDir};
+
+use crate::procs::{free_port, loopback, wait_listening, Proc};
+
+/// Keys of the idle devices registered for the memory figures.
+pub struct Registered {
+    pub hostname: String,
+    pub ca_file: PathBuf,
+    pub idle: Vec<(String, Secret)>,
+}
+
+pub struct Ours {
+    pub hub: Proc,
+    pub device: Proc,
+    pub service: Proc,
+    /// The service proxy's listening address: the tunnel's entrance.
+    pub entrance: SocketAddr,
+    pub registered: Registered,
+}
+
+impl Ours {
+    /// Creates the hub's data directory with `idle_devices` extra devices, then starts everything.
+    pub async fn start(
+        bin: &Path,
+        work: &Path,
+        target: SocketAddr,
+        idle_devices: usize,
+    ) -> anyhow::Result<Ours> {
+        let hub_port = free_port()?;
+        let hostname = format!("localhost:{hub_port}");
+        let data = DataDir::new(work.join("hub"));
+        init::init(&data, &hostname).context("hub init")?;
+        let registry = data.registry()?;
+        let device = registry.add_device("bench-dev")?;
+        let device_cs = init::device_connection_string(&hostname, "bench-dev", &device.primary_key);
+        let policy = registry
+            .policy(init::DEFAULT_POLICY)?
+            .context("the default policy is missing")?;
+        let service_cs =
+            init::service_connection_string(&hostname, &policy.name, &policy.primary_key);
+        let mut idle = Vec::with_capacity(idle_devices);
+        for i in 0..idle_devices {
+            let id = format!("idle-{i}");
+            idle.push((id.clone(), registry.add_device(&id)?.primary_key));
+        }
+        drop(registry);
+
+        let mut cmd = Command::new(bin.join("stream-hub"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data.path)
+            .arg("--listen")
+            .arg(loopback(hub_port).to_string())
+            .args(["--max-connections", "19000", "--max-streams", "10000"])
+            .args(["--max-streams-per-device", "2000"]);
+        let hub = Proc::spawn("hub", cmd, work)?;
+        wait_listening(loopback(hub_port), Duration::from_secs(10)).await?;
+
+        let mut cmd = Command::new(bin.join("device-local-proxy"));
+        cmd.env("DEVICE_CONNECTION_STRING", device_cs.expose())
+            .arg("--ca-file")
+            .arg(data.ca_file())
+            .arg("--map")
+            .arg(format!("echo={target}"))
+            .args(["--max-streams", "2000"]);
+        let device = Proc::spawn("device-proxy", cmd, work)?;
+
+        let entrance = loopback(free_port()?);
+        let mut cmd = Command::new(bin.join("service-local-proxy"));
+        cmd.env("SERVICE_CONNECTION_STRING", service_cs.expose())
+            .arg("--ca-file")
+            .arg(data.ca_file())
+            .args(["--device-id", "bench-dev", "--stream-name", "echo"])
+            .arg("--listen")
+            .arg(entrance.to_string())
+            .args(["--max-connections", "2000"]);
+        let service = Proc::spawn("service-proxy", cmd, work)?;
+        wait_listening(entrance, Duration::from_secs(10)).await?;
+        Ok(Ours {
+            hub,
+            device,
+            service,
+            entrance,
+            registered: Registered {
+                hostname,
+                ca_file: data.ca_file(),
+                idle,
+            },
+        })
+    }
+}
