@@ -24,10 +24,10 @@ pub const ARG: &str = "config";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path} is not valid TOML: {message}")]
     Toml { path: PathBuf, message: String },
@@ -159,9 +159,9 @@ pub fn apply(cmd: &Command, args: &[OsString]) -> Result<(), ConfigFileError> {
     let Some(path) = find(cmd, args) else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
+    let text = std::fs::read_to_string(&path).map_err(|cause| ConfigFileError::Read {
         path: path.clone(),
-        source,
+        cause,
     })?;
     for (name, value) in variables(cmd, &path, &text)? {
         if std::env::var_os(&name).is_none() {

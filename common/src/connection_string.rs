@@ -15,14 +15,15 @@ pub const DEFAULT_PORT: u16 = 443;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
-    #[error("connection string part '{0}' is not of the form Name=Value")]
-    NotKeyValue(String),
+    /// Counted from 1: the part itself may be a piece of the key, so it is never shown.
+    #[error("connection string part {0} is not of the form Name=Value")]
+    NotKeyValue(usize),
     #[error("connection string is missing {0}")]
     Missing(&'static str),
     #[error("connection string names {0} twice")]
     Duplicate(String),
-    #[error("connection string has an unknown part '{0}'")]
-    Unknown(String),
+    #[error("connection string has an unknown part {0}")]
+    Unknown(PartName),
     #[error("connection string's SharedAccessKey is not valid base64")]
     BadKey,
     #[error("connection string's HostName '{0}' is not host or host:port")]
@@ -31,6 +32,34 @@ pub enum ParseError {
     DeviceNotService,
     #[error("connection string has SharedAccessKeyName, so it is a service's, not a device's")]
     ServiceNotDevice,
+}
+
+/// How an error names an unknown part: by its name when that looks like one (a short word),
+/// else by its position, because a mangled string can put a piece of the key before an `=`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PartName {
+    Name(String),
+    Position(usize),
+}
+
+impl PartName {
+    fn new(name: &str, position: usize) -> Self {
+        let word = name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphabetic());
+        if word {
+            PartName::Name(name.to_string())
+        } else {
+            PartName::Position(position)
+        }
+    }
+}
+
+impl fmt::Display for PartName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartName::Name(name) => write!(f, "'{name}'"),
+            PartName::Position(n) => write!(f, "(part {n})"),
+        }
+    }
 }
 
 /// `host[:port]` as given in `HostName`.
@@ -103,11 +132,12 @@ struct Parts {
 
 fn parse_parts(s: &str) -> Result<Parts, ParseError> {
     let mut parts = Parts::default();
-    for part in s.trim().split(';').filter(|p| !p.trim().is_empty()) {
-        // Only the name is echoed in errors: the value may be the key.
+    let nonempty = s.trim().split(';').filter(|p| !p.trim().is_empty());
+    for (index, part) in nonempty.enumerate() {
+        // Only a name is ever echoed in errors: the value may be the key.
         let (name, value) = part
             .split_once('=')
-            .ok_or_else(|| ParseError::NotKeyValue(part.chars().take(20).collect()))?;
+            .ok_or(ParseError::NotKeyValue(index + 1))?;
         let slot = match name.trim() {
             "HostName" => &mut parts.host,
             "DeviceId" => &mut parts.device_id,
@@ -115,7 +145,7 @@ fn parse_parts(s: &str) -> Result<Parts, ParseError> {
             "SharedAccessKey" => &mut parts.key,
             // Azure adds these to some strings; they do not change how we connect.
             "GatewayHostName" | "ModuleId" => continue,
-            other => return Err(ParseError::Unknown(other.to_string())),
+            other => return Err(ParseError::Unknown(PartName::new(other, index + 1))),
         };
         if slot.replace(value.trim().to_string()).is_some() {
             return Err(ParseError::Duplicate(name.trim().to_string()));
@@ -263,7 +293,16 @@ mod tests {
             ),
             (
                 "HostName=h;DeviceId=d;Bogus=1;SharedAccessKey=AAAA",
-                ParseError::Unknown("Bogus".into()),
+                ParseError::Unknown(PartName::Name("Bogus".into())),
+            ),
+            // A mangled string: pieces of the key where names should be.
+            (
+                "HostName=h;DeviceId=d;SharedAccessKey AAAA",
+                ParseError::NotKeyValue(3),
+            ),
+            (
+                "HostName=h;DeviceId=d;AAAA+/AAAA==",
+                ParseError::Unknown(PartName::Position(3)),
             ),
             (
                 "HostName=h;HostName=h;DeviceId=d;SharedAccessKey=AAAA",

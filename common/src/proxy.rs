@@ -50,8 +50,8 @@ pub enum ProxyError {
         var: &'static str,
         why: &'static str,
     },
-    #[error("proxy {proxy}: {source}")]
-    Io { proxy: String, source: io::Error },
+    #[error("proxy {proxy}: {cause}")]
+    Io { proxy: String, cause: io::Error },
     #[error("proxy {proxy} refused the tunnel to {target}: {status}")]
     Refused {
         proxy: String,
@@ -118,9 +118,9 @@ impl HttpProxy {
         } else {
             format!("{host}:{port}")
         };
-        let io_err = |source| ProxyError::Io {
+        let io_err = |cause| ProxyError::Io {
             proxy: self.to_string(),
-            source,
+            cause,
         };
         let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(auth) = &self.authorization {

@@ -93,22 +93,22 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Se
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect { addr: String, cause: io::Error },
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout { addr: String, after: Duration },
     #[error("'{0}' is not a valid TLS server name")]
     ServerName(String),
-    #[error("TLS handshake with {addr} failed: {source}")]
-    Handshake { addr: String, source: io::Error },
+    #[error("TLS handshake with {addr} failed: {cause}")]
+    Handshake { addr: String, cause: io::Error },
     #[error("TLS handshake with {addr} timed out after {after:?}")]
     HandshakeTimeout { addr: String, after: Duration },
-    #[error("cannot reach {addr} through the proxy: {source}")]
-    Proxy { addr: String, source: ProxyError },
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot reach {addr} through the proxy: {cause}")]
+    Proxy { addr: String, cause: ProxyError },
+    #[error("cannot connect to {addr}: {cause}")]
     ProxySettings {
         addr: String,
-        source: Arc<ProxyError>,
+        cause: Arc<ProxyError>,
     },
 }
 
@@ -150,7 +150,7 @@ impl Connector {
             Err(e) => {
                 return Err(DialError::ProxySettings {
                     addr,
-                    source: e.clone(),
+                    cause: e.clone(),
                 })
             }
         };
@@ -171,7 +171,7 @@ impl Connector {
                 addr: addr.clone(),
                 after: self.timeout,
             })?
-            .map_err(|source| DialError::Handshake { addr, source })
+            .map_err(|cause| DialError::Handshake { addr, cause })
     }
 
     /// A TCP connection to `host:port`, directly or tunnelled through `proxy`.
@@ -184,23 +184,23 @@ impl Connector {
         let Some(proxy) = proxy else {
             return TcpStream::connect((host, port))
                 .await
-                .map_err(|source| DialError::Connect {
+                .map_err(|cause| DialError::Connect {
                     addr: format!("{host}:{port}"),
-                    source,
+                    cause,
                 });
         };
         let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
             .await
-            .map_err(|source| DialError::Connect {
+            .map_err(|cause| DialError::Connect {
                 addr: format!("proxy {proxy} (for {host}:{port})"),
-                source,
+                cause,
             })?;
         proxy
             .tunnel(&mut tcp, host, port)
             .await
-            .map_err(|source| DialError::Proxy {
+            .map_err(|cause| DialError::Proxy {
                 addr: format!("{host}:{port}"),
-                source,
+                cause,
             })?;
         Ok(tcp)
     }

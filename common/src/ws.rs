@@ -232,10 +232,10 @@ pub enum WsError {
         status: u16,
         body: String,
     },
-    #[error("WebSocket handshake with {host} failed: {source}")]
+    #[error("WebSocket handshake with {host} failed: {cause}")]
     Handshake {
         host: String,
-        source: Box<tungstenite::Error>,
+        cause: Box<tungstenite::Error>,
     },
     #[error("WebSocket handshake with {host} timed out after {after:?}")]
     Timeout { host: String, after: Duration },
@@ -347,9 +347,9 @@ async fn handshake(
                 body,
             })
         }
-        Ok(Err(source)) => Err(WsError::Handshake {
+        Ok(Err(cause)) => Err(WsError::Handshake {
             host: addr,
-            source: Box::new(source),
+            cause: Box::new(cause),
         }),
     }
 }

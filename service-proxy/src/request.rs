@@ -17,17 +17,25 @@ use hyper_util::rt::TokioIo;
 
 use crate::Config;
 
+/// hyper's message leaves out what caused it (e.g. the I/O error under "connection closed").
+fn with_causes(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("cannot reach the hub for device {device}: {source}")]
-    Unreachable { device: String, source: DialError },
-    #[error("stream request for device {device} failed: {source}")]
-    Http {
-        device: String,
-        source: hyper::Error,
-    },
-    #[error("cannot sign a token for device {device}: {source}")]
-    Sign { device: String, source: SasError },
+    #[error("cannot reach the hub for device {device}: {cause}")]
+    Unreachable { device: String, cause: DialError },
+    #[error("stream request for device {device} failed: {}", with_causes(.cause))]
+    Http { device: String, cause: hyper::Error },
+    #[error("cannot sign a token for device {device}: {cause}")]
+    Sign { device: String, cause: SasError },
     #[error("hub refused the stream to device {device}: {status}: {message}")]
     Refused {
         device: String,
@@ -43,8 +51,8 @@ pub enum StreamError {
         device: String,
         missing: &'static str,
     },
-    #[error("cannot open the stream to device {device}: {source}")]
-    WebSocket { device: String, source: WsError },
+    #[error("cannot open the stream to device {device}: {cause}")]
+    WebSocket { device: String, cause: WsError },
 }
 
 /// Where and how to connect the service side of an accepted stream.
@@ -61,13 +69,13 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
         .connector
         .connect(&cs.host.host, cs.host.port)
         .await
-        .map_err(|source| StreamError::Unreachable {
+        .map_err(|cause| StreamError::Unreachable {
             device: device(),
-            source,
+            cause,
         })?;
-    let http_err = |source| StreamError::Http {
+    let http_err = |cause| StreamError::Http {
         device: device(),
-        source,
+        cause,
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -76,10 +84,10 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
 
     let host = cs.host.to_string();
     let token =
-        sas::sign_for(&host, &cs.key, config.token_ttl, Some(&cs.policy)).map_err(|source| {
+        sas::sign_for(&host, &cs.key, config.token_ttl, Some(&cs.policy)).map_err(|cause| {
             StreamError::Sign {
                 device: device(),
-                source,
+                cause,
             }
         })?;
     let secs = |d: Duration| d.as_secs().max(1).to_string();
@@ -169,8 +177,8 @@ pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
     let granted = request_stream(config).await?;
     ws::connect_stream(&config.connector, &granted.url, &granted.token)
         .await
-        .map_err(|source| StreamError::WebSocket {
+        .map_err(|cause| StreamError::WebSocket {
             device: config.device_id.clone(),
-            source,
+            cause,
         })
 }
