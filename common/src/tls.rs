@@ -10,10 +10,15 @@ use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
     ClientConfig, RootCertStore, ServerConfig,
 };
-use tokio::{io::BufReader, net::TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use crate::proxy::{HttpProxy, ProxyError, ProxySettings};
+use crate::{
+    proxy::{HttpProxy, ProxyError, ProxySettings},
+    read_ahead::ReadAhead,
+    resolve::Resolver,
+    spare::{Spares, SPARE_TTL},
+};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
@@ -26,12 +31,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
-/// What a client's TLS runs on: the TCP socket with a read buffer. rustls reads at most
-/// 4 KiB per call, so without it a 16 KiB record costs four `read` system calls.
-pub type Transport = BufReader<TcpStream>;
+/// What a client's TLS runs on: the TCP socket with read-ahead while data comes in bulk
+/// (rustls alone reads 4 KiB per system call).
+pub type Transport = ReadAhead<TcpStream>;
 
-/// Large enough for a few full TLS records per `read`.
-const READ_BUFFER: usize = 64 * 1024;
+/// A client's TLS connection to the hub.
+pub type ClientTls = TlsStream<Transport>;
 
 /// Reads every certificate in a PEM file; an empty or unreadable file is an error naming it.
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -120,6 +125,9 @@ pub struct Connector {
     pub timeout: Duration,
     /// A bad `HTTPS_PROXY` fails each dial with its reason rather than being ignored.
     proxy: Result<Arc<ProxySettings>, Arc<ProxyError>>,
+    resolver: Resolver,
+    /// Set by [`Connector::with_spares`]: stream dials keep one connection ready.
+    spares: Option<Spares>,
 }
 
 impl Connector {
@@ -129,6 +137,8 @@ impl Connector {
             connector: TlsConnector::from(config),
             timeout,
             proxy: ProxySettings::from_env().map(Arc::new).map_err(Arc::new),
+            resolver: Resolver::default(),
+            spares: None,
         }
     }
 
@@ -143,7 +153,46 @@ impl Connector {
         self.proxy.as_ref().ok()?.for_host(host)
     }
 
-    pub async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<Transport>, DialError> {
+    /// The same connector, keeping a spare connection after each [`Connector::connect_for_stream`]
+    /// (see [`crate::spare`]).
+    pub fn with_spares(mut self) -> Self {
+        self.spares = Some(Spares::default());
+        self
+    }
+
+    /// The spares, when kept.
+    pub fn spares(&self) -> Option<&Spares> {
+        self.spares.as_ref()
+    }
+
+    /// A connection for a stream's set-up: the spare if one is ready, else a new dial.
+    pub async fn connect_for_stream(&self, host: &str, port: u16) -> Result<ClientTls, DialError> {
+        match self.spares.as_ref().and_then(|s| s.take(host, port)) {
+            Some(tls) => Ok(tls),
+            None => self.connect(host, port).await,
+        }
+    }
+
+    /// Dials the next stream's spare to `host:port` in the background, if spares are kept
+    /// and none is ready. Called once a stream is open, so the dial does not compete with
+    /// its set-up for the CPU.
+    pub fn prepare_spare(&self, host: &str, port: u16) {
+        let Some(spares) = &self.spares else { return };
+        if spares.is_ready() {
+            return;
+        }
+        let (connector, spares, host) = (self.clone(), spares.clone(), host.to_string());
+        // Bounded by the connector's timeouts and the spare's lifetime; a failed spare is no loss.
+        tokio::spawn(async move {
+            if let Ok(tls) = connector.connect(&host, port).await {
+                spares.put(&host, port, tls);
+                tokio::time::sleep(SPARE_TTL).await;
+                spares.expire();
+            }
+        });
+    }
+
+    pub async fn connect(&self, host: &str, port: u16) -> Result<ClientTls, DialError> {
         let addr = format!("{host}:{port}");
         let proxy = match &self.proxy {
             Ok(settings) => settings.for_host(host),
@@ -164,7 +213,7 @@ impl Connector {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| DialError::ServerName(host.into()))?;
-        let tcp = BufReader::with_capacity(READ_BUFFER, tcp);
+        let tcp = ReadAhead::new(tcp);
         tokio::time::timeout(self.timeout, self.connector.connect(name, tcp))
             .await
             .map_err(|_| DialError::HandshakeTimeout {
@@ -172,6 +221,23 @@ impl Connector {
                 after: self.timeout,
             })?
             .map_err(|cause| DialError::Handshake { addr, cause })
+    }
+
+    /// A TCP connection to `host:port` through the resolver's cache.
+    async fn tcp_direct(&self, host: &str, port: u16) -> io::Result<TcpStream> {
+        let addrs = self.resolver.resolve(host, port).await?;
+        match TcpStream::connect(&addrs[..]).await {
+            Ok(tcp) => {
+                if let Ok(addr) = tcp.peer_addr() {
+                    self.resolver.prefer(host, port, addr);
+                }
+                Ok(tcp)
+            }
+            Err(e) => {
+                self.resolver.forget(host, port);
+                Err(e)
+            }
+        }
     }
 
     /// A TCP connection to `host:port`, directly or tunnelled through `proxy`.
@@ -182,14 +248,16 @@ impl Connector {
         proxy: Option<&HttpProxy>,
     ) -> Result<TcpStream, DialError> {
         let Some(proxy) = proxy else {
-            return TcpStream::connect((host, port))
+            return self
+                .tcp_direct(host, port)
                 .await
                 .map_err(|cause| DialError::Connect {
                     addr: format!("{host}:{port}"),
                     cause,
                 });
         };
-        let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+        let mut tcp = self
+            .tcp_direct(&proxy.host, proxy.port)
             .await
             .map_err(|cause| DialError::Connect {
                 addr: format!("proxy {proxy} (for {host}:{port})"),

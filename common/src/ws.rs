@@ -30,7 +30,6 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use http::{header, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig, Message},
     WebSocketStream,
@@ -38,7 +37,7 @@ use tokio_tungstenite::{
 
 use crate::{
     protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
-    tls::{Connector, DialError, Transport},
+    tls::{ClientTls, Connector, DialError},
     Secret,
 };
 
@@ -249,9 +248,9 @@ fn body_suffix(body: &str) -> String {
     }
 }
 
-pub type ClientWs = WebSocketStream<TlsStream<Transport>>;
+pub type ClientWs = WebSocketStream<ClientTls>;
 /// A client WebSocket as a byte stream.
-pub type ClientStream = WsStream<TlsStream<Transport>>;
+pub type ClientStream = WsStream<ClientTls>;
 
 /// Opens a WebSocket to a `wss://` URL, optionally with `Authorization: Bearer <token>` and a
 /// subprotocol; the TLS dial and the upgrade are each bound by the connector's timeout.
@@ -261,7 +260,7 @@ pub async fn connect(
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
 ) -> Result<ClientWs, WsError> {
-    Ok(handshake(connector, url, bearer, subprotocol, false)
+    Ok(handshake(connector, url, bearer, subprotocol, false, None)
         .await?
         .0)
 }
@@ -273,7 +272,28 @@ pub async fn connect_stream(
     url: &str,
     token: &Secret,
 ) -> Result<ClientStream, WsError> {
-    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true).await?;
+    connect_stream_on(connector, url, token, None).await
+}
+
+/// A TLS connection to `host:port` with nothing in flight, which a WebSocket to that same
+/// `host:port` may use instead of dialing: the service proxy's connection that just
+/// carried the stream request, when the hub streams on the port it serves REST on (ours
+/// does; Azure's streaming endpoint is another host), or the device proxy's [`dial`] made
+/// ahead. It takes a TCP connect and a TLS handshake off every stream's set-up.
+pub struct Reusable {
+    pub host: String,
+    pub port: u16,
+    pub tls: ClientTls,
+}
+
+/// [`connect_stream`], on `reuse` when it leads to the URL's host and port.
+pub async fn connect_stream_on(
+    connector: &Connector,
+    url: &str,
+    token: &Secret,
+    reuse: Option<Reusable>,
+) -> Result<ClientStream, WsError> {
+    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true, reuse).await?;
     let stream = match agreed {
         true => WsStream::with_half_close(ws),
         false => WsStream::new(ws),
@@ -284,22 +304,40 @@ pub async fn connect_stream(
     })
 }
 
-/// [`connect`], optionally offering half-close; returns whether the server agreed, and
-/// the ping interval it announced.
+fn bad_url(url: &str) -> WsError {
+    WsError::BadUrl(url.chars().take(200).collect())
+}
+
+/// The host and port a `wss://` URL leads to.
+pub fn host_and_port(url: &str) -> Result<(String, u16), WsError> {
+    let uri: Uri = url.parse().map_err(|_| bad_url(url))?;
+    if uri.scheme_str() != Some("wss") {
+        return Err(bad_url(url));
+    }
+    let host = uri.host().ok_or_else(|| bad_url(url))?.to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// Dials the TLS connection a WebSocket to `url` will run on, ahead of the upgrade (the
+/// device proxy does this while it dials its target and answers the request).
+pub async fn dial(connector: &Connector, url: &str) -> Result<Reusable, WsError> {
+    let (host, port) = host_and_port(url)?;
+    let tls = connector.connect_for_stream(&host, port).await?;
+    Ok(Reusable { host, port, tls })
+}
+
+/// [`connect`], optionally offering half-close and on a connection to reuse; returns
+/// whether the server agreed to half-close, and the ping interval it announced.
 async fn handshake(
     connector: &Connector,
     url: &str,
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
     half_close: bool,
+    reuse: Option<Reusable>,
 ) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
-    let bad_url = || WsError::BadUrl(url.chars().take(200).collect());
-    let uri: Uri = url.parse().map_err(|_| bad_url())?;
-    if uri.scheme_str() != Some("wss") {
-        return Err(bad_url());
-    }
-    let host = uri.host().ok_or_else(bad_url)?.to_string();
-    let port = uri.port_u16().unwrap_or(443);
+    let bad_url = || bad_url(url);
+    let (host, port) = host_and_port(url)?;
     let mut request = url.into_client_request().map_err(|_| bad_url())?;
     let headers = request.headers_mut();
     if let Some(token) = bearer {
@@ -316,7 +354,10 @@ async fn handshake(
             HeaderValue::from_str(proto).map_err(|_| bad_url())?,
         );
     }
-    let tls = connector.connect(&host, port).await?;
+    let tls = match reuse {
+        Some(r) if r.port == port && r.host.eq_ignore_ascii_case(&host) => r.tls,
+        _ => connector.connect(&host, port).await?,
+    };
     let handshake = tokio_tungstenite::client_async_with_config(request, tls, Some(config()));
     let addr = format!("{host}:{port}");
     match tokio::time::timeout(connector.timeout, handshake).await {

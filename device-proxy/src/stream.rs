@@ -10,6 +10,7 @@ use device_streams_common::{
     ws,
 };
 use tokio::{net::TcpStream, sync::mpsc, sync::OwnedSemaphorePermit};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{control::Answer, Config};
 
@@ -26,6 +27,13 @@ pub async fn serve(
         let _ = answers.send((REJECT, request.rid)).await;
         return;
     };
+    // The TLS connection for the stream's WebSocket, dialed while the target is dialed and
+    // the request answered: the hub pairs the stream when this side arrives, so this
+    // handshake is on the set-up's critical path. Dropped (aborted) on a rejection.
+    let predial = AbortOnDropHandle::new(tokio::spawn({
+        let (config, url) = (config.clone(), request.url.clone());
+        async move { ws::dial(&config.connector, &url).await }
+    }));
     let dial = tokio::time::timeout(config.target_timeout, TcpStream::connect(target)).await;
     let local = match dial {
         Ok(Ok(tcp)) => tcp,
@@ -49,7 +57,10 @@ pub async fn serve(
     if answers.send((ACCEPT, request.rid.clone())).await.is_err() {
         return;
     }
-    let ws = match ws::connect_stream(&config.connector, &request.url, &request.auth).await {
+    // A failed pre-dial is dialed again by the WebSocket, which reports the failure.
+    let reuse = predial.await.ok().and_then(Result::ok);
+    let ws = ws::connect_stream_on(&config.connector, &request.url, &request.auth, reuse);
+    let ws = match ws.await {
         Ok(ws) => ws,
         Err(e) => {
             return tracing::warn!(
@@ -59,6 +70,9 @@ pub async fn serve(
         }
     };
     tracing::info!(target = %target, "stream open");
+    if let Ok((host, port)) = ws::host_and_port(&request.url) {
+        config.connector.prepare_spare(&host, port);
+    }
     let half_close = ws.half_close();
     match splice(local, ws, LINGER, half_close).await {
         Ok(moved) => tracing::info!(

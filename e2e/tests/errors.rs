@@ -153,6 +153,9 @@ async fn unreachable_hub_and_untrusted_certificate_are_named() {
             .contains("cannot reach the hub for device dev1"),
         "{e}"
     );
+    // What users see is the whole chain (`{:#}`): each cause once.
+    let shown = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(shown.matches("refused").count(), 1, "{shown}");
 
     let other = System::start().await; // a different CA
     let mut config = sys.service_config("dev1", "ssh");

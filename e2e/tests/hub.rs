@@ -459,3 +459,80 @@ async fn an_upgraded_connection_counts_against_the_connection_limit() {
         .unwrap();
     assert!(e.to_string().contains("not connected"), "{e}");
 }
+
+/// The value of an unlabelled counter in a `/metrics` text exposition.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn a_stream_request_s_connection_carries_the_stream_too() {
+    let sys = System::start().await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let accepted = || async {
+        let metrics = https(
+            &sys.connector(),
+            &sys.hostname(),
+            "GET",
+            "/metrics",
+            None,
+            "",
+        )
+        .await;
+        counter(&metrics.1, "stream_hub_connections_total")
+    };
+    let before = accepted().await;
+    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
+        .await
+        .unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    // The service side's request and WebSocket on one connection, the device's WebSocket
+    // on another, and the metrics request that reads the count.
+    assert_eq!(accepted().await - before, 3);
+}
+
+/// Opens a stream through `config` and proves it works with one echo.
+async fn echo_once(config: &service_local_proxy::Config) {
+    let mut stream = open_stream(config).await.unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[tokio::test]
+async fn a_spare_connection_starts_the_next_stream_and_a_closed_one_is_never_used() {
+    let limits = Limits {
+        first_message: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let sys = System::start_with(limits).await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let mut config = sys.service_config("dev1", "echo");
+    config.connector = config.connector.with_spares();
+    let spares = config.connector.spares().unwrap().clone();
+
+    echo_once(&config).await;
+    assert!(eventually(Duration::from_secs(5), || spares.is_ready()).await);
+    echo_once(&config).await;
+    assert_eq!(spares.used(), 1, "the second stream started on the spare");
+
+    // The hub closes a connection that sends no request within its first-message timeout:
+    // such a spare is dropped and the stream dials its own.
+    assert!(eventually(Duration::from_secs(5), || spares.is_ready()).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo_once(&config).await;
+    assert_eq!(spares.used(), 1, "a closed spare was taken");
+}

@@ -44,6 +44,7 @@ pub struct Metrics {
     bytes: Family<DirectionLabel, Counter>,
     setup_seconds: Histogram,
     auth_failures: Family<KindLabel, Counter>,
+    connections: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +57,7 @@ impl Default for Metrics {
         // 0.5 ms .. ~16 s: loopback set-up to a slow device on a bad link.
         let setup_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let auth_failures = Family::<KindLabel, Counter>::default();
+        let connections = Counter::default();
         registry.register(
             "connected_devices",
             "Devices with an open control connection",
@@ -82,6 +84,11 @@ impl Default for Metrics {
             "Failed authentications by kind",
             auth_failures.clone(),
         );
+        registry.register(
+            "connections",
+            "TCP connections accepted on the main port",
+            connections.clone(),
+        );
         Metrics {
             registry,
             connected_devices,
@@ -90,6 +97,7 @@ impl Default for Metrics {
             bytes,
             setup_seconds,
             auth_failures,
+            connections,
         }
     }
 }
@@ -114,6 +122,10 @@ impl Metrics {
         if let Some(setup) = r.setup {
             self.setup_seconds.observe(setup.as_secs_f64());
         }
+    }
+
+    pub fn connection_accepted(&self) {
+        self.connections.inc();
     }
 
     pub fn auth_failure(&self, kind: AuthKind) {

@@ -11,7 +11,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use device_streams_common::{accept::Acceptor, protocol, sas::url_decode};
+use device_streams_common::{accept::Acceptor, protocol, read_ahead::ReadAhead, sas::url_decode};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,6 +39,7 @@ pub async fn run(
     let mut acceptor = Acceptor::new(listener);
     hub.tracker.spawn(revocation::watch(hub.clone()));
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
+        hub.metrics.connection_accepted();
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
             continue;
@@ -70,7 +71,7 @@ async fn serve_connection(
     permit: ConnPermit,
 ) -> anyhow::Result<()> {
     let limits = &hub.config.limits;
-    let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
+    let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(ReadAhead::new(tcp)))
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;

@@ -53,6 +53,10 @@ struct Args {
     /// Serve one stream on stdin/stdout instead of listening (for ssh's ProxyCommand).
     #[arg(long, env = "SERVICE_PROXY_STDIO")]
     stdio: bool,
+    /// Do not keep a spare TLS connection to the hub for 5 s after each stream (it makes the
+    /// next stream's set-up faster; never kept with --stdio, which serves one stream).
+    #[arg(long, env = "SERVICE_PROXY_NO_SPARE")]
+    no_spare: bool,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket handshakes, each), and asked of
     /// the hub for both sides to reach the streaming endpoint.
     #[arg(long, env = "SERVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
@@ -122,9 +126,13 @@ fn config(args: Args) -> anyhow::Result<Config> {
         args.stream_name
     );
     let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
+    let mut connector = tls::Connector::new(tls, args.connect_timeout);
+    if !args.no_spare && !args.stdio {
+        connector = connector.with_spares();
+    }
     Ok(Config {
         connection,
-        connector: tls::Connector::new(tls, args.connect_timeout),
+        connector,
         device_id,
         stream_name: args.stream_name,
         connect_timeout: args.connect_timeout,

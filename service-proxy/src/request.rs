@@ -7,7 +7,7 @@ use bytes::Bytes;
 use device_streams_common::{
     protocol::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
     sas::{self, SasError},
-    tls::DialError,
+    tls::{ClientTls, DialError},
     ws::{self, ClientStream, WsError},
     Secret,
 };
@@ -63,11 +63,17 @@ pub struct Granted {
 
 /// Asks the hub for a stream to `config.device_id` and waits for the device's answer.
 pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
+    Ok(request(config).await?.0)
+}
+
+/// [`request_stream`], also handing back the request's connection when it can carry the
+/// stream's WebSocket next (see [`ws::Reusable`]).
+async fn request(config: &Config) -> Result<(Granted, Option<ws::Reusable>), StreamError> {
     let device = || config.device_id.clone();
     let cs = &config.connection;
     let tls = config
         .connector
-        .connect(&cs.host.host, cs.host.port)
+        .connect_for_stream(&cs.host.host, cs.host.port)
         .await
         .map_err(|cause| StreamError::Unreachable {
             device: device(),
@@ -80,7 +86,8 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(http_err)?;
-    let driver = tokio::spawn(conn);
+    // Without shutdown: once the request is answered the connection comes back idle.
+    let driver = tokio::spawn(conn.without_shutdown());
 
     let host = cs.host.to_string();
     let token =
@@ -127,7 +134,18 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    driver.abort();
+    drop(sender);
+    let keep_alive = !headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let reuse = match status == StatusCode::OK && keep_alive {
+        true => idle_connection(driver, cs.host.host.clone(), cs.host.port).await,
+        false => {
+            driver.abort();
+            None
+        }
+    };
 
     if status != StatusCode::OK {
         return Err(StreamError::Refused {
@@ -152,9 +170,30 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
             name: config.stream_name.clone(),
         });
     }
-    Ok(Granted {
+    let granted = Granted {
         url: get(HEADER_URL)?,
         token: Secret::new(get(HEADER_AUTH_TOKEN)?),
+    };
+    Ok((granted, reuse))
+}
+
+type Driver =
+    tokio::task::JoinHandle<hyper::Result<hyper::client::conn::http1::Parts<TokioIo<ClientTls>>>>;
+
+/// The request's connection back from hyper, if it is idle with nothing unread; else
+/// `None` and the stream dials its own.
+async fn idle_connection(driver: Driver, host: String, port: u16) -> Option<ws::Reusable> {
+    // The response is complete and the sender dropped, so hyper hands the connection back
+    // at once; the bound only guards against a hub that misbehaves.
+    let parts = tokio::time::timeout(Duration::from_secs(1), driver)
+        .await
+        .ok()?
+        .ok()?
+        .ok()?;
+    parts.read_buf.is_empty().then(|| ws::Reusable {
+        host,
+        port,
+        tls: parts.io.into_inner(),
     })
 }
 
@@ -174,11 +213,14 @@ fn error_message(body: &[u8]) -> String {
 
 /// Requests a stream and opens its WebSocket: the byte stream to splice the local side to.
 pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
-    let granted = request_stream(config).await?;
-    ws::connect_stream(&config.connector, &granted.url, &granted.token)
+    let (granted, reuse) = request(config).await?;
+    let stream = ws::connect_stream_on(&config.connector, &granted.url, &granted.token, reuse)
         .await
         .map_err(|cause| StreamError::WebSocket {
             device: config.device_id.clone(),
             cause,
-        })
+        })?;
+    let hub = &config.connection.host;
+    config.connector.prepare_spare(&hub.host, hub.port);
+    Ok(stream)
 }
