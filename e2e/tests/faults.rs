@@ -436,3 +436,69 @@ async fn slow_reader_is_backpressured_end_to_end() {
     );
     assert!(read >= 100 << 10, "the slow reader got only {read} bytes");
 }
+
+/// The same with every party a real process: the hub, both proxies (each its own
+/// allocator and buffers), a firehose behind the device and a client reading 100 KiB/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_keeps_every_process_s_memory_bounded() {
+    let hub = HubProcess::init();
+    let hub_child = hub.serve("1s");
+    let written = Arc::new(AtomicUsize::new(0));
+    let hose = Peer::firehose(written.clone()).await;
+    let ca = hub.dir.join("ca.pem").display().to_string();
+    let map = format!("hose={}", hose.addr);
+    let device = fault::spawn(
+        &bin("device-local-proxy"),
+        &["--ca-file", &ca, "--map", &map],
+        &[("DEVICE_CONNECTION_STRING", hub.device_cs.clone())],
+    );
+    let listen = format!("127.0.0.1:{}", fault::free_port());
+    let args = [
+        "--ca-file",
+        &ca,
+        "--device-id",
+        "dev1",
+        "--stream-name",
+        "hose",
+    ];
+    let service = fault::spawn(
+        &bin("service-local-proxy"),
+        &[&args[..], &["--listen", &listen]].concat(),
+        &[("SERVICE_CONNECTION_STRING", hub.service_cs.clone())],
+    );
+    // Until the device is connected the service proxy closes each connection at once.
+    let mut client = retry("a stream through three processes", || async {
+        let mut tcp = TcpStream::connect(&listen).await?;
+        let mut first = [0u8; 1];
+        tcp.read_exact(&mut first).await?;
+        Ok::<_, std::io::Error>(tcp)
+    })
+    .await;
+
+    let pids = [
+        ("hub", hub_child.id().unwrap()),
+        ("device proxy", device.id().unwrap()),
+        ("service proxy", service.id().unwrap()),
+    ];
+    let before = pids.map(|(_, pid)| fault::rss_kib(pid));
+    let mut read = 0usize;
+    let mut buf = vec![0u8; 10 * 1024];
+    let start = tokio::time::Instant::now();
+    for tick in 1..=300u32 {
+        read += client.read(&mut buf).await.unwrap();
+        tokio::time::sleep_until(start + Duration::from_millis(10) * tick).await;
+    }
+    let in_flight = written.load(Ordering::Relaxed).saturating_sub(read);
+    assert!(
+        in_flight < 48 << 20,
+        "{in_flight} bytes written but not read: something buffers without bound"
+    );
+    for (i, (name, pid)) in pids.into_iter().enumerate() {
+        let grown = fault::rss_kib(pid).saturating_sub(before[i]);
+        assert!(
+            grown < 16 << 10,
+            "the {name}'s memory grew by {grown} KiB while the reader was slow"
+        );
+    }
+    assert!(read >= 100 << 10, "the slow reader got only {read} bytes");
+}
