@@ -29,7 +29,11 @@ use stream_hub::{
     init::{self, DataDir},
     Config, Hub, Limits,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Log output for a failing test: `RUST_LOG=debug cargo test`.
@@ -475,6 +479,18 @@ pub fn hub_cli(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends `msg` and reads the same bytes back (through an echo peer) within 5 s.
+pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
+    s.write_all(msg).await.expect("write");
+    s.flush().await.expect("flush");
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(got, msg);
 }
 
 /// Polls `cond` every 20 ms for up to `limit`; true once it holds.

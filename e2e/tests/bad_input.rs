@@ -217,11 +217,7 @@ async fn oversize_websocket_message_ends_that_stream_only() {
         "a message over 64 KiB must end its stream"
     );
     let mut s = open_stream(&config).await.unwrap();
-    s.write_all(b"next").await.unwrap();
-    s.flush().await.unwrap();
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"next");
+    e2e::round_trip(&mut s, b"next").await;
 }
 
 #[tokio::test]

@@ -13,12 +13,12 @@ use device_streams_common::ws::ClientStream;
 use e2e::{
     bin, device_config, expose,
     fault::{self, eventually, open_fds, retry, Forwarder, HubProcess, Peer},
-    spawn_device, System,
+    round_trip, spawn_device, System,
 };
 use service_local_proxy::open_stream;
 use stream_hub::Limits;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt},
     net::TcpStream,
 };
 
@@ -31,18 +31,6 @@ fn cycles() -> usize {
 }
 
 const NOTICE: Duration = Duration::from_secs(5);
-
-/// Sends `msg` and reads the same bytes back (through an echo peer).
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
-    s.write_all(msg).await.unwrap();
-    s.flush().await.unwrap();
-    let mut got = vec![0u8; msg.len()];
-    tokio::time::timeout(NOTICE, s.read_exact(&mut got))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    assert_eq!(got, msg);
-}
 
 /// Reads until end of file or error; fails the test if neither comes within `NOTICE`.
 async fn ends<S: AsyncRead + Unpin>(s: &mut S, what: &str) {
@@ -402,6 +390,18 @@ async fn a_proxy_notices_its_stream_link_to_the_hub_went_silent() {
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
 }
 
+/// Reads at 100 KiB/s for 3 s (10 KiB every 10 ms); returns the bytes read.
+async fn read_slowly(client: &mut TcpStream) -> usize {
+    let mut read = 0usize;
+    let mut buf = vec![0u8; 10 * 1024];
+    let start = tokio::time::Instant::now();
+    for tick in 1..=300u32 {
+        read += client.read(&mut buf).await.unwrap();
+        tokio::time::sleep_until(start + Duration::from_millis(10) * tick).await;
+    }
+    read
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_backpressured_end_to_end() {
     let sys = System::start_with(quick_limits()).await;
@@ -414,14 +414,7 @@ async fn slow_reader_is_backpressured_end_to_end() {
     let (addr, _service) = sys.start_service("dev1", "hose").await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     let before = fault::rss_kib(std::process::id());
-    // Read at 100 KiB/s for 3 s.
-    let mut read = 0usize;
-    let mut buf = vec![0u8; 10 * 1024];
-    let start = tokio::time::Instant::now();
-    for tick in 1..=300u32 {
-        read += client.read(&mut buf).await.unwrap();
-        tokio::time::sleep_until(start + Duration::from_millis(10) * tick).await;
-    }
+    let read = read_slowly(&mut client).await;
     let in_flight = written.load(Ordering::Relaxed).saturating_sub(read);
     let grown = fault::rss_kib(std::process::id()).saturating_sub(before);
     // Hub and both proxies run in this process; every hop holds at most a socket buffer
@@ -481,13 +474,7 @@ async fn slow_reader_keeps_every_process_s_memory_bounded() {
         ("service proxy", service.id().unwrap()),
     ];
     let before = pids.map(|(_, pid)| fault::rss_kib(pid));
-    let mut read = 0usize;
-    let mut buf = vec![0u8; 10 * 1024];
-    let start = tokio::time::Instant::now();
-    for tick in 1..=300u32 {
-        read += client.read(&mut buf).await.unwrap();
-        tokio::time::sleep_until(start + Duration::from_millis(10) * tick).await;
-    }
+    let read = read_slowly(&mut client).await;
     let in_flight = written.load(Ordering::Relaxed).saturating_sub(read);
     assert!(
         in_flight < 48 << 20,

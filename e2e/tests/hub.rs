@@ -7,7 +7,10 @@ use device_streams_common::{
     connection_string::{DeviceConnectionString, ServiceConnectionString},
     ws,
 };
-use e2e::{eventually, https, hub_cli, raw, service_token, SshTunnel, System};
+use e2e::{
+    eventually, fault::echo_system, https, hub_cli, raw, round_trip, service_token, SshTunnel,
+    System,
+};
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
 use service_local_proxy::{open_stream, request::request_stream, StreamError};
 use stream_hub::Limits;
@@ -105,14 +108,7 @@ async fn a_device_on_its_secondary_key_survives_rotation_of_the_primary() {
     assert_ne!(new_primary.key, old_primary.key);
     tokio::time::sleep(Duration::from_millis(600)).await; // past a revocation check
     assert!(sys.hub.sessions.is_connected("dev1"));
-    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
-        .await
-        .unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    stream.flush().await.unwrap();
-    let mut buf = [0u8; 5];
-    stream.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"hello");
+    echo_once(&sys.service_config("dev1", "echo")).await;
 
     // The old primary key no longer opens a control channel; the new one does.
     for (key, want) in [
@@ -307,10 +303,7 @@ async fn limits_answer_with_their_documented_errors() {
         max_devices: 1,
         ..Limits::default()
     };
-    let sys = System::start_with(limits).await;
-    let echo = echo_server().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let (sys, _echo, _device) = echo_system(limits).await;
 
     let config = sys.service_config("dev1", "echo");
     let _held = open_stream(&config).await.unwrap();
@@ -337,10 +330,7 @@ async fn idle_streams_are_closed_when_an_idle_timeout_is_set() {
         stream_idle_timeout: Some(Duration::from_millis(300)),
         ..Limits::default()
     };
-    let sys = System::start_with(limits).await;
-    let echo = echo_server().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let (sys, _echo, _device) = echo_system(limits).await;
     let config = sys.service_config("dev1", "echo");
     let granted = request_stream(&config).await.unwrap();
     let ws = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
@@ -355,10 +345,7 @@ async fn idle_streams_are_closed_when_an_idle_timeout_is_set() {
 
 #[tokio::test]
 async fn metrics_and_health_on_the_main_port_and_an_admin_listener() {
-    let sys = System::start().await;
-    let echo = echo_server().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let (sys, _echo, _device) = echo_system(Limits::default()).await;
     let mut stream = open_stream(&sys.service_config("dev1", "echo"))
         .await
         .unwrap();
@@ -470,10 +457,7 @@ fn counter(metrics: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn a_stream_request_s_connection_carries_the_stream_too() {
-    let sys = System::start().await;
-    let echo = echo_server().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let (sys, _echo, _device) = echo_system(Limits::default()).await;
     let accepted = || async {
         let metrics = https(
             &sys.connector(),
@@ -487,14 +471,7 @@ async fn a_stream_request_s_connection_carries_the_stream_too() {
         counter(&metrics.1, "stream_hub_connections_total")
     };
     let before = accepted().await;
-    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
-        .await
-        .unwrap();
-    stream.write_all(b"ping").await.unwrap();
-    stream.flush().await.unwrap();
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
+    echo_once(&sys.service_config("dev1", "echo")).await;
     // The service side's request and WebSocket on one connection, the device's WebSocket
     // on another, and the metrics request that reads the count.
     assert_eq!(accepted().await - before, 3);
@@ -503,11 +480,7 @@ async fn a_stream_request_s_connection_carries_the_stream_too() {
 /// Opens a stream through `config` and proves it works with one echo.
 async fn echo_once(config: &service_local_proxy::Config) {
     let mut stream = open_stream(config).await.unwrap();
-    stream.write_all(b"ping").await.unwrap();
-    stream.flush().await.unwrap();
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
+    round_trip(&mut stream, b"ping").await;
 }
 
 #[tokio::test]
@@ -516,10 +489,7 @@ async fn a_spare_connection_starts_the_next_stream_and_a_closed_one_is_never_use
         first_message: Duration::from_millis(300),
         ..Limits::default()
     };
-    let sys = System::start_with(limits).await;
-    let echo = echo_server().await;
-    let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let (sys, _echo, _device) = echo_system(limits).await;
     let mut config = sys.service_config("dev1", "echo");
     config.connector = config.connector.with_spares();
     let spares = config.connector.spares().unwrap().clone();

@@ -7,7 +7,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 use e2e::{
     bin, device_config, expose,
     fault::{self, eventually, exit_code, free_port, retry, Forwarder, HubProcess, Peer},
-    spawn_device, System,
+    round_trip, spawn_device, System,
 };
 use service_local_proxy::{open_stream, StreamError};
 use stream_hub::Limits;
@@ -15,17 +15,6 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
-
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
-    s.write_all(msg).await.unwrap();
-    s.flush().await.unwrap();
-    let mut got = vec![0u8; msg.len()];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    assert_eq!(got, msg);
-}
 
 const EXIT: Duration = Duration::from_secs(10);
 
