@@ -41,8 +41,10 @@ use crate::{
     Secret,
 };
 
-/// Limits every stream's WebSocket uses: one data message is at most 64 KiB, and the read
-/// buffer holds a whole one (plus its header) so a full message needs no regrowth.
+/// Limits every stream's WebSocket uses: one data message is at most 64 KiB. The read
+/// buffer starts small: tungstenite reserves room for a whole frame once it has read the
+/// frame's header, so bulk data still arrives 64 KiB at a time, while an idle stream holds
+/// 8 KiB instead of 65 (the hub holds two per open stream) and a new one zero-fills less.
 pub fn config() -> WebSocketConfig {
     config_with_max(MAX_DATA_MESSAGE)
 }
@@ -50,7 +52,7 @@ pub fn config() -> WebSocketConfig {
 /// The same, with another bound on incoming messages (the hub's `--max-message-size`).
 pub fn config_with_max(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(MAX_DATA_MESSAGE + 1024)
+        .read_buffer_size(STREAM_READ_BUFFER)
         .write_buffer_size(MAX_DATA_MESSAGE)
         .max_write_buffer_size(4 * MAX_DATA_MESSAGE)
         .max_message_size(Some(max_message))
@@ -66,6 +68,7 @@ pub fn control_config(max_message: usize) -> WebSocketConfig {
 }
 
 const CONTROL_READ_BUFFER: usize = 2048;
+const STREAM_READ_BUFFER: usize = 8 * 1024;
 
 /// Bytes over a WebSocket; see the module docs for what each message kind means.
 pub struct WsStream<S> {

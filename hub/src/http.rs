@@ -168,7 +168,7 @@ pub async fn upgraded(upgrade: Upgrade, max_message: usize) -> hyper::Result<Ser
     upgraded_with(upgrade, ws::control_config(max_message)).await
 }
 
-/// As [`upgraded`], for a stream's data WebSocket (read buffer sized for 64 KiB messages).
+/// As [`upgraded`], for a stream's data WebSocket (see [`ws::config`]).
 pub async fn upgraded_stream(upgrade: Upgrade, max_message: usize) -> hyper::Result<ServerWs> {
     upgraded_with(upgrade, ws::config_with_max(max_message)).await
 }
