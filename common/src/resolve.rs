@@ -4,7 +4,7 @@
 //! hand-off and a read of `/etc/hosts` (or a DNS query) per connection. A stream's set-up
 //! dials the hub from both proxies on its critical path, so the answer is kept for
 //! [`TTL`] — short enough that a hub moving to another address is followed within it —
-//! and forgotten at once when connecting to it fails (one that times out ages out).
+//! and forgotten at once when connecting to it fails or times out.
 
 use std::{
     collections::HashMap,

@@ -205,9 +205,13 @@ impl Connector {
         };
         let tcp = tokio::time::timeout(self.timeout, self.tcp(host, port, proxy))
             .await
-            .map_err(|_| DialError::ConnectTimeout {
-                addr: addr.clone(),
-                after: self.timeout,
+            .map_err(|_| {
+                // The address may be stale: resolve again next time.
+                self.resolver.forget(host, port);
+                DialError::ConnectTimeout {
+                    addr: addr.clone(),
+                    after: self.timeout,
+                }
             })??;
         // Interactive sessions (ssh keystrokes) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);

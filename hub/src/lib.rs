@@ -4,7 +4,8 @@
 //! - [`config`]: names the hub answers to and every limit it enforces.
 //! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it.
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
-//!   [`cli`]: every sub-command (`main.rs` only parses and dispatches).
+//!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
+//!   (`main.rs` only parses and dispatches).
 //! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits.
 //! - [`rest`]: services' stream requests; [`mqtt`]: devices' control sessions;
 //!   [`sessions`]: which devices are connected, and requests awaiting their answers.
@@ -20,6 +21,7 @@ pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod init;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::main("stream-hub", Ok(args), |args, shutdown| async move {
             stream_hub::cli::serve(&dir, args, shutdown).await
         }),
-        command => match stream_hub::cli::run(&dir, command) {
+        command => match stream_hub::commands::run(&dir, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("stream-hub: {e:#}");

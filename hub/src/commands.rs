@@ -1,0 +1,198 @@
+//! What `stream-hub`'s sub-commands do, all but `serve`: the registry, policies,
+//! connection strings, endpoints and the activity log, on the data directory the CLI
+//! shares with a running hub.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::{
+    activity,
+    cli::{Command, DeviceCommand, PolicyCommand},
+    init::{self, DataDir},
+    registry::{Device, Policy, Registry, Right},
+    registry_api::device_json,
+    Config, Limits,
+};
+
+/// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
+pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init { hostname } => {
+            init::init(dir, &hostname)?;
+            eprintln!(
+                "initialised {} for {hostname}; CA certificate: {}",
+                dir.path.display(),
+                dir.ca_file().display()
+            );
+            Ok(())
+        }
+        Command::Device(cmd) => device(dir, cmd),
+        Command::Policy(cmd) => policy(dir, cmd),
+        Command::ConnectionString { policy } => {
+            let registry = dir.registry()?;
+            let p = registry
+                .policy(&policy)?
+                .with_context(|| format!("policy '{policy}' does not exist"))?;
+            print_service_string(&dir.hostname(&registry)?, &p);
+            Ok(())
+        }
+        Command::Endpoints {
+            listen,
+            streaming_url,
+        } => {
+            let registry = dir.registry()?;
+            let config = Config::new(
+                dir.hostname(&registry)?,
+                listen.port(),
+                streaming_url,
+                Limits::default(),
+            );
+            println!("{}", config.endpoints_json());
+            Ok(())
+        }
+        Command::Logs {
+            device,
+            since,
+            json,
+        } => logs(dir, device.as_deref(), since, json),
+        Command::Serve(_) => anyhow::bail!("serve runs through cli::serve"),
+    }
+}
+
+fn print_service_string(hostname: &str, p: &Policy) {
+    println!(
+        "{}",
+        init::service_connection_string(hostname, &p.name, &p.primary_key).expose()
+    );
+}
+
+fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let registry: Registry = dir.registry()?;
+    let hostname = dir.hostname(&registry)?;
+    let print_cs = |id: &str, key| {
+        println!(
+            "{}",
+            init::device_connection_string(&hostname, id, key).expose()
+        )
+    };
+    let find = |id: &str| {
+        registry
+            .device(id)?
+            .with_context(|| format!("device '{id}' is not registered"))
+    };
+    let public = |d: &Device| {
+        let mut json = device_json(d, false);
+        if let Some(obj) = json.as_object_mut() {
+            obj.remove("authentication");
+            obj.remove("connectionState");
+        }
+        json
+    };
+    match cmd {
+        DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
+        DeviceCommand::ConnectionString { id, secondary } => {
+            let d = find(&id)?;
+            print_cs(
+                &id,
+                if secondary {
+                    &d.secondary_key
+                } else {
+                    &d.primary_key
+                },
+            );
+        }
+        DeviceCommand::RotateKey { id, secondary } => {
+            let d = registry.rotate_key(&id, secondary)?;
+            print_cs(
+                &id,
+                if secondary {
+                    &d.secondary_key
+                } else {
+                    &d.primary_key
+                },
+            );
+        }
+        DeviceCommand::List { json: true } => {
+            let list = registry.devices()?.iter().map(public).collect();
+            println!("{}", serde_json::Value::Array(list));
+        }
+        DeviceCommand::List { json: false } => {
+            for d in registry.devices()? {
+                println!(
+                    "{}\t{}",
+                    d.id,
+                    if d.enabled { "enabled" } else { "disabled" }
+                );
+            }
+        }
+        DeviceCommand::Show { id, json: true } => println!("{}", public(&find(&id)?)),
+        DeviceCommand::Show { id, json: false } => {
+            println!("{}", serde_json::to_string_pretty(&public(&find(&id)?))?)
+        }
+        DeviceCommand::Enable { id } => registry.set_enabled(&id, true)?,
+        DeviceCommand::Disable { id } => registry.set_enabled(&id, false)?,
+        DeviceCommand::Delete { id } => registry.delete_device(&id)?,
+    }
+    Ok(())
+}
+
+fn policy(dir: &DataDir, cmd: PolicyCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    match cmd {
+        PolicyCommand::Add { name, rights } => {
+            let rights = rights
+                .iter()
+                .map(|r| Right::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let p = registry.add_policy(&name, &rights)?;
+            print_service_string(&dir.hostname(&registry)?, &p);
+        }
+        PolicyCommand::List { json } => {
+            let policies = registry.policies()?;
+            if json {
+                let list: Vec<_> = policies
+                    .iter()
+                    .map(|p| serde_json::json!({ "name": p.name, "rights": p.rights }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for p in policies {
+                    println!("{}\t{}", p.name, p.rights.join(","));
+                }
+            }
+        }
+        PolicyCommand::Delete { name } => registry.delete_policy(&name)?,
+    }
+    Ok(())
+}
+
+fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    let from = std::time::SystemTime::now()
+        .checked_sub(since)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let entries = activity::query(registry.path(), device, activity::unix_ms(from))?;
+    if json {
+        println!("{}", serde_json::to_string(&entries)?);
+        return Ok(());
+    }
+    for e in entries {
+        let time = std::time::UNIX_EPOCH + Duration::from_millis(e.time);
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "{} {} {} {} policy={} setup={} duration={} to_device={} from_device={} {}",
+            humantime::format_rfc3339_millis(time),
+            e.device,
+            e.stream,
+            e.result,
+            e.policy,
+            ms(e.setup_ms),
+            ms(e.duration_ms),
+            e.bytes_to_device,
+            e.bytes_from_device,
+            e.detail
+        );
+    }
+    Ok(())
+}
