@@ -221,8 +221,10 @@ impl Registry {
 
     pub fn device(&self, id: &str) -> Result<Option<Device>, RegistryError> {
         self.with(|c| {
+            // Every stream request and device connect looks a device up: parse the SQL once.
             let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1");
-            Ok(c.query_row(&sql, [id], device_from_row).optional()?)
+            let mut stmt = c.prepare_cached(&sql)?;
+            Ok(stmt.query_row([id], device_from_row).optional()?)
         })
     }
 
@@ -262,7 +264,10 @@ impl Registry {
     /// Changes whenever another connection (the CLI) commits to the database, so a running
     /// hub can notice revocations cheaply.
     pub fn data_version(&self) -> Result<i64, RegistryError> {
-        self.with(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("PRAGMA data_version")?;
+            Ok(stmt.query_row([], |r| r.get(0))?)
+        })
     }
 
     pub fn touch_device(&self, id: &str) -> Result<(), RegistryError> {
@@ -327,7 +332,8 @@ impl Registry {
     pub fn policy(&self, name: &str) -> Result<Option<Policy>, RegistryError> {
         self.with(|c| {
             let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?1");
-            Ok(c.query_row(&sql, [name], policy_from_row).optional()?)
+            let mut stmt = c.prepare_cached(&sql)?;
+            Ok(stmt.query_row([name], policy_from_row).optional()?)
         })
     }
 }
