@@ -173,6 +173,15 @@ impl Connector {
         }
     }
 
+    /// Keeps `tls`, an idle connection to `host:port` that nothing else will use, as the
+    /// spare, if spares are kept (the service proxy's request connection when the stream's
+    /// WebSocket goes to another host, as with Azure).
+    pub fn offer_spare(&self, host: &str, port: u16, tls: ClientTls) {
+        if let Some(spares) = &self.spares {
+            spares.put(host, port, tls);
+        }
+    }
+
     /// Dials the next stream's spare to `host:port` in the background, if spares are kept
     /// and none is ready. Called once a stream is open, so the dial does not compete with
     /// its set-up for the CPU.

@@ -289,6 +289,13 @@ pub struct Reusable {
     pub tls: ClientTls,
 }
 
+impl Reusable {
+    /// Whether this connection leads where a WebSocket to `host:port` must go.
+    pub fn leads_to(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.eq_ignore_ascii_case(host)
+    }
+}
+
 /// [`connect_stream`], on `reuse` when it leads to the URL's host and port.
 pub async fn connect_stream_on(
     connector: &Connector,
@@ -358,7 +365,7 @@ async fn handshake(
         );
     }
     let tls = match reuse {
-        Some(r) if r.port == port && r.host.eq_ignore_ascii_case(&host) => r.tls,
+        Some(r) if r.leads_to(&host, port) => r.tls,
         _ => connector.connect(&host, port).await?,
     };
     let handshake = tokio_tungstenite::client_async_with_config(request, tls, Some(config()));

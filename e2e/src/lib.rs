@@ -79,13 +79,24 @@ impl System {
     }
 
     pub async fn start_with(limits: Limits) -> System {
+        Self::start_streaming(limits, false).await
+    }
+
+    /// A hub that advertises its streaming endpoint under another host name than its main
+    /// one (`127.0.0.1` instead of `localhost`, same port), as Azure's are different hosts.
+    pub async fn start_streaming_elsewhere() -> System {
+        Self::start_streaming(Limits::default(), true).await
+    }
+
+    async fn start_streaming(limits: Limits, elsewhere: bool) -> System {
         trace();
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
-        let (hub, shutdown, task) = launch(&data, listener, limits);
+        let streaming = elsewhere.then(|| format!("wss://127.0.0.1:{}", addr.port()));
+        let (hub, shutdown, task) = launch(&data, listener, limits, streaming);
         System {
             dir,
             addr,
@@ -112,7 +123,8 @@ impl System {
             .await
             .expect("rebind the hub's port");
         let limits = self.hub.config.limits.clone();
-        let (hub, shutdown, task) = launch(&self.data(), listener, limits);
+        let streaming = Some(self.hub.config.streaming_base.clone());
+        let (hub, shutdown, task) = launch(&self.data(), listener, limits, streaming);
         (self.hub, self.shutdown, self.task) = (hub, shutdown, Some(task));
     }
 
@@ -208,6 +220,7 @@ fn launch(
     data: &DataDir,
     listener: TcpListener,
     limits: Limits,
+    streaming_url: Option<String>,
 ) -> (Arc<Hub>, CancellationToken, HubTask) {
     let port = listener.local_addr().expect("addr").port();
     let registry = data.registry().expect("registry");
@@ -215,7 +228,7 @@ fn launch(
     let config = Config::new(
         data.hostname(&registry).expect("hostname"),
         port,
-        None,
+        streaming_url,
         limits,
     );
     let shutdown = CancellationToken::new();

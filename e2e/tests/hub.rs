@@ -506,3 +506,22 @@ async fn a_spare_connection_starts_the_next_stream_and_a_closed_one_is_never_use
     echo_once(&config).await;
     assert_eq!(spares.used(), 1, "a closed spare was taken");
 }
+
+#[tokio::test]
+async fn with_streaming_on_another_host_the_request_s_connection_is_the_next_spare() {
+    let sys = System::start_streaming_elsewhere().await;
+    let echo = echo_server().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &[&format!("echo={echo}")]).await;
+    let mut config = sys.service_config("dev1", "echo");
+    config.connector = config.connector.with_spares();
+    let spares = config.connector.spares().unwrap().clone();
+
+    let mut stream = open_stream(&config).await.unwrap();
+    // Ready at once (a spare dialed afterwards could not be: this test's runtime has one
+    // thread, and nothing has yielded to the dialing task yet).
+    assert!(spares.is_ready(), "the request's connection was kept");
+    round_trip(&mut stream, b"ping").await;
+    echo_once(&config).await;
+    assert_eq!(spares.used(), 1, "the second request went out on it");
+}

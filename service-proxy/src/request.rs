@@ -214,6 +214,17 @@ fn error_message(body: &[u8]) -> String {
 /// Requests a stream and opens its WebSocket: the byte stream to splice the local side to.
 pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
     let (granted, reuse) = request(config).await?;
+    let elsewhere = |r: &ws::Reusable| {
+        ws::host_and_port(&granted.url).is_ok_and(|(host, port)| !r.leads_to(&host, port))
+    };
+    let reuse = match reuse {
+        // Another host streams (Azure): the idle request connection serves the next request.
+        Some(r) if elsewhere(&r) => {
+            config.connector.offer_spare(&r.host, r.port, r.tls);
+            None
+        }
+        other => other,
+    };
     let stream = ws::connect_stream_on(&config.connector, &granted.url, &granted.token, reuse)
         .await
         .map_err(|cause| StreamError::WebSocket {
