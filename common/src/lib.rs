@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config_file;
 pub mod connection_string;
 pub mod credentials;
+pub mod keepalive;
 pub mod logging;
 pub mod mqtt;
 pub mod protocol;

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use crate::{
+    keepalive,
     proxy::{HttpProxy, ProxyError, ProxySettings},
     read_ahead::ReadAhead,
     resolve::Resolver,
@@ -224,6 +225,7 @@ impl Connector {
             })??;
         // Interactive sessions (ssh keystrokes) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        keepalive::apply(&tcp);
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| DialError::ServerName(host.into()))?;
         let tcp = ReadAhead::new(tcp);
