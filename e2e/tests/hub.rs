@@ -377,16 +377,7 @@ async fn metrics_and_health_on_the_main_port_and_an_admin_listener() {
     // The accepted stream is counted once its relay has ended.
     let mut metrics = String::new();
     for _ in 0..50 {
-        metrics = https(
-            &sys.connector(),
-            &sys.hostname(),
-            "GET",
-            "/metrics",
-            None,
-            "",
-        )
-        .await
-        .1;
+        metrics = get_metrics(&sys).await;
         if metrics.contains("stream_hub_streams_total{result=\"accepted\"} 1") {
             break;
         }
@@ -447,6 +438,20 @@ async fn an_upgraded_connection_counts_against_the_connection_limit() {
     assert!(e.to_string().contains("not connected"), "{e}");
 }
 
+/// `GET /metrics` on the hub's main port.
+async fn get_metrics(sys: &System) -> String {
+    https(
+        &sys.connector(),
+        &sys.hostname(),
+        "GET",
+        "/metrics",
+        None,
+        "",
+    )
+    .await
+    .1
+}
+
 /// The value of an unlabelled counter in a `/metrics` text exposition.
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
@@ -458,18 +463,7 @@ fn counter(metrics: &str, name: &str) -> u64 {
 #[tokio::test]
 async fn a_stream_request_s_connection_carries_the_stream_too() {
     let (sys, _echo, _device) = echo_system(Limits::default()).await;
-    let accepted = || async {
-        let metrics = https(
-            &sys.connector(),
-            &sys.hostname(),
-            "GET",
-            "/metrics",
-            None,
-            "",
-        )
-        .await;
-        counter(&metrics.1, "stream_hub_connections_total")
-    };
+    let accepted = || async { counter(&get_metrics(&sys).await, "stream_hub_connections_total") };
     let before = accepted().await;
     echo_once(&sys.service_config("dev1", "echo")).await;
     // The service side's request and WebSocket on one connection, the device's WebSocket

@@ -67,6 +67,14 @@ fn print_service_string(hostname: &str, p: &Policy) {
     );
 }
 
+/// The device's primary key, or its secondary one.
+fn key(d: &Device, secondary: bool) -> &device_streams_common::Secret {
+    match secondary {
+        true => &d.secondary_key,
+        false => &d.primary_key,
+    }
+}
+
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
     let hostname = dir.hostname(&registry)?;
@@ -92,26 +100,10 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
         DeviceCommand::ConnectionString { id, secondary } => {
-            let d = find(&id)?;
-            print_cs(
-                &id,
-                if secondary {
-                    &d.secondary_key
-                } else {
-                    &d.primary_key
-                },
-            );
+            print_cs(&id, key(&find(&id)?, secondary));
         }
         DeviceCommand::RotateKey { id, secondary } => {
-            let d = registry.rotate_key(&id, secondary)?;
-            print_cs(
-                &id,
-                if secondary {
-                    &d.secondary_key
-                } else {
-                    &d.primary_key
-                },
-            );
+            print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary));
         }
         DeviceCommand::List { json: true } => {
             let list = registry.devices()?.iter().map(public).collect();
