@@ -7,7 +7,10 @@
 //! - [`sas`]: shared access signature tokens: signing, parsing, verifying.
 //! - [`protocol`]: the Azure IoT Hub device-streams wire protocol: topics, headers, paths, limits.
 //! - [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` and the HTTP CONNECT tunnel every dial may go through.
-//! - [`tls`]: rustls client and server set-up, and dialing a TLS connection with timeouts.
+//! - [`tls`]: rustls client and server set-up, and dialing a TLS connection with timeouts;
+//!   under it [`resolve`] (names resolved once per 30 s), [`keepalive`] (TCP keepalive to the
+//!   hub), [`read_ahead`] (a read buffer only while data comes in bulk) and [`spare`] (one
+//!   connection dialed ahead for the next stream).
 //! - [`ws`]: a WebSocket carrying raw bytes, adapted to `AsyncRead`/`AsyncWrite`, and the client dial.
 //! - [`splice`]: joining a local socket to a stream's WebSocket, and what end-of-stream means.
 //! - [`mqtt`]: reading and writing MQTT 3.1.1 packets on a byte stream (codec from `rumqttc`).
