@@ -23,15 +23,13 @@ use std::{
 use futures_util::task::noop_waker_ref;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::tls::ClientTls;
+use crate::tls::{ClientTls, Reusable};
 
 /// How long a spare is kept: well inside the hub's 10 s wait for a first request.
 pub const SPARE_TTL: Duration = Duration::from_secs(5);
 
 struct Spare {
-    host: String,
-    port: u16,
-    tls: ClientTls,
+    conn: Reusable,
     dialed: Instant,
 }
 
@@ -46,22 +44,19 @@ impl Spares {
     /// The spare for `host:port`, if there is a fresh, open one.
     pub fn take(&self, host: &str, port: u16) -> Option<ClientTls> {
         let mut spare = self.lock().take()?;
-        let usable = spare.port == port
-            && spare.host.eq_ignore_ascii_case(host)
+        let usable = spare.conn.leads_to(host, port)
             && spare.dialed.elapsed() < SPARE_TTL
-            && is_open(&mut spare.tls);
+            && is_open(&mut spare.conn.tls);
         usable.then(|| {
             self.used.fetch_add(1, Ordering::Relaxed);
-            spare.tls
+            spare.conn.tls
         })
     }
 
-    /// Keeps `tls` as the spare for `host:port`, replacing an older one.
-    pub fn put(&self, host: &str, port: u16, tls: ClientTls) {
+    /// Keeps `conn` as the spare, replacing an older one.
+    pub fn put(&self, conn: Reusable) {
         *self.lock() = Some(Spare {
-            host: host.to_string(),
-            port,
-            tls,
+            conn,
             dialed: Instant::now(),
         });
     }

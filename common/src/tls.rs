@@ -39,6 +39,25 @@ pub type Transport = ReadAhead<TcpStream>;
 /// A client's TLS connection to the hub.
 pub type ClientTls = TlsStream<Transport>;
 
+/// A TLS connection to `host:port` with nothing in flight, which a WebSocket or request to
+/// that same `host:port` may use instead of dialing: the service proxy's connection that
+/// just carried the stream request (our hub streams on the port it serves REST on;
+/// Azure's streaming endpoint is another host), the device proxy's dial made ahead
+/// ([`crate::ws::dial`]), or a spare ([`crate::spare`]). It takes a TCP connect and a TLS
+/// handshake off a stream's set-up.
+pub struct Reusable {
+    pub host: String,
+    pub port: u16,
+    pub tls: ClientTls,
+}
+
+impl Reusable {
+    /// Whether this connection leads where a connection to `host:port` must go.
+    pub fn leads_to(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.eq_ignore_ascii_case(host)
+    }
+}
+
 /// Reads every certificate in a PEM file; an empty or unreadable file is an error naming it.
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
@@ -174,12 +193,12 @@ impl Connector {
         }
     }
 
-    /// Keeps `tls`, an idle connection to `host:port` that nothing else will use, as the
-    /// spare, if spares are kept (the service proxy's request connection when the stream's
-    /// WebSocket goes to another host, as with Azure).
-    pub fn offer_spare(&self, host: &str, port: u16, tls: ClientTls) {
+    /// Keeps `idle`, a connection that nothing else will use, as the spare, if spares are
+    /// kept (the service proxy's request connection when the stream's WebSocket goes to
+    /// another host, as with Azure).
+    pub fn offer_spare(&self, idle: Reusable) {
         if let Some(spares) = &self.spares {
-            spares.put(host, port, tls);
+            spares.put(idle);
         }
     }
 
@@ -195,7 +214,7 @@ impl Connector {
         // Bounded by the connector's timeouts and the spare's lifetime; a failed spare is no loss.
         tokio::spawn(async move {
             if let Ok(tls) = connector.connect(&host, port).await {
-                spares.put(&host, port, tls);
+                spares.put(Reusable { host, port, tls });
                 tokio::time::sleep(SPARE_TTL).await;
                 spares.expire();
             }

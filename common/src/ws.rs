@@ -37,7 +37,7 @@ use tokio_tungstenite::{
 
 use crate::{
     protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
-    tls::{ClientTls, Connector, DialError},
+    tls::{ClientTls, Connector, DialError, Reusable},
     Secret,
 };
 
@@ -276,24 +276,6 @@ pub async fn connect_stream(
     token: &Secret,
 ) -> Result<ClientStream, WsError> {
     connect_stream_on(connector, url, token, None).await
-}
-
-/// A TLS connection to `host:port` with nothing in flight, which a WebSocket to that same
-/// `host:port` may use instead of dialing: the service proxy's connection that just
-/// carried the stream request, when the hub streams on the port it serves REST on (ours
-/// does; Azure's streaming endpoint is another host), or the device proxy's [`dial`] made
-/// ahead. It takes a TCP connect and a TLS handshake off every stream's set-up.
-pub struct Reusable {
-    pub host: String,
-    pub port: u16,
-    pub tls: ClientTls,
-}
-
-impl Reusable {
-    /// Whether this connection leads where a WebSocket to `host:port` must go.
-    pub fn leads_to(&self, host: &str, port: u16) -> bool {
-        self.port == port && self.host.eq_ignore_ascii_case(host)
-    }
 }
 
 /// [`connect_stream`], on `reuse` when it leads to the URL's host and port.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use device_streams_common::{
     protocol::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
     sas::{self, SasError},
-    tls::{ClientTls, DialError},
+    tls::{ClientTls, DialError, Reusable},
     ws::{self, ClientStream, WsError},
     Secret,
 };
@@ -67,8 +67,8 @@ pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
 }
 
 /// [`request_stream`], also handing back the request's connection when it can carry the
-/// stream's WebSocket next (see [`ws::Reusable`]).
-async fn request(config: &Config) -> Result<(Granted, Option<ws::Reusable>), StreamError> {
+/// stream's WebSocket next (see [`Reusable`]).
+async fn request(config: &Config) -> Result<(Granted, Option<Reusable>), StreamError> {
     let device = || config.device_id.clone();
     let cs = &config.connection;
     let tls = config
@@ -182,7 +182,7 @@ type Driver =
 
 /// The request's connection back from hyper, if it is idle with nothing unread; else
 /// `None` and the stream dials its own.
-async fn idle_connection(driver: Driver, host: String, port: u16) -> Option<ws::Reusable> {
+async fn idle_connection(driver: Driver, host: String, port: u16) -> Option<Reusable> {
     // The response is complete and the sender dropped, so hyper hands the connection back
     // at once; the bound only guards against a hub that misbehaves.
     let parts = tokio::time::timeout(Duration::from_secs(1), driver)
@@ -190,7 +190,7 @@ async fn idle_connection(driver: Driver, host: String, port: u16) -> Option<ws::
         .ok()?
         .ok()?
         .ok()?;
-    parts.read_buf.is_empty().then(|| ws::Reusable {
+    parts.read_buf.is_empty().then(|| Reusable {
         host,
         port,
         tls: parts.io.into_inner(),
@@ -214,13 +214,13 @@ fn error_message(body: &[u8]) -> String {
 /// Requests a stream and opens its WebSocket: the byte stream to splice the local side to.
 pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
     let (granted, reuse) = request(config).await?;
-    let elsewhere = |r: &ws::Reusable| {
+    let elsewhere = |r: &Reusable| {
         ws::host_and_port(&granted.url).is_ok_and(|(host, port)| !r.leads_to(&host, port))
     };
     let reuse = match reuse {
         // Another host streams (Azure): the idle request connection serves the next request.
         Some(r) if elsewhere(&r) => {
-            config.connector.offer_spare(&r.host, r.port, r.tls);
+            config.connector.offer_spare(r);
             None
         }
         other => other,
