@@ -39,10 +39,6 @@ impl<S> ReadAhead<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Whether a read-ahead buffer is allocated right now (for tests and memory figures).
     pub fn is_buffering(&self) -> bool {
         self.buf.is_some()

@@ -168,11 +168,6 @@ impl Connector {
         self
     }
 
-    /// The proxy a dial to `host` goes through, if any.
-    pub fn proxy_for(&self, host: &str) -> Option<&HttpProxy> {
-        self.proxy.as_ref().ok()?.for_host(host)
-    }
-
     /// The same connector, keeping a spare connection after each [`Connector::connect_for_stream`]
     /// (see [`crate::spare`]).
     pub fn with_spares(mut self) -> Self {
