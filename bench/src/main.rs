@@ -1,6 +1,6 @@
-//! `bench`: brings up direct loopback TCP, rathole (websocket+TLS) and our tunnel (hub,
-//! device proxy, service proxy as real processes with real TLS) side by side, and prints
-//! one table. Run it through `scripts/bench`, which builds, installs rathole and makes
+//! `bench`: brings up direct loopback TCP, rathole (websocket+TLS), our tunnel (hub,
+//! device proxy, service proxy as real processes with real TLS) and three plain TCP relays
+//! in a chain (our tunnel's shape without its work) side by side, and prints one table. Run it through `scripts/bench`, which builds, installs rathole and makes
 //! rathole's certificate. Not a test: nothing here asserts a speed.
 #![forbid(unsafe_code)]
 
@@ -16,10 +16,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use measure::Direction;
-use procs::{free_port, loopback, Rathole, RatholeTls};
+use procs::{free_port, loopback, Rathole, RatholeTls, Relays};
 use table::{Row, Table};
 
-/// Benchmark: direct TCP vs rathole websocket+TLS vs device streams, one table.
+/// Benchmark: direct TCP vs rathole websocket+TLS vs device streams vs plain relays, one table.
 #[derive(Parser)]
 struct Args {
     /// Directory holding stream-hub, device-local-proxy and service-local-proxy.
@@ -58,11 +58,17 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     devices: Vec<usize>,
     /// Paths measured for the speed figures (for profiling one of them alone).
-    #[arg(long, value_delimiter = ',', default_value = "direct,rathole,ours")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,rathole,ours,relays"
+    )]
     paths: Vec<String>,
 }
 
-const PATHS: [&str; 3] = ["direct", "rathole", "ours"];
+/// The paths measured side by side; `relays` is three plain TCP relays in a chain (see
+/// `src/bin/tcp-relay.rs`): a stream's processes and hops without TLS or framing.
+const PATHS: [&str; 4] = ["direct", "rathole", "ours", "relays"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -82,13 +88,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let rathole_port = free_port()?;
     let mut rathole = Rathole::start(&args.rathole, &tls, &work, rathole_port, target.addr)?;
-    let addrs: [SocketAddr; 3] = [target.addr, loopback(rathole_port), ours.entrance];
+    let mut relays = Relays::start(&args.bin_dir, &work, target.addr)?;
+    let addrs: [SocketAddr; 4] = [
+        target.addr,
+        loopback(rathole_port),
+        ours.entrance,
+        relays.entrance,
+    ];
     for (name, addr) in PATHS.iter().zip(addrs) {
         measure::wait_ready(addr, Duration::from_secs(30))
             .await
             .with_context(|| format!("{name} path is not up (logs in {})", work.display()))?;
     }
-    eprintln!("all three paths echo; measuring");
+    eprintln!("all paths echo; measuring");
 
     idle_stream_memory(&args, &mut table, &ours, &rathole, addrs[1]).await?;
     target.settle(Duration::from_secs(10)).await;
@@ -98,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         (Direction::Down, "device→service"),
     ] {
         for streams in [1, 8] {
-            let mut vals = [None; 3];
+            let mut vals = [None; 4];
             for (i, addr) in chosen(&args, addrs) {
                 let bps = measure::throughput(
                     addr,
@@ -122,14 +134,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut rtt: [Option<measure::Percentiles>; 3] = Default::default();
+    let mut rtt: [Option<measure::Percentiles>; 4] = Default::default();
     for (i, addr) in chosen(&args, addrs) {
         rtt[i] = Some(measure::ping_pong(addr, args.pings, Duration::from_secs(20)).await?);
     }
     push_percentiles(&mut table, "round trip 64 B", "µs", 1e6, &rtt);
     target.settle(Duration::from_secs(10)).await;
 
-    let mut setup: [Option<measure::Percentiles>; 3] = Default::default();
+    let mut setup: [Option<measure::Percentiles>; 4] = Default::default();
     for (i, addr) in chosen(&args, addrs) {
         let p = measure::setup(addr, args.setups, Duration::from_secs(30)).await?;
         eprintln!("set-up via {}: {} samples", PATHS[i], p.n);
@@ -139,12 +151,24 @@ async fn main() -> anyhow::Result<()> {
     let name = "stream set-up (connect → first echo)";
     push_percentiles(&mut table, name, "ms", 1e3, &setup);
 
-    let mut rates = [None; 3];
+    let mut rates = [None; 4];
+    let mut cpu = [None; 4];
     let mut failures = Vec::new();
+    let tunnels: [Vec<&procs::Proc>; 4] = [
+        vec![],
+        vec![&rathole.server, &rathole.client],
+        vec![&ours.hub, &ours.device, &ours.service],
+        relays.procs.iter().collect(),
+    ];
     for (i, addr) in chosen(&args, addrs) {
-        let (r, failed) = measure::rate(addr, args.rate_workers, args.rate_window).await;
-        rates[i] = Some(r);
-        failures.push(format!("{}: {failed}", PATHS[i]));
+        let before = cpu_time(&tunnels[i])?;
+        let r = measure::rate(addr, args.rate_workers, args.rate_window).await;
+        let used = cpu_time(&tunnels[i])? - before;
+        rates[i] = Some(r.per_second);
+        if !tunnels[i].is_empty() && r.done > 0 {
+            cpu[i] = Some(used.as_secs_f64() * 1e6 / r.done as f64);
+        }
+        failures.push(format!("{}: {}", PATHS[i], r.failed));
         target.settle(Duration::from_secs(15)).await;
     }
     table.push(Row::new(
@@ -155,12 +179,20 @@ async fn main() -> anyhow::Result<()> {
         "1/s",
         rates,
     ));
+    table.push(Row::new(
+        "CPU per stream opened+closed (all of a tunnel's processes)",
+        "µs",
+        cpu,
+    ));
     for p in [&mut ours.hub, &mut ours.device, &mut ours.service] {
         p.check_alive()?;
     }
     rathole.server.check_alive()?;
     rathole.client.check_alive()?;
-    drop((ours, rathole));
+    for p in &mut relays.procs {
+        p.check_alive()?;
+    }
+    drop((ours, rathole, relays));
 
     // Phase 2: a fresh hub with many registered devices, for memory per idle device.
     let work = args.work.join("devices");
@@ -190,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 rss / 1024
             ),
             "KiB",
-            [None, None, Some(per)],
+            [None, None, Some(per), None],
         ));
     }
     drop(sessions);
@@ -200,8 +232,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The paths picked with `--paths`, as (index into [`PATHS`], address).
-fn chosen(args: &Args, addrs: [SocketAddr; 3]) -> Vec<(usize, SocketAddr)> {
-    (0..3)
+fn chosen(args: &Args, addrs: [SocketAddr; 4]) -> Vec<(usize, SocketAddr)> {
+    (0..PATHS.len())
         .filter(|&i| args.paths.iter().any(|p| p == PATHS[i]))
         .map(|i| (i, addrs[i]))
         .collect()
@@ -213,7 +245,7 @@ fn push_percentiles(
     name: &str,
     unit: &'static str,
     scale: f64,
-    runs: &[Option<measure::Percentiles>; 3],
+    runs: &[Option<measure::Percentiles>; 4],
 ) {
     for (q, pick) in [("p50", 0), ("p99", 1)] {
         let vals = runs.each_ref().map(|r| {
@@ -222,6 +254,11 @@ fn push_percentiles(
         });
         table.push(Row::new(format!("{name}, {q}"), unit, vals));
     }
+}
+
+/// CPU time `procs` have used so far, together.
+fn cpu_time(procs: &[&procs::Proc]) -> anyhow::Result<Duration> {
+    procs.iter().map(|p| p.cpu_time()).sum()
 }
 
 /// RSS once it has stopped moving (allocations of the last connections settle).
@@ -247,7 +284,7 @@ async fn idle_stream_memory(
     table.push(Row::new(
         format!("RSS per open idle stream ({n} streams; hub vs rathole server)"),
         "KiB",
-        [None, per(before.1, after.1), per(before.0, after.0)],
+        [None, per(before.1, after.1), per(before.0, after.0), None],
     ));
     Ok(())
 }

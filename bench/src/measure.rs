@@ -178,7 +178,14 @@ pub async fn setup(addr: SocketAddr, count: usize, limit: Duration) -> anyhow::R
 
 /// Streams opened (first byte echoed) and closed per second, `workers` at a time, for `window`.
 /// Returns (streams per second, failures).
-pub async fn rate(addr: SocketAddr, workers: usize, window: Duration) -> (f64, u64) {
+/// Streams opened and closed by [`rate`].
+pub struct Rate {
+    pub per_second: f64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+pub async fn rate(addr: SocketAddr, workers: usize, window: Duration) -> Rate {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -204,11 +211,12 @@ pub async fn rate(addr: SocketAddr, workers: usize, window: Duration) -> (f64, u
     for t in tasks {
         let _ = t.await;
     }
-    let n = done.load(Ordering::Relaxed);
-    (
-        n as f64 / start.elapsed().as_secs_f64(),
-        failed.load(Ordering::Relaxed),
-    )
+    let done = done.load(Ordering::Relaxed);
+    Rate {
+        per_second: done as f64 / start.elapsed().as_secs_f64(),
+        done,
+        failed: failed.load(Ordering::Relaxed),
+    }
 }
 
 /// Opens `count` idle echo streams (each proven open by its first echo) and keeps them.

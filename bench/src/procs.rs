@@ -42,6 +42,16 @@ impl Proc {
             .with_context(|| format!("no VmRSS for {}", self.name))
     }
 
+    /// CPU time used so far (user + system, all threads), from /proc; 10 ms resolution.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .with_context(|| format!("{} is not running", self.name))?;
+        let ticks =
+            cpu_ticks(&stat).with_context(|| format!("unreadable /proc stat for {}", self.name))?;
+        // /proc counts in USER_HZ, which is 100 on Linux whatever the kernel's own HZ.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
@@ -55,6 +65,17 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime from a `/proc/<pid>/stat` line. The command name comes second, in
+/// parentheses, and may itself hold spaces and parentheses, so fields are counted from
+/// its last `)`: utime and stime are the 12th and 13th after it.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// A loopback port nobody listens on right now.
@@ -152,4 +173,44 @@ token = "bench-token"
 {service}
 "#
     )
+}
+
+/// Three `tcp-relay` processes in a chain in front of `target`: a stream's shape (three
+/// processes, four loopback hops) without its TLS and framing.
+pub struct Relays {
+    pub procs: Vec<Proc>,
+    pub entrance: SocketAddr,
+}
+
+impl Relays {
+    pub fn start(bin_dir: &Path, work: &Path, target: SocketAddr) -> anyhow::Result<Relays> {
+        let mut next = target;
+        let mut procs = Vec::new();
+        for name in ["relay-device", "relay-hub", "relay-service"] {
+            let listen = loopback(free_port()?);
+            let mut cmd = Command::new(bin_dir.join("tcp-relay"));
+            cmd.arg(listen.to_string()).arg(next.to_string());
+            procs.push(Proc::spawn(name, cmd, work)?);
+            next = listen;
+        }
+        Ok(Relays {
+            procs,
+            entrance: next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ticks;
+
+    #[test]
+    fn cpu_ticks_counts_fields_after_the_command_name() {
+        // A real line's shape, with a command name holding a space and a parenthesis.
+        let stat = "4242 (tokio rt) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 \
+                    731 269 0 0 20 0 3 0 1000 2000000 500";
+        assert_eq!(cpu_ticks(stat), Some(731 + 269));
+        assert_eq!(cpu_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(cpu_ticks("no parenthesis at all"), None);
+    }
 }

@@ -5,12 +5,12 @@ use std::fmt::Write;
 pub struct Row {
     name: String,
     unit: &'static str,
-    /// direct, rathole, ours
-    vals: [Option<f64>; 3],
+    /// direct, rathole, ours, relays
+    vals: [Option<f64>; 4],
 }
 
 impl Row {
-    pub fn new(name: impl Into<String>, unit: &'static str, vals: [Option<f64>; 3]) -> Row {
+    pub fn new(name: impl Into<String>, unit: &'static str, vals: [Option<f64>; 4]) -> Row {
         Row {
             name: name.into(),
             unit,
@@ -45,26 +45,30 @@ impl Table {
         self.rows.push(row);
     }
 
-    pub fn render(&self, paths: &[&str; 3]) -> String {
+    /// The last column says how far the shape alone (three plain relays) is from rathole,
+    /// next to how far ours is.
+    pub fn render(&self, paths: &[&str; 4]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| figure | unit | {} | {} | {} | ours / rathole | ours / direct |",
-            paths[0], paths[1], paths[2]
+            "| figure | unit | {} | {} | {} | {} | ours / rathole | ours / direct | relays / rathole |",
+            paths[0], paths[1], paths[2], paths[3]
         );
-        out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
-            let [d, rh, o] = r.vals;
+            let [d, rh, o, rl] = r.vals;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.name,
                 r.unit,
                 cell(d),
                 cell(rh),
                 cell(o),
+                cell(rl),
                 ratio(o, rh),
-                ratio(o, d)
+                ratio(o, d),
+                ratio(rl, rh)
             );
         }
         out
