@@ -29,7 +29,7 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::protocol::MAX_DATA_MESSAGE;
+use crate::protocol::DATA_MESSAGE;
 
 /// Bytes moved by one splice, in each direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ where
 {
     // One read of up to 64 KiB becomes one WebSocket message; copy_buf flushes only
     // when the reader has nothing more right now, so bulk data batches and keystrokes don't wait.
-    let mut reader = BufReader::with_capacity(MAX_DATA_MESSAGE, reader);
+    let mut reader = BufReader::with_capacity(DATA_MESSAGE, reader);
     let mut writer = Counted {
         inner: writer,
         count,

@@ -36,7 +36,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    protocol::{EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
+    protocol::{DATA_MESSAGE, EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
     tls::{ClientTls, Connector, DialError, Reusable},
     Secret,
 };
@@ -53,7 +53,9 @@ pub fn config() -> WebSocketConfig {
 pub fn config_with_max(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(STREAM_READ_BUFFER)
-        .write_buffer_size(MAX_DATA_MESSAGE)
+        // tungstenite writes once its buffer holds more than this, so a full data message
+        // goes out at once, alone (four whole TLS records), and small ones wait for a flush.
+        .write_buffer_size(DATA_MESSAGE)
         .max_write_buffer_size(4 * MAX_DATA_MESSAGE)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
@@ -193,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
             return Poll::Ready(Ok(0));
         }
         ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(to_io)?;
-        let n = buf.len().min(MAX_DATA_MESSAGE);
+        let n = buf.len().min(DATA_MESSAGE);
         let msg = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
         Pin::new(&mut self.inner).start_send(msg).map_err(to_io)?;
         Poll::Ready(Ok(n))
@@ -384,5 +386,38 @@ async fn handshake(
             host: addr,
             cause: Box::new(cause),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// What a proxy sends for bulk data, as bytes on the wire: each full message's frame
+    /// (masked, as a client's must be) is exactly 64 KiB, so under TLS it is four whole
+    /// records, and it is written at once, without waiting for a flush.
+    #[tokio::test]
+    async fn a_full_data_message_is_a_64_kib_frame_written_at_once() {
+        let (ours, mut wire) = tokio::io::duplex(4 * MAX_DATA_MESSAGE);
+        let ws = WebSocketStream::from_raw_socket(ours, Role::Client, Some(config())).await;
+        let mut stream = WsStream::new(ws);
+        stream.write_all(&[7u8; DATA_MESSAGE]).await.unwrap();
+
+        let mut frame = vec![0u8; 64 * 1024];
+        tokio::time::timeout(Duration::from_secs(5), wire.read_exact(&mut frame))
+            .await
+            .expect("a full message must not wait for a flush")
+            .unwrap();
+        assert_eq!(frame[0], 0x82, "one final binary frame");
+        assert_eq!(frame[1], 0x80 | 126, "masked, 16-bit length");
+        let len = u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        assert_eq!(len, DATA_MESSAGE);
+        assert_eq!(
+            2 + 2 + 4 + len,
+            frame.len(),
+            "header and payload fill 64 KiB"
+        );
     }
 }
