@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use device_local_proxy::{Config, Target, Targets};
-use device_streams_common::{cli, credentials, logging, tls, Secret};
+use device_streams_common::{cli, logging, Secret};
 
 /// Device side of Azure IoT Hub device streams: keeps a control connection to the hub and
 /// splices each accepted stream to a local target from --map (e.g. the local sshd).
@@ -74,19 +74,16 @@ fn main() -> ExitCode {
 
 fn config(args: Args) -> anyhow::Result<Config> {
     use anyhow::Context;
-    let connection = credentials::connection_string(
+    let connection = cli::connection_string(
         args.connection_string,
         args.connection_string_file.as_deref(),
         "device-connection-string",
-    )?
-    .expose()
-    .parse()
-    .context("--connection-string")?;
-    let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
-    let mut connector = tls::Connector::new(tls, args.connect_timeout);
-    if !args.no_spare {
-        connector = connector.with_spares();
-    }
+    )?;
+    let connector = cli::hub_connector(
+        args.ca_file.as_deref(),
+        args.connect_timeout,
+        !args.no_spare,
+    )?;
     Ok(Config {
         connection,
         connector,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context;
 use clap::Parser;
-use device_streams_common::{cli, credentials, logging, protocol, sd_notify, tls, Secret};
+use device_streams_common::{cli, logging, protocol, sd_notify, Secret};
 use service_local_proxy::{forward::Forward, Config};
 
 /// Service side of Azure IoT Hub device streams: each local connection (or stdin/stdout
@@ -106,14 +106,11 @@ fn main() -> ExitCode {
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
-    let connection = credentials::connection_string(
+    let connection = cli::connection_string(
         args.connection_string,
         args.connection_string_file.as_deref(),
         "service-connection-string",
-    )?
-    .expose()
-    .parse()
-    .context("--connection-string")?;
+    )?;
     // With --forward each listener names its own device and stream (checked when parsed).
     let device_id = args.device_id.unwrap_or_default();
     anyhow::ensure!(
@@ -125,11 +122,9 @@ fn config(args: Args) -> anyhow::Result<Config> {
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
         args.stream_name
     );
-    let tls = tls::client_config(args.ca_file.as_deref()).context("--ca-file")?;
-    let mut connector = tls::Connector::new(tls, args.connect_timeout);
-    if !args.no_spare && !args.stdio {
-        connector = connector.with_spares();
-    }
+    // One stream per process with --stdio: a spare would only be dialed to be dropped.
+    let spares = !args.no_spare && !args.stdio;
+    let connector = cli::hub_connector(args.ca_file.as_deref(), args.connect_timeout, spares)?;
     Ok(Config {
         connection,
         connector,
