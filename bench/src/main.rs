@@ -1,7 +1,8 @@
 //! `bench`: brings up direct loopback TCP, rathole (websocket+TLS), our tunnel (hub,
 //! device proxy, service proxy as real processes with real TLS) and three plain TCP relays
-//! in a chain (our tunnel's shape without its work) side by side, and prints one table. Run it through `scripts/bench`, which builds, installs rathole and makes
-//! rathole's certificate. Not a test: nothing here asserts a speed.
+//! in a chain (our tunnel's shape without its work) side by side, and prints one table.
+//! Run it through `scripts/bench`, which builds, installs rathole and makes rathole's
+//! certificate. Not a test: nothing here asserts a speed.
 #![forbid(unsafe_code)]
 
 mod devices;

@@ -68,7 +68,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // One read of up to 64 KiB becomes one WebSocket message; copy_buf flushes only
+    // One read of up to DATA_MESSAGE bytes becomes one WebSocket message; copy_buf flushes only
     // when the reader has nothing more right now, so bulk data batches and keystrokes don't wait.
     let mut reader = BufReader::with_capacity(DATA_MESSAGE, reader);
     let mut writer = Counted {
