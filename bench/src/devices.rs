@@ -4,12 +4,16 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use device_streams_common::{
+use device_streams::{
+    connector::tls,
+    websocket::{self, ClientStream},
+    Connector,
+};
+use device_streams_protocol::ws::WsStream;
+use device_streams_protocol::{
     mqtt::{MqttIo, MAX_PACKET},
-    protocol::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
     sas,
-    tls::{self, Connector},
-    ws::{self, ClientStream, WsStream},
+    wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
     Secret,
 };
 use rumqttc::mqttbytes::{
@@ -32,7 +36,7 @@ async fn connect_one(
     key: &Secret,
 ) -> anyhow::Result<Session> {
     let url = format!("wss://{hostname}{MQTT_WS_PATH}");
-    let socket = ws::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL)).await?;
+    let socket = websocket::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL)).await?;
     let mut io = MqttIo::new(WsStream::new(socket), MAX_PACKET);
     let token = sas::sign_for(
         &sas::device_resource(hostname, id),
@@ -43,13 +47,13 @@ async fn connect_one(
     let mut connect = Connect::new(id);
     // Long keep-alive: the figure is what an idle device costs, not its pings.
     connect.keep_alive = 3600;
-    connect.set_login(protocol::mqtt_username(hostname, id), token.expose());
+    connect.set_login(wire::mqtt_username(hostname, id), token.expose());
     io.write(Packet::Connect(connect)).await?;
     match io.read().await? {
         Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {}
         _ => anyhow::bail!("device {id}: no successful CONNACK"),
     }
-    let sub = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
+    let sub = Subscribe::new(wire::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
     io.write(Packet::Subscribe(sub)).await?;
     match io.read().await? {
         Some(Packet::SubAck(_)) => Ok(io),

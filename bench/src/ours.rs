@@ -9,7 +9,10 @@ use std::{
 };
 
 use anyhow::Context;
-use device_streams_common::Secret;
+use device_streams_protocol::{
+    connection_string::{DeviceConnectionString, ServiceConnectionString},
+    Secret,
+};
 use stream_hub::init::{self, DataDir};
 
 use crate::procs::{free_port, loopback, wait_listening, Proc};
@@ -44,12 +47,14 @@ impl Ours {
         init::init(&data, &hostname).context("hub init")?;
         let registry = data.registry()?;
         let device = registry.add_device("bench-dev")?;
-        let device_cs = init::device_connection_string(&hostname, "bench-dev", &device.primary_key);
+        let host = data.host(&registry)?;
+        let device_cs = DeviceConnectionString::new(host.clone(), "bench-dev", device.primary_key)
+            .to_secret_string();
         let policy = registry
             .policy(init::DEFAULT_POLICY)?
             .context("the default policy is missing")?;
         let service_cs =
-            init::service_connection_string(&hostname, &policy.name, &policy.primary_key);
+            ServiceConnectionString::new(host, policy.name, policy.primary_key).to_secret_string();
         let mut idle = Vec::with_capacity(idle_devices);
         for i in 0..idle_devices {
             let id = format!("idle-{i}");

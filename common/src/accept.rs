@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use device_streams_protocol::backoff::Backoff;
 
 /// Accepts connections off one listener, pausing with backoff after errors.
 pub struct Acceptor {

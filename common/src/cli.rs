@@ -1,9 +1,7 @@
 //! What the three `main`s share: parsing (config file, completions, man page), exit codes,
 //! one-line errors, the runtime, signals, and telling systemd how the service is doing.
 
-use std::{
-    ffi::OsString, future::Future, path::Path, process::ExitCode, str::FromStr, time::Duration,
-};
+use std::{ffi::OsString, future::Future, path::Path, process::ExitCode, str::FromStr};
 
 use anyhow::Context;
 use clap::Parser;
@@ -70,7 +68,7 @@ fn generate(cmd: &mut clap::Command, args: &[OsString]) -> Option<i32> {
 /// A proxy's connection string — `--connection-string`, else its file, else the systemd
 /// credential `credential` ([`crate::credentials`]) — parsed.
 pub fn connection_string<T>(
-    value: Option<crate::Secret>,
+    value: Option<device_streams_protocol::Secret>,
     file: Option<&Path>,
     credential: &str,
 ) -> anyhow::Result<T>
@@ -82,21 +80,6 @@ where
         .expose()
         .parse()
         .context("--connection-string")
-}
-
-/// How a proxy dials the hub: trusting `--ca-file` (else the system's roots), `timeout` on
-/// each step, and a spare connection kept for the next stream when `spares`.
-pub fn hub_connector(
-    ca_file: Option<&Path>,
-    timeout: Duration,
-    spares: bool,
-) -> anyhow::Result<crate::tls::Connector> {
-    let tls = crate::tls::client_config(ca_file).context("--ca-file")?;
-    let connector = crate::tls::Connector::new(tls, timeout);
-    Ok(match spares {
-        true => connector.with_spares(),
-        false => connector,
-    })
 }
 
 /// Runs a binary: a configuration error exits 2, a runtime error exits 1, each printed as

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::Secret;
+use device_streams_protocol::Secret;
 
 /// The connection string from `value`, else read from `file`, else from the systemd
 /// credential `credential` (`$CREDENTIALS_DIRECTORY/<credential>`). Errors name the file,

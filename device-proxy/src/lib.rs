@@ -2,41 +2,102 @@
 //!
 //! Layout:
 //! - [`targets`]: the device's own map of stream names to local `host:port` targets.
-//! - [`control`]: the control channel to the hub (MQTT over WebSocket): connect with a
-//!   SAS token, subscribe, answer stream requests, keep alive, renew the token,
-//!   reconnect forever with backoff.
-//! - [`stream`]: one accepted stream: dial the target, open the stream's WebSocket, splice.
+//! - [`run`]: takes stream requests from the SDK's [`DeviceClient`] (which keeps the
+//!   control channel up: token renewal, keep-alive, reconnects with backoff) and admits
+//!   each by its name and the stream limit;
+//! - [`stream`]: one admitted stream: dial the target, accept, splice.
 //!
 //! Entry point: [`run`], which returns once `shutdown` is cancelled and open streams
 //! have finished (or the grace period has passed).
 #![forbid(unsafe_code)]
 
-pub mod control;
 pub mod stream;
 pub mod targets;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use device_streams_common::{connection_string::DeviceConnectionString, tls::Connector};
+use device_streams::{
+    device::{IncomingStream, Status},
+    DeviceClient,
+};
+use device_streams_common::{sd_notify, shutdown::drain};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
-pub use control::run;
 pub use targets::{Target, Targets};
 
 pub struct Config {
-    pub connection: DeviceConnectionString,
-    /// Dials the hub and the streaming endpoint (TLS, with the connect timeout).
-    pub connector: Connector,
+    /// The control channel to the hub, ready to start.
+    pub client: DeviceClient,
     pub targets: Targets,
     /// Time allowed to connect to a local target.
     pub target_timeout: Duration,
-    /// MQTT keep-alive: a PINGREQ this often, and the hub must answer within it.
-    pub keep_alive: Duration,
-    /// Lifetime of each SAS token; the control channel reconnects with a new one at 80% of it.
-    pub token_ttl: Duration,
     /// Most streams open at once; requests past it are rejected.
     pub max_streams: usize,
     /// How long open streams may go on after a shutdown signal.
     pub shutdown_grace: Duration,
-    /// Longest wait between reconnect attempts.
-    pub max_backoff: Duration,
+}
+
+/// What every stream task shares.
+struct Shared {
+    targets: Targets,
+    target_timeout: Duration,
+}
+
+/// Serves stream requests until `shutdown`, then lets open streams finish within the grace period.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.max_streams));
+    let shared = Arc::new(Shared {
+        targets: config.targets,
+        target_timeout: config.target_timeout,
+    });
+    let hub = config.client.hub();
+    let mut incoming = config.client.start(shutdown.clone());
+    tracker.spawn(tell_systemd(incoming.status(), hub));
+    while let Some(request) = incoming.next().await {
+        match admit(&shared, &slots, config.max_streams, &request) {
+            Ok(slot) => {
+                let span = tracing::info_span!("stream", name = %request.name(), rid = %request.request_id());
+                tracker.spawn(stream::serve(shared.clone(), request, slot).instrument(span));
+            }
+            Err(why) => {
+                tracing::warn!(name = %request.name(), "rejecting stream request: {why}");
+                request.reject(&why).await;
+            }
+        }
+    }
+    incoming.stopped().await;
+    drain(&tracker, config.shutdown_grace).await;
+    Ok(())
+}
+
+/// Whether this device takes the request: its name must be in the map and a slot free.
+fn admit(
+    shared: &Shared,
+    slots: &Arc<Semaphore>,
+    max_streams: usize,
+    request: &IncomingStream,
+) -> Result<OwnedSemaphorePermit, String> {
+    if shared.targets.get(request.name()).is_none() {
+        return Err(format!(
+            "stream name '{}' is not in this device's --map (it maps: {})",
+            request.name(),
+            shared.targets.names().join(", ")
+        ));
+    }
+    slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| format!("already {max_streams} streams open (--max-streams)"))
+}
+
+/// Tells systemd the service is ready once the control channel is first up.
+async fn tell_systemd(mut status: tokio::sync::watch::Receiver<Status>, hub: String) {
+    while status.changed().await.is_ok() {
+        if *status.borrow() == Status::Connected {
+            sd_notify::ready(&format!("connected to hub {hub}"));
+        }
+    }
 }

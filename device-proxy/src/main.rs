@@ -5,7 +5,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use device_local_proxy::{Config, Target, Targets};
-use device_streams_common::{cli, logging, Secret};
+use device_streams::{protocol::Secret, DeviceClient};
+use device_streams_common::{cli, logging};
 
 /// Device side of Azure IoT Hub device streams: keeps a control connection to the hub and
 /// splices each accepted stream to a local target from --map (e.g. the local sshd).
@@ -79,20 +80,20 @@ fn config(args: Args) -> anyhow::Result<Config> {
         args.connection_string_file.as_deref(),
         "device-connection-string",
     )?;
-    let connector = cli::hub_connector(
-        args.ca_file.as_deref(),
-        args.connect_timeout,
-        !args.no_spare,
-    )?;
+    let mut client = DeviceClient::builder(connection)
+        .timeout(args.connect_timeout)
+        .keep_alive(args.keep_alive)
+        .token_ttl(args.token_ttl)
+        .max_backoff(args.max_backoff)
+        .spares(!args.no_spare);
+    if let Some(ca) = &args.ca_file {
+        client = client.ca_file(ca);
+    }
     Ok(Config {
-        connection,
-        connector,
+        client: client.build().context("--ca-file")?,
         targets: Targets::new(args.map).context("--map")?,
         target_timeout: args.target_timeout,
-        keep_alive: args.keep_alive,
-        token_ttl: args.token_ttl,
         max_streams: args.max_streams,
         shutdown_grace: args.shutdown_grace,
-        max_backoff: args.max_backoff,
     })
 }

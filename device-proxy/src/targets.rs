@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, str::FromStr};
 
-use device_streams_common::protocol::valid_stream_name;
+use device_streams::protocol::wire::valid_stream_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

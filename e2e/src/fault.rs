@@ -294,14 +294,14 @@ impl HubProcess {
         spawn(&crate::bin("stream-hub"), &args, &[])
     }
 
-    pub fn connector(&self) -> device_streams_common::tls::Connector {
+    pub fn connector(&self) -> device_streams::Connector {
         crate::connector(&self.dir.join("ca.pem"))
     }
 
     /// A service config for `dev1`'s stream `name` on this hub.
-    pub fn service_config(&self, name: &str) -> service_local_proxy::Config {
+    pub fn service_config(&self, name: &str) -> crate::ServiceConfig {
         let cs = self.service_cs.parse().expect("service connection string");
-        crate::service_config(cs, self.connector(), "dev1", name)
+        crate::ServiceConfig::new(cs, self.connector(), "dev1", name)
     }
 }
 

@@ -6,6 +6,7 @@
 //! data directory made by the real `init`, and the proxies' real `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod clients;
 pub mod daemon;
 pub mod fault;
 pub mod raw;
@@ -20,11 +21,16 @@ use std::{
     time::Duration,
 };
 
-use device_local_proxy::{Target, Targets};
-use device_streams_common::{
-    connection_string::{DeviceConnectionString, ServiceConnectionString},
-    tls::{self, Connector},
-    Secret,
+pub use clients::{
+    connector, device_config, open_stream, request_stream, spawn_device, DeviceConfig,
+    ServiceConfig,
+};
+use device_streams::{
+    protocol::{
+        connection_string::{DeviceConnectionString, ServiceConnectionString},
+        Secret,
+    },
+    Connector,
 };
 use stream_hub::{
     init::{self, DataDir},
@@ -140,6 +146,10 @@ impl System {
         format!("localhost:{}", self.addr.port())
     }
 
+    pub fn host(&self) -> device_streams::protocol::connection_string::HostName {
+        self.hostname().parse().expect("host name")
+    }
+
     pub fn connector(&self) -> Connector {
         connector(&self.ca_file())
     }
@@ -147,10 +157,7 @@ impl System {
     /// Registers a device and returns its connection string.
     pub fn add_device(&self, id: &str) -> DeviceConnectionString {
         let device = self.hub.registry.add_device(id).expect("add device");
-        init::device_connection_string(&self.hostname(), id, &device.primary_key)
-            .expose()
-            .parse()
-            .expect("device connection string")
+        DeviceConnectionString::new(self.host(), id, device.primary_key)
     }
 
     pub fn service_connection(&self) -> ServiceConnectionString {
@@ -160,10 +167,7 @@ impl System {
             .policy(init::DEFAULT_POLICY)
             .expect("registry")
             .expect("policy");
-        init::service_connection_string(&self.hostname(), &policy.name, &policy.primary_key)
-            .expose()
-            .parse()
-            .expect("service connection string")
+        ServiceConnectionString::new(self.host(), policy.name, policy.primary_key)
     }
 
     /// Starts a device proxy for `device` with `map` and waits until the hub sees it.
@@ -185,8 +189,8 @@ impl System {
         panic!("device {device} did not connect to the hub");
     }
 
-    pub fn service_config(&self, device: &str, stream: &str) -> service_local_proxy::Config {
-        service_config(self.service_connection(), self.connector(), device, stream)
+    pub fn service_config(&self, device: &str, stream: &str) -> ServiceConfig {
+        ServiceConfig::new(self.service_connection(), self.connector(), device, stream)
     }
 
     /// Starts a listening service proxy for `device`/`stream`; returns its address.
@@ -194,8 +198,14 @@ impl System {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cancel = CancellationToken::new();
-        let config = Arc::new(self.service_config(device, stream));
-        let task = tokio::spawn(service_local_proxy::run(listener, config, cancel.clone()));
+        let config = self.service_config(device, stream);
+        let (proxy, route) = (Arc::new(config.proxy()), config.route());
+        let task = tokio::spawn(service_local_proxy::run(
+            listener,
+            proxy,
+            route,
+            cancel.clone(),
+        ));
         (addr, Running { cancel, task })
     }
 
@@ -224,7 +234,7 @@ fn launch(
 ) -> (Arc<Hub>, CancellationToken, HubTask) {
     let port = listener.local_addr().expect("addr").port();
     let registry = data.registry().expect("registry");
-    let tls = tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
+    let tls = stream_hub::tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
     let config = Config::new(
         data.hostname(&registry).expect("hostname"),
         port,
@@ -235,60 +245,6 @@ fn launch(
     let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
     let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
     (hub, shutdown, task)
-}
-
-/// A connector trusting `ca_file` that dials directly whatever the developer's
-/// `HTTPS_PROXY` says: the tests reach only loopback (proxy tests set one explicitly).
-pub fn connector(ca_file: &Path) -> Connector {
-    Connector::new(
-        tls::client_config(Some(ca_file)).expect("client tls"),
-        Duration::from_secs(5),
-    )
-    .with_proxy(device_streams_common::proxy::ProxySettings::default())
-}
-
-pub fn device_config(
-    connection: DeviceConnectionString,
-    connector: Connector,
-    map: &[&str],
-) -> device_local_proxy::Config {
-    let targets: Vec<Target> = map.iter().map(|m| m.parse().expect("map entry")).collect();
-    device_local_proxy::Config {
-        connection,
-        connector,
-        targets: Targets::new(targets).expect("targets"),
-        target_timeout: Duration::from_secs(2),
-        keep_alive: Duration::from_secs(30),
-        token_ttl: Duration::from_secs(3600),
-        max_streams: 100,
-        shutdown_grace: Duration::from_secs(2),
-        max_backoff: Duration::from_secs(2),
-    }
-}
-
-pub fn spawn_device(config: device_local_proxy::Config) -> Running {
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(device_local_proxy::run(config, cancel.clone()));
-    Running { cancel, task }
-}
-
-pub fn service_config(
-    connection: ServiceConnectionString,
-    connector: Connector,
-    device: &str,
-    stream: &str,
-) -> service_local_proxy::Config {
-    service_local_proxy::Config {
-        connection,
-        connector,
-        device_id: device.to_string(),
-        stream_name: stream.to_string(),
-        connect_timeout: Duration::from_secs(10),
-        response_timeout: Duration::from_secs(10),
-        token_ttl: Duration::from_secs(300),
-        max_connections: 256,
-        shutdown_grace: Duration::from_secs(2),
-    }
 }
 
 /// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
@@ -400,8 +356,12 @@ pub async fn https(
 
 /// A service SAS token for `policy` with `key`, valid for a minute.
 pub fn service_token(hostname: &str, policy: &str, key: &Secret) -> String {
-    let token =
-        device_streams_common::sas::sign_for(hostname, key, Duration::from_secs(60), Some(policy));
+    let token = device_streams::protocol::sas::sign_for(
+        hostname,
+        key,
+        Duration::from_secs(60),
+        Some(policy),
+    );
     token.expect("sign").expose().to_string()
 }
 

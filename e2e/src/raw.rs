@@ -1,10 +1,11 @@
 //! A bare MQTT-over-WebSocket client, for playing a device that misbehaves.
 
-use device_streams_common::{
+use device_streams::websocket::{self, ClientStream};
+use device_streams::Connector;
+use device_streams_protocol::ws::WsStream;
+use device_streams_protocol::{
     mqtt::{MqttIo, MAX_PACKET},
-    protocol::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
-    tls::Connector,
-    ws::{self, ClientStream, WsStream},
+    wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
 };
 use rumqttc::mqttbytes::{
     v4::{Connect, ConnectReturnCode, Packet, Subscribe},
@@ -15,7 +16,7 @@ pub type Io = MqttIo<ClientStream>;
 
 pub async fn open(connector: &Connector, hostname: &str) -> Io {
     let url = format!("wss://{hostname}{MQTT_WS_PATH}");
-    let ws = ws::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
+    let ws = websocket::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
         .await
         .expect("control WebSocket");
     MqttIo::new(WsStream::new(ws), MAX_PACKET)
@@ -30,7 +31,7 @@ pub async fn connect(
 ) -> ConnectReturnCode {
     let mut connect = Connect::new(device);
     connect.keep_alive = 30;
-    connect.set_login(protocol::mqtt_username(hostname, device), password);
+    connect.set_login(wire::mqtt_username(hostname, device), password);
     io.write(Packet::Connect(connect))
         .await
         .expect("send CONNECT");
@@ -50,8 +51,8 @@ pub async fn connect_with_key(
     key: &super::Secret,
 ) -> (Io, ConnectReturnCode) {
     let host = sys.hostname();
-    let resource = device_streams_common::sas::device_resource(&host, device);
-    let token = device_streams_common::sas::sign_for(
+    let resource = device_streams_protocol::sas::device_resource(&host, device);
+    let token = device_streams_protocol::sas::sign_for(
         &resource,
         key,
         std::time::Duration::from_secs(60),
@@ -64,7 +65,7 @@ pub async fn connect_with_key(
 }
 
 pub async fn subscribe(io: &mut Io) {
-    let sub = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
+    let sub = Subscribe::new(wire::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
     io.write(Packet::Subscribe(sub))
         .await
         .expect("send SUBSCRIBE");

@@ -3,23 +3,25 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use device_streams_common::{
+use device_streams::websocket::{self, WsError};
+use device_streams::StreamError;
+use device_streams_protocol::ws::WsStream;
+use device_streams_protocol::{
     mqtt::MqttIo,
-    protocol::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
     sas,
-    ws::{self, WsError, WsStream},
+    wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
 };
 use e2e::{
     bin, expose,
     fault::{self, eventually, Peer},
     raw, System,
 };
+use e2e::{open_stream, request_stream};
 use futures_util::SinkExt;
 use rumqttc::mqttbytes::{
     v4::{ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReasonCode},
     QoS,
 };
-use service_local_proxy::{open_stream, request::request_stream, StreamError};
 use stream_hub::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,9 +51,9 @@ async fn raw_device(sys: &System, device: &str) -> raw::Io {
 }
 
 /// The control WebSocket with raw bytes written straight onto it.
-async fn raw_bytes(sys: &System, bytes: &[u8]) -> MqttIo<ws::ClientStream> {
+async fn raw_bytes(sys: &System, bytes: &[u8]) -> MqttIo<websocket::ClientStream> {
     let url = format!("wss://{}{MQTT_WS_PATH}", sys.hostname());
-    let ws = ws::connect(&sys.connector(), &url, None, Some(MQTT_WS_SUBPROTOCOL))
+    let ws = websocket::connect(&sys.connector(), &url, None, Some(MQTT_WS_SUBPROTOCOL))
         .await
         .unwrap();
     let mut stream = WsStream::new(ws);
@@ -93,7 +95,7 @@ async fn a_device_may_only_subscribe_and_publish_to_stream_topics() {
     let mut dev1 = raw_device(&sys, "dev1").await;
     let mut sub = Subscribe::new("devices/dev2/messages/devicebound/#", QoS::AtMostOnce);
     sub.add("$iothub/twin/#".into(), QoS::AtMostOnce);
-    sub.add(protocol::STREAM_REQUEST_FILTER.into(), QoS::AtMostOnce);
+    sub.add(wire::STREAM_REQUEST_FILTER.into(), QoS::AtMostOnce);
     dev1.write(Packet::Subscribe(sub)).await.unwrap();
     match dev1.read().await.unwrap() {
         Some(Packet::SubAck(ack)) => assert_eq!(
@@ -126,11 +128,11 @@ async fn a_device_may_only_subscribe_and_publish_to_stream_topics() {
     config.response_timeout = Duration::from_secs(2);
     let request = tokio::spawn(async move { request_stream(&config).await.map(|_| ()) });
     let rid = match dev2.read().await.unwrap() {
-        Some(Packet::Publish(p)) => protocol::parse_stream_request(&p.topic).unwrap().rid,
+        Some(Packet::Publish(p)) => wire::parse_stream_request(&p.topic).unwrap().rid,
         _ => panic!("dev2 got no stream request"),
     };
     let forged = Publish::new(
-        protocol::stream_response_topic(protocol::ACCEPT, &rid),
+        wire::stream_response_topic(wire::ACCEPT, &rid),
         QoS::AtMostOnce,
         Vec::new(),
     );
@@ -167,7 +169,7 @@ async fn stream_tokens_are_bound_to_their_stream() {
     let one = request_stream(&config).await.unwrap();
     let two = request_stream(&config).await.unwrap();
     // Stream one's token on stream two's URL.
-    match ws::connect(&config.connector, &two.url, Some(&one.token), None).await {
+    match websocket::connect(&config.connector, &two.url, Some(&one.token), None).await {
         Err(WsError::Refused {
             status: 401, body, ..
         }) => {
@@ -180,13 +182,13 @@ async fn stream_tokens_are_bound_to_their_stream() {
     }
     // A stream id that does not exist.
     let fake = two.url.rsplit_once('/').unwrap().0.to_string() + "/nonexistent";
-    match ws::connect(&config.connector, &fake, Some(&two.token), None).await {
+    match websocket::connect(&config.connector, &fake, Some(&two.token), None).await {
         Err(WsError::Refused { status: 401, .. }) => {}
         other => panic!("unknown stream: expected 401, got {:?}", other.map(|_| ())),
     }
     // Both streams still open with their own tokens.
     for g in [one, two] {
-        ws::connect_stream(&config.connector, &g.url, &g.token)
+        websocket::connect_stream(&config.connector, &g.url, &g.token)
             .await
             .unwrap();
     }
@@ -197,7 +199,7 @@ async fn oversize_websocket_message_ends_that_stream_only() {
     let (sys, echo, _device) = fault::echo_system(Limits::default()).await;
     let config = sys.service_config("dev1", "echo");
     let g = request_stream(&config).await.unwrap();
-    let mut ws = ws::connect(&config.connector, &g.url, Some(&g.token), None)
+    let mut ws = websocket::connect(&config.connector, &g.url, Some(&g.token), None)
         .await
         .unwrap();
     assert!(
@@ -205,7 +207,7 @@ async fn oversize_websocket_message_ends_that_stream_only() {
             == 1)
         .await
     );
-    let big = vec![7u8; protocol::MAX_DATA_MESSAGE + 1];
+    let big = vec![7u8; wire::MAX_DATA_MESSAGE + 1];
     let _ = ws
         .send(tokio_tungstenite::tungstenite::Message::binary(big))
         .await;

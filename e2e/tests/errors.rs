@@ -3,16 +3,17 @@
 
 use std::time::Duration;
 
-use device_streams_common::{
+use device_streams::websocket::{self, WsError};
+use device_streams::StreamError;
+use device_streams_protocol::{
     connection_string::ServiceConnectionString,
     sas::{self, device_resource},
-    ws::{self, WsError},
 };
 use e2e::{bin, expose, raw, System};
+use e2e::{open_stream, request_stream};
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
-use service_local_proxy::{open_stream, request::request_stream, StreamError};
 
-async fn open_err(config: &service_local_proxy::Config) -> StreamError {
+async fn open_err(config: &e2e::ServiceConfig) -> StreamError {
     match open_stream(config).await {
         Ok(_) => panic!("stream to {} unexpectedly opened", config.device_id),
         Err(e) => e,
@@ -174,7 +175,7 @@ async fn device_credentials_are_checked_on_connect() {
     let dev = sys.add_device("dev1");
     let host = sys.hostname();
     let resource = device_resource(&host, "dev1");
-    let wrong_key = device_streams_common::Secret::new("d3Jvbmcta2V5LXdyb25nLWtleQ==");
+    let wrong_key = device_streams_protocol::Secret::new("d3Jvbmcta2V5LXdyb25nLWtleQ==");
     let cases = [
         (
             sas::sign_for(&resource, &wrong_key, Duration::from_secs(60), None).unwrap(),
@@ -216,10 +217,10 @@ async fn stream_tokens_work_once() {
     let _device = sys.start_device(dev, &[&format!("echo={target}")]).await;
     let config = sys.service_config("dev1", "echo");
     let granted = request_stream(&config).await.unwrap();
-    let first = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+    let first = websocket::connect(&config.connector, &granted.url, Some(&granted.token), None)
         .await
         .unwrap();
-    match ws::connect(&config.connector, &granted.url, Some(&granted.token), None).await {
+    match websocket::connect(&config.connector, &granted.url, Some(&granted.token), None).await {
         // Spent while the stream is pending; gone with it once paired.
         Err(WsError::Refused {
             status: 401, body, ..
@@ -231,18 +232,18 @@ async fn stream_tokens_work_once() {
         }
         other => panic!("replayed token: expected 401, got {:?}", other.map(|_| ())),
     }
-    let bogus = device_streams_common::Secret::new("not-a-token");
-    match ws::connect(&config.connector, &granted.url, Some(&bogus), None).await {
+    let bogus = device_streams_protocol::Secret::new("not-a-token");
+    match websocket::connect(&config.connector, &granted.url, Some(&bogus), None).await {
         Err(WsError::Refused { status: 401, .. }) => {}
         other => panic!("bogus token: expected 401, got {:?}", other.map(|_| ())),
     }
-    match ws::connect(&config.connector, &granted.url, None, None).await {
+    match websocket::connect(&config.connector, &granted.url, None, None).await {
         Err(WsError::Refused { status: 401, .. }) => {}
         other => panic!("no token: expected 401, got {:?}", other.map(|_| ())),
     }
     // The refused attempts did not disturb the stream the token opened.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = ws::WsStream::new(first);
+    let mut stream = device_streams_protocol::ws::WsStream::new(first);
     stream.write_all(b"still here").await.unwrap();
     stream.flush().await.unwrap();
     let (mut at_target, _) = listener.accept().await.unwrap();

@@ -9,13 +9,13 @@ use std::{
     time::Duration,
 };
 
-use device_streams_common::ws::ClientStream;
+use device_streams::Stream;
+use e2e::open_stream;
 use e2e::{
     bin, device_config, expose,
     fault::{self, eventually, open_fds, retry, Forwarder, HubProcess, Peer},
     round_trip, spawn_device, System,
 };
-use service_local_proxy::open_stream;
 use stream_hub::Limits;
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
@@ -39,7 +39,7 @@ async fn ends<S: AsyncRead + Unpin>(s: &mut S, what: &str) {
     assert!(r.is_ok(), "{what} did not notice within {NOTICE:?}");
 }
 
-async fn stream(sys: &System, name: &str) -> ClientStream {
+async fn stream(sys: &System, name: &str) -> Stream {
     open_stream(&sys.service_config("dev1", name))
         .await
         .expect("stream opens")
@@ -253,7 +253,7 @@ async fn killed_hub_is_noticed_and_proxies_recover_when_it_returns() {
 
 #[tokio::test]
 async fn hub_cuts_a_control_session_that_falls_silent() {
-    use device_streams_common::sas;
+    use device_streams_protocol::sas;
     use rumqttc::mqttbytes::v4::{Connect, Packet};
     let sys = System::start().await;
     let dev = sys.add_device("dev1");
@@ -269,7 +269,7 @@ async fn hub_cuts_a_control_session_that_falls_silent() {
     let mut connect = Connect::new("dev1");
     connect.keep_alive = 1; // the hub allows 1.5 keep-alive periods of silence
     connect.set_login(
-        device_streams_common::protocol::mqtt_username(&host, "dev1"),
+        device_streams_protocol::wire::mqtt_username(&host, "dev1"),
         token.expose(),
     );
     io.write(Packet::Connect(connect)).await.unwrap();
@@ -314,15 +314,13 @@ async fn stream_via_forwarder(
     sys: &System,
 ) -> (
     Forwarder,
-    service_local_proxy::Config,
+    e2e::ServiceConfig,
     String,
-    device_streams_common::Secret,
+    device_streams_protocol::Secret,
 ) {
     let fwd = Forwarder::start(sys.addr).await;
     let config = sys.service_config("dev1", "echo");
-    let granted = service_local_proxy::request::request_stream(&config)
-        .await
-        .unwrap();
+    let granted = e2e::request_stream(&config).await.unwrap();
     let url = granted.url.replace(
         &format!(":{}/", sys.addr.port()),
         &format!(":{}/", fwd.addr.port()),
@@ -344,10 +342,10 @@ async fn hub_cuts_a_stream_whose_peer_stops_answering_pings() {
         .await;
     // The service side reaches the streaming endpoint through a forwarder we can silence.
     let (fwd, config, url, token) = stream_via_forwarder(&sys).await;
-    let ws = device_streams_common::ws::connect(&config.connector, &url, Some(&token), None)
+    let ws = device_streams::websocket::connect(&config.connector, &url, Some(&token), None)
         .await
         .unwrap();
-    let mut s = device_streams_common::ws::WsStream::new(ws);
+    let mut s = device_streams_protocol::ws::WsStream::new(ws);
     round_trip(&mut s, b"alive").await;
     // Idle but alive (reading, so answering pings): the stream outlives several intervals.
     let mut buf = [0u8; 16];
@@ -372,7 +370,7 @@ async fn a_proxy_notices_its_stream_link_to_the_hub_went_silent() {
     .await;
     let (fwd, config, url, token) = stream_via_forwarder(&sys).await;
     // What the proxies use: the hub announces its ping interval in the 101 reply.
-    let mut s = device_streams_common::ws::connect_stream(&config.connector, &url, &token)
+    let mut s = device_streams::websocket::connect_stream(&config.connector, &url, &token)
         .await
         .unwrap();
     round_trip(&mut s, b"alive").await;

@@ -50,11 +50,11 @@ async fn each_forward_reaches_its_own_device_and_stream() {
         .iter()
         .map(|f| f.parse().unwrap())
         .collect();
-    let base = sys.service_config("unused", "ssh");
-    let bound = forward::bind(&forwards, &base).await.unwrap();
+    let hub = std::sync::Arc::new(sys.service_config("unused", "ssh").proxy());
+    let bound = forward::bind(&forwards).await.unwrap();
     let addrs: Vec<_> = bound.iter().map(|(l, _)| l.local_addr().unwrap()).collect();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(forward::serve(bound, shutdown.clone()));
+    let task = tokio::spawn(forward::serve(bound, hub, shutdown.clone()));
 
     for (addr, banner) in addrs.iter().zip(["dev1-ssh:", "dev2-ssh:", "dev2-rdp:"]) {
         let got = exchange(*addr, banner.len(), b"ping").await;
@@ -66,14 +66,10 @@ async fn each_forward_reaches_its_own_device_and_stream() {
 
 #[tokio::test]
 async fn a_taken_port_fails_the_start_naming_the_device() {
-    let sys = System::start().await;
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = taken.local_addr().unwrap().port();
     let forwards: Vec<Forward> = vec![format!("{port}=dev9:ssh").parse().unwrap()];
-    let e = forward::bind(&forwards, &sys.service_config("x", "ssh"))
-        .await
-        .err()
-        .expect("bind must fail");
+    let e = forward::bind(&forwards).await.expect_err("bind must fail");
     let msg = format!("{e:#}");
     assert!(
         msg.contains("dev9") && msg.contains(&port.to_string()),

@@ -3,16 +3,15 @@
 
 use std::{process::Stdio, time::Duration};
 
-use device_streams_common::{
-    connection_string::{DeviceConnectionString, ServiceConnectionString},
-    ws,
-};
+use device_streams::websocket;
+use device_streams::StreamError;
+use device_streams_protocol::connection_string::{DeviceConnectionString, ServiceConnectionString};
 use e2e::{
     eventually, fault::echo_system, https, hub_cli, raw, round_trip, service_token, SshTunnel,
     System,
 };
+use e2e::{open_stream, request_stream};
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
-use service_local_proxy::{open_stream, request::request_stream, StreamError};
 use stream_hub::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -333,10 +332,10 @@ async fn idle_streams_are_closed_when_an_idle_timeout_is_set() {
     let (sys, _echo, _device) = echo_system(limits).await;
     let config = sys.service_config("dev1", "echo");
     let granted = request_stream(&config).await.unwrap();
-    let ws = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+    let ws = websocket::connect(&config.connector, &granted.url, Some(&granted.token), None)
         .await
         .unwrap();
-    let mut stream = ws::WsStream::new(ws);
+    let mut stream = device_streams_protocol::ws::WsStream::new(ws);
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "an idle stream stayed open");
@@ -472,7 +471,7 @@ async fn a_stream_request_s_connection_carries_the_stream_too() {
 }
 
 /// Opens a stream through `config` and proves it works with one echo.
-async fn echo_once(config: &service_local_proxy::Config) {
+async fn echo_once(config: &e2e::ServiceConfig) {
     let mut stream = open_stream(config).await.unwrap();
     round_trip(&mut stream, b"ping").await;
 }

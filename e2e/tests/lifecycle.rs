@@ -4,12 +4,13 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
+use device_streams::StreamError;
+use e2e::open_stream;
 use e2e::{
     bin, device_config, expose,
     fault::{self, eventually, exit_code, free_port, retry, Forwarder, HubProcess, Peer},
     round_trip, spawn_device, System,
 };
-use service_local_proxy::{open_stream, StreamError};
 use stream_hub::Limits;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -206,17 +207,15 @@ async fn half_close_request_still_gets_the_full_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_side_without_half_close_still_ends_the_stream_with_close() {
-    use device_streams_common::ws;
+    use device_streams::websocket;
     let (sys, echo, _device) = fault::echo_system(Limits::default()).await;
     // An Azure-style service client: no half-close offered, Close on its end of file.
     let config = sys.service_config("dev1", "echo");
-    let granted = service_local_proxy::request::request_stream(&config)
+    let granted = e2e::request_stream(&config).await.unwrap();
+    let raw = websocket::connect(&config.connector, &granted.url, Some(&granted.token), None)
         .await
         .unwrap();
-    let raw = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
-        .await
-        .unwrap();
-    let mut s = ws::WsStream::new(raw);
+    let mut s = device_streams_protocol::ws::WsStream::new(raw);
     round_trip(&mut s, b"azure-style").await;
     s.shutdown().await.unwrap();
     assert!(

@@ -7,9 +7,9 @@ use std::{
     time::Duration,
 };
 
-use device_streams_common::proxy::{HttpProxy, ProxySettings};
+use device_streams::connector::proxy::{HttpProxy, ProxySettings};
+use e2e::open_stream;
 use e2e::{bin, device_config, expose, spawn_device, tinyproxy::Tinyproxy, System};
-use service_local_proxy::open_stream;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,

@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use device_streams_common::{connection_string::ServiceConnectionString, ws};
+use device_streams::websocket;
+use device_streams_protocol::connection_string::ServiceConnectionString;
+use e2e::request_stream;
 use e2e::System;
-use service_local_proxy::request::request_stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Default)]
@@ -49,17 +50,17 @@ async fn nothing_secret_is_logged_even_at_trace_level() {
     // A stream that carries bytes.
     let granted = request_stream(&config).await.unwrap();
     let stream_token = granted.token.expose().to_string();
-    let client = ws::connect(&config.connector, &granted.url, Some(&granted.token), None)
+    let client = websocket::connect(&config.connector, &granted.url, Some(&granted.token), None)
         .await
         .unwrap();
-    let mut client = ws::WsStream::new(client);
+    let mut client = device_streams_protocol::ws::WsStream::new(client);
     let (mut at_target, _) = echo.accept().await.unwrap();
     client.write_all(b"ping").await.unwrap();
     client.flush().await.unwrap();
     let mut buf = [0u8; 4];
     at_target.read_exact(&mut buf).await.unwrap();
     // A replayed token, and a service with a wrong key.
-    let _ = ws::connect(&config.connector, &granted.url, Some(&granted.token), None).await;
+    let _ = websocket::connect(&config.connector, &granted.url, Some(&granted.token), None).await;
     let mut wrong = sys.service_config("dev1", "echo");
     wrong.connection = format!(
         "HostName={};SharedAccessKeyName=service;SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleQ==",

@@ -1,7 +1,7 @@
 //! Connection strings come from users and the environment.
 #![no_main]
 
-use device_streams_common::connection_string::{DeviceConnectionString, ServiceConnectionString};
+use device_streams_protocol::connection_string::{DeviceConnectionString, ServiceConnectionString};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,10 +2,7 @@
 //! the stream, with the hub's packet limit, then the hub's checks on each packet.
 #![no_main]
 
-use device_streams_common::{
-    mqtt::{MqttIo, MAX_PACKET},
-    protocol::{parse_stream_response, valid_device_id},
-};
+use device_streams_protocol::{mqtt::{MqttIo, MAX_PACKET}, wire::{parse_stream_response, valid_device_id}};
 use libfuzzer_sys::fuzz_target;
 use rumqttc::mqttbytes::v4::Packet;
 

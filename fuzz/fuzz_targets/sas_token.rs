@@ -1,7 +1,7 @@
 //! SAS tokens arrive from anyone who can reach the hub (CONNECT password, Authorization).
 #![no_main]
 
-use device_streams_common::{sas::SasToken, Secret};
+use device_streams_protocol::{sas::SasToken, Secret};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

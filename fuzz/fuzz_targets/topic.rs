@@ -1,7 +1,7 @@
 //! The device's and the hub's MQTT topic parsers: whatever the other side publishes.
 #![no_main]
 
-use device_streams_common::protocol::{
+use device_streams_protocol::wire::{
     parse_stream_request, parse_stream_request_path, parse_stream_response, stream_request_topic,
     stream_response_topic,
 };

@@ -1,7 +1,7 @@
 //! Checking SAS tokens against the registry: devices on the control channel, services
 //! on the REST API. Errors say what was wrong, never echo the token.
 
-use device_streams_common::{
+use device_streams_protocol::{
     sas::{unix_now, url_encode, SasError, SasToken},
     Secret,
 };
@@ -110,7 +110,7 @@ pub fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use device_streams_common::sas::{device_resource, sign};
+    use device_streams_protocol::sas::{device_resource, sign};
 
     fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();

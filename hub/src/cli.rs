@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use device_streams_common::{logging, tls};
+use device_streams_common::logging;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -233,7 +233,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = dir.registry()?;
     let hostname = dir.hostname(&registry)?;
-    let tls = tls::server_config(&dir.cert_file(), &dir.key_file())?;
+    let tls = crate::tls::server_config(&dir.cert_file(), &dir.key_file())?;
     let mut config = Config::new(
         hostname,
         args.listen.port(),

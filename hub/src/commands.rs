@@ -5,6 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use device_streams_protocol::{
+    connection_string::{DeviceConnectionString, HostName, ServiceConnectionString},
+    Secret,
+};
 
 use crate::{
     activity,
@@ -34,7 +38,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
             let p = registry
                 .policy(&policy)?
                 .with_context(|| format!("policy '{policy}' does not exist"))?;
-            print_service_string(&dir.hostname(&registry)?, &p);
+            print_service_string(&dir.host(&registry)?, &p);
             Ok(())
         }
         Command::Endpoints {
@@ -60,15 +64,13 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn print_service_string(hostname: &str, p: &Policy) {
-    println!(
-        "{}",
-        init::service_connection_string(hostname, &p.name, &p.primary_key).expose()
-    );
+fn print_service_string(host: &HostName, p: &Policy) {
+    let cs = ServiceConnectionString::new(host.clone(), &p.name, p.primary_key.clone());
+    println!("{}", cs.to_secret_string().expose());
 }
 
 /// The device's primary key, or its secondary one.
-fn key(d: &Device, secondary: bool) -> &device_streams_common::Secret {
+fn key(d: &Device, secondary: bool) -> &Secret {
     match secondary {
         true => &d.secondary_key,
         false => &d.primary_key,
@@ -77,12 +79,10 @@ fn key(d: &Device, secondary: bool) -> &device_streams_common::Secret {
 
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
-    let hostname = dir.hostname(&registry)?;
-    let print_cs = |id: &str, key| {
-        println!(
-            "{}",
-            init::device_connection_string(&hostname, id, key).expose()
-        )
+    let host = dir.host(&registry)?;
+    let print_cs = |id: &str, key: &Secret| {
+        let cs = DeviceConnectionString::new(host.clone(), id, key.clone());
+        println!("{}", cs.to_secret_string().expose())
     };
     let find = |id: &str| {
         registry
@@ -138,7 +138,7 @@ fn policy(dir: &DataDir, cmd: PolicyCommand) -> anyhow::Result<()> {
                 .map(|r| Right::parse(r))
                 .collect::<Result<Vec<_>, _>>()?;
             let p = registry.add_policy(&name, &rights)?;
-            print_service_string(&dir.hostname(&registry)?, &p);
+            print_service_string(&dir.host(&registry)?, &p);
         }
         PolicyCommand::List { json } => {
             let policies = registry.policies()?;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use device_streams_common::ws;
+use device_streams_protocol::ws;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, upgrade::OnUpgrade};

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context;
-use device_streams_common::{connection_string::HostName, Secret};
+use device_streams_protocol::connection_string::HostName;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -58,6 +58,13 @@ impl DataDir {
 
     pub fn hostname(&self, registry: &Registry) -> anyhow::Result<String> {
         Ok(registry.setting(HOSTNAME_SETTING)?)
+    }
+
+    /// The hub's name as connection strings carry it.
+    pub fn host(&self, registry: &Registry) -> anyhow::Result<HostName> {
+        let name = self.hostname(registry)?;
+        name.parse()
+            .with_context(|| format!("the registry's host name '{name}' is not host[:port]"))
     }
 }
 
@@ -142,19 +149,5 @@ fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> 
         ca_key.serialize_pem(),
         cert.pem(),
         key.serialize_pem(),
-    ))
-}
-
-pub fn device_connection_string(hostname: &str, device: &str, key: &Secret) -> Secret {
-    Secret::new(format!(
-        "HostName={hostname};DeviceId={device};SharedAccessKey={}",
-        key.expose()
-    ))
-}
-
-pub fn service_connection_string(hostname: &str, policy: &str, key: &Secret) -> Secret {
-    Secret::new(format!(
-        "HostName={hostname};SharedAccessKeyName={policy};SharedAccessKey={}",
-        key.expose()
     ))
 }

@@ -36,6 +36,7 @@ pub mod revocation;
 pub mod server;
 pub mod sessions;
 pub mod streaming;
+pub mod tls;
 
 use std::sync::Arc;
 

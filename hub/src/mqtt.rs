@@ -9,10 +9,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
-use device_streams_common::{
+use device_streams_protocol::ws::WsStream;
+use device_streams_protocol::{
     mqtt::MqttIo,
-    protocol::{self, MQTT_WS_SUBPROTOCOL},
-    ws::WsStream,
+    wire::{self, MQTT_WS_SUBPROTOCOL},
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -125,7 +125,7 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
 
 fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, String)> {
     let device = &connect.client_id;
-    if !protocol::valid_device_id(device) {
+    if !wire::valid_device_id(device) {
         return Err((
             ConnectReturnCode::BadClientId,
             "client id is not a valid device id".into(),
@@ -218,7 +218,7 @@ async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow:
         Packet::PingReq => write(io, Packet::PingResp).await,
         Packet::Unsubscribe(unsub) => write(io, Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await,
         Packet::Publish(publish) => {
-            match protocol::parse_stream_response(&publish.topic) {
+            match wire::parse_stream_response(&publish.topic) {
                 Ok((status, rid)) => {
                     if !hub.sessions.answer(device, &rid, status) {
                         tracing::debug!(

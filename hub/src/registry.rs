@@ -6,7 +6,7 @@
 use std::{path::Path, sync::Mutex};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
-use device_streams_common::{protocol::valid_device_id, sas::unix_now, Secret};
+use device_streams_protocol::{sas::unix_now, wire::valid_device_id, Secret};
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 

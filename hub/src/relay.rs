@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::{
 };
 use tracing::Instrument;
 
-use device_streams_common::protocol::{EOF_PING, HALF_CLOSE_HEADER, PING_INTERVAL_HEADER};
+use device_streams_protocol::wire::{EOF_PING, HALF_CLOSE_HEADER, PING_INTERVAL_HEADER};
 
 use crate::{
     activity::{Outcome, Record},

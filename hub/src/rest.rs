@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use device_streams_common::protocol::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL};
+use device_streams_protocol::wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -65,25 +65,12 @@ pub async fn stream_request(
     };
     let limits = &hub.config.limits;
     let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
-    let connect_timeout = timeout_header(
-        req.headers(),
-        protocol::HEADER_CONNECT_TIMEOUT,
-        default,
-        max,
-    );
-    let response_timeout = timeout_header(
-        req.headers(),
-        protocol::HEADER_RESPONSE_TIMEOUT,
-        default,
-        max,
-    );
+    let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
+    let response_timeout =
+        timeout_header(req.headers(), wire::HEADER_RESPONSE_TIMEOUT, default, max);
 
     let id = Streams::new_id();
-    let url = format!(
-        "{}{}{id}",
-        hub.config.streaming_base,
-        protocol::BRIDGES_PREFIX
-    );
+    let url = format!("{}{}{id}", hub.config.streaming_base, wire::BRIDGES_PREFIX);
     let info = StreamInfo {
         id: id.clone(),
         device: device.clone(),
@@ -99,10 +86,10 @@ pub async fn stream_request(
         id: id.clone(),
         armed: true,
     };
-    let topic = |rid: &str| protocol::stream_request_topic(&name, rid, &url, &device_token);
+    let topic = |rid: &str| wire::stream_request_topic(&name, rid, &url, &device_token);
     let answer = hub.sessions.request(&device, topic, response_timeout).await;
     let (status, code, outcome, e) = match answer {
-        Ok(protocol::ACCEPT) => {
+        Ok(wire::ACCEPT) => {
             guard.armed = false;
             hub.streams.mark_accepted(&id);
             hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
@@ -187,7 +174,7 @@ fn admit(
         hub.record(&Record::request(device, name, &policy, outcome, &msg));
         Err(Box::new(error(status, code, msg)))
     };
-    if !protocol::valid_stream_name(name) {
+    if !wire::valid_stream_name(name) {
         let msg = format!("'{name}' is not a valid stream name (letters, digits, - . _)");
         return refuse(
             StatusCode::BAD_REQUEST,

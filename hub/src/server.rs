@@ -11,7 +11,8 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use device_streams_common::{accept::Acceptor, protocol, read_ahead::ReadAhead, sas::url_decode};
+use device_streams_common::accept::Acceptor;
+use device_streams_protocol::{read_ahead::ReadAhead, sas::url_decode, wire};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -106,19 +107,17 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
-        (Method::POST, p) if p.starts_with("/twins/") => {
-            match protocol::parse_stream_request_path(p) {
-                Some((device, name)) => rest::stream_request(hub, req, device, name).await,
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    "expected /twins/{deviceId}/streams/{streamName}",
-                ),
-            }
-        }
-        (Method::GET, protocol::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
-        (Method::GET, p) if p.starts_with(protocol::BRIDGES_PREFIX) => {
-            let id = p[protocol::BRIDGES_PREFIX.len()..].to_string();
+        (Method::POST, p) if p.starts_with("/twins/") => match wire::parse_stream_request_path(p) {
+            Some((device, name)) => rest::stream_request(hub, req, device, name).await,
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "expected /twins/{deviceId}/streams/{streamName}",
+            ),
+        },
+        (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
+        (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
+            let id = p[wire::BRIDGES_PREFIX.len()..].to_string();
             relay::upgrade(hub, req, id)
         }
         (_, "/devices") => registry_api::handle(hub, req, None).await,

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use device_streams_common::Secret;
+use device_streams_protocol::Secret;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 

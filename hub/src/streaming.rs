@@ -14,7 +14,7 @@ use std::{
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use device_streams_common::Secret;
+use device_streams_protocol::Secret;
 use futures_util::SinkExt;
 use rand::RngCore;
 use subtle::ConstantTimeEq;

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::Context;
-use device_streams_common::protocol::{valid_device_id, valid_stream_name};
+use device_streams::{
+    protocol::wire::{valid_device_id, valid_stream_name},
+    Route,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,35 +65,40 @@ impl FromStr for Forward {
     }
 }
 
-/// Binds every forward's listener, each with `base` aimed at its device and stream. All are
-/// bound before any is served, so a taken port fails the start rather than later.
-pub async fn bind(
-    forwards: &[Forward],
-    base: &Config,
-) -> anyhow::Result<Vec<(TcpListener, Arc<Config>)>> {
+impl Forward {
+    /// Where this forward's connections go.
+    pub fn route(&self) -> Route {
+        Route::new(&self.device_id, &self.stream_name)
+    }
+}
+
+/// Binds every forward's listener, each with its route. All are bound before any is
+/// served, so a taken port fails the start rather than later.
+pub async fn bind(forwards: &[Forward]) -> anyhow::Result<Vec<(TcpListener, Route)>> {
     let mut bound = Vec::with_capacity(forwards.len());
     for f in forwards {
         let listener = TcpListener::bind(f.listen).await.with_context(|| {
             format!("cannot listen on {} (for device {})", f.listen, f.device_id)
         })?;
-        let config = Config {
-            device_id: f.device_id.clone(),
-            stream_name: f.stream_name.clone(),
-            ..base.clone()
-        };
-        bound.push((listener, Arc::new(config)));
+        bound.push((listener, f.route()));
     }
     Ok(bound)
 }
 
-/// Serves already-bound listeners, each with its own config, until `shutdown`.
+/// Serves already-bound listeners, each with its route, through one hub, until `shutdown`.
 pub async fn serve(
-    bound: Vec<(TcpListener, Arc<Config>)>,
+    bound: Vec<(TcpListener, Route)>,
+    config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    for (listener, config) in bound {
-        tasks.spawn(crate::run(listener, config, shutdown.clone()));
+    for (listener, route) in bound {
+        tasks.spawn(crate::run(
+            listener,
+            config.clone(),
+            route,
+            shutdown.clone(),
+        ));
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {

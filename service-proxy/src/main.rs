@@ -5,8 +5,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context;
 use clap::Parser;
-use device_streams_common::{cli, logging, protocol, sd_notify, Secret};
-use service_local_proxy::{forward::Forward, Config};
+use device_streams::{
+    protocol::{wire, Secret},
+    Route, ServiceClient,
+};
+use device_streams_common::{cli, logging, sd_notify};
+use service_local_proxy::{
+    forward::{self, Forward},
+    Config,
+};
 
 /// Service side of Azure IoT Hub device streams: each local connection (or stdin/stdout
 /// with --stdio) becomes a stream to a device, through the hub.
@@ -86,54 +93,58 @@ fn main() -> ExitCode {
     let forwards = args.forward.clone();
     cli::main(
         "service-local-proxy",
-        config(args).map(Arc::new),
-        |config, shutdown| async move {
+        config(args),
+        |(config, route), shutdown| async move {
+            let config = Arc::new(config);
             if stdio {
-                return service_local_proxy::run_stdio(config, shutdown).await;
+                return service_local_proxy::run_stdio(config, route, shutdown).await;
             }
             if !forwards.is_empty() {
-                let bound = service_local_proxy::forward::bind(&forwards, &config).await?;
+                let bound = forward::bind(&forwards).await?;
                 sd_notify::ready(&format!("listening for {} forwards", bound.len()));
-                return service_local_proxy::forward::serve(bound, shutdown).await;
+                return forward::serve(bound, config, shutdown).await;
             }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             sd_notify::ready(&format!("listening on {listen}"));
-            service_local_proxy::run(listener, config, shutdown).await
+            service_local_proxy::run(listener, config, route, shutdown).await
         },
     )
 }
 
-fn config(args: Args) -> anyhow::Result<Config> {
+/// Which hub (and how), and — without --forward — the route of --device-id/--stream-name.
+fn config(args: Args) -> anyhow::Result<(Config, Route)> {
     let connection = cli::connection_string(
         args.connection_string,
         args.connection_string_file.as_deref(),
         "service-connection-string",
     )?;
-    // With --forward each listener names its own device and stream (checked when parsed).
+    // With --forward each listener names its own device and stream (checked when parsed);
+    // then this route is never used.
     let device_id = args.device_id.unwrap_or_default();
     anyhow::ensure!(
-        !args.forward.is_empty() || protocol::valid_device_id(&device_id),
+        !args.forward.is_empty() || wire::valid_device_id(&device_id),
         "--device-id: '{device_id}' is not a valid device id"
     );
     anyhow::ensure!(
-        protocol::valid_stream_name(&args.stream_name),
+        wire::valid_stream_name(&args.stream_name),
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
         args.stream_name
     );
-    // One stream per process with --stdio: a spare would only be dialed to be dropped.
-    let spares = !args.no_spare && !args.stdio;
-    let connector = cli::hub_connector(args.ca_file.as_deref(), args.connect_timeout, spares)?;
-    Ok(Config {
-        connection,
-        connector,
-        device_id,
-        stream_name: args.stream_name,
-        connect_timeout: args.connect_timeout,
-        response_timeout: args.response_timeout,
-        token_ttl: args.token_ttl,
+    let mut client = ServiceClient::builder(connection)
+        .timeout(args.connect_timeout)
+        .response_timeout(args.response_timeout)
+        .token_ttl(args.token_ttl)
+        // One stream per process with --stdio: a spare would only be dialed to be dropped.
+        .spares(!args.no_spare && !args.stdio);
+    if let Some(ca) = &args.ca_file {
+        client = client.ca_file(ca);
+    }
+    let config = Config {
+        client: client.build().context("--ca-file")?,
         max_connections: args.max_connections,
         shutdown_grace: args.shutdown_grace,
-    })
+    };
+    Ok((config, Route::new(device_id, args.stream_name)))
 }

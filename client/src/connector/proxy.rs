@@ -15,7 +15,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::Secret;
+use device_streams_protocol::Secret;
 
 /// Longest proxy response head read; a proxy's answer to CONNECT is a few lines.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;

@@ -23,7 +23,7 @@ use std::{
 use futures_util::task::noop_waker_ref;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::tls::{ClientTls, Reusable};
+use super::conn::{ClientTls, Reusable};
 
 /// How long a spare is kept: well inside the hub's 10 s wait for a first request.
 pub const SPARE_TTL: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! A stream's WebSocket as a byte stream, and dialing one.
+//! A WebSocket as a byte stream, and the WebSocket limits both ends use.
 //!
 //! On a device stream the WebSocket carries raw bytes in binary messages of at most
 //! 64 KiB, nothing else. [`WsStream`] turns that into `AsyncRead`/`AsyncWrite` so the
@@ -9,8 +9,8 @@
 //! - a Close frame, or the peer's end of the connection, reads as end of file;
 //! - `poll_shutdown` sends a Close frame.
 //!
-//! Half-close (only when both ends agreed with [`HALF_CLOSE_HEADER`], see
-//! [`connect_stream`]): the first `poll_shutdown` sends the [`EOF_PING`] Ping instead,
+//! Half-close (only when both ends agreed with [`HALF_CLOSE_HEADER`] in the upgrade,
+//! see [`WsStream::with_half_close`]): the first `poll_shutdown` sends the [`EOF_PING`] Ping instead,
 //! and a received [`EOF_PING`] reads as end of file while writing goes on; a later
 //! `poll_shutdown` sends the Close. tungstenite forbids sending after a Close either
 //! way, so the Close frame cannot carry a half-close itself.
@@ -28,18 +28,15 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
-use http::{header, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::{
-    tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig, Message},
+    tungstenite::{self, protocol::WebSocketConfig, Message},
     WebSocketStream,
 };
 
-use crate::{
-    protocol::{DATA_MESSAGE, EOF_PING, HALF_CLOSE_HEADER, MAX_DATA_MESSAGE, PING_INTERVAL_HEADER},
-    tls::{ClientTls, Connector, DialError, Reusable},
-    Secret,
-};
+use crate::wire::{DATA_MESSAGE, EOF_PING, MAX_DATA_MESSAGE};
+#[cfg(doc)]
+use crate::wire::{HALF_CLOSE_HEADER, PING_INTERVAL_HEADER};
 
 /// Limits every stream's WebSocket uses: one data message is at most 64 KiB. The read
 /// buffer starts small: tungstenite reserves room for a whole frame once it has read the
@@ -221,171 +218,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
             Err(e) if !is_closed(&e) => Poll::Ready(Err(to_io(e))),
             _ => Poll::Ready(Ok(())),
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WsError {
-    #[error("'{0}' is not a wss:// URL")]
-    BadUrl(String),
-    #[error(transparent)]
-    Dial(#[from] DialError),
-    #[error("{host} refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
-    Refused {
-        host: String,
-        status: u16,
-        body: String,
-    },
-    #[error("WebSocket handshake with {host} failed: {cause}")]
-    Handshake {
-        host: String,
-        cause: Box<tungstenite::Error>,
-    },
-    #[error("WebSocket handshake with {host} timed out after {after:?}")]
-    Timeout { host: String, after: Duration },
-}
-
-fn body_suffix(body: &str) -> String {
-    if body.is_empty() {
-        String::new()
-    } else {
-        format!(": {body}")
-    }
-}
-
-pub type ClientWs = WebSocketStream<ClientTls>;
-/// A client WebSocket as a byte stream.
-pub type ClientStream = WsStream<ClientTls>;
-
-/// Opens a WebSocket to a `wss://` URL, optionally with `Authorization: Bearer <token>` and a
-/// subprotocol; the TLS dial and the upgrade are each bound by the connector's timeout.
-pub async fn connect(
-    connector: &Connector,
-    url: &str,
-    bearer: Option<&Secret>,
-    subprotocol: Option<&str>,
-) -> Result<ClientWs, WsError> {
-    Ok(handshake(connector, url, bearer, subprotocol, false, None)
-        .await?
-        .0)
-}
-
-/// Opens a stream's WebSocket with its token, offering half-close; the stream uses it
-/// only if the hub agreed (our hub does, Azure's does not).
-pub async fn connect_stream(
-    connector: &Connector,
-    url: &str,
-    token: &Secret,
-) -> Result<ClientStream, WsError> {
-    connect_stream_on(connector, url, token, None).await
-}
-
-/// [`connect_stream`], on `reuse` when it leads to the URL's host and port.
-pub async fn connect_stream_on(
-    connector: &Connector,
-    url: &str,
-    token: &Secret,
-    reuse: Option<Reusable>,
-) -> Result<ClientStream, WsError> {
-    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true, reuse).await?;
-    let stream = match agreed {
-        true => WsStream::with_half_close(ws),
-        false => WsStream::new(ws),
-    };
-    Ok(match pings {
-        Some(every) => stream.expect_pings(every),
-        None => stream,
-    })
-}
-
-fn bad_url(url: &str) -> WsError {
-    WsError::BadUrl(url.chars().take(200).collect())
-}
-
-/// The host and port a `wss://` URL leads to.
-pub fn host_and_port(url: &str) -> Result<(String, u16), WsError> {
-    let uri: Uri = url.parse().map_err(|_| bad_url(url))?;
-    if uri.scheme_str() != Some("wss") {
-        return Err(bad_url(url));
-    }
-    let host = uri.host().ok_or_else(|| bad_url(url))?.to_string();
-    Ok((host, uri.port_u16().unwrap_or(443)))
-}
-
-/// Dials the TLS connection a WebSocket to `url` will run on, ahead of the upgrade (the
-/// device proxy does this while it dials its target and answers the request).
-pub async fn dial(connector: &Connector, url: &str) -> Result<Reusable, WsError> {
-    let (host, port) = host_and_port(url)?;
-    let tls = connector.connect_for_stream(&host, port).await?;
-    Ok(Reusable { host, port, tls })
-}
-
-/// [`connect`], optionally offering half-close and on a connection to reuse; returns
-/// whether the server agreed to half-close, and the ping interval it announced.
-async fn handshake(
-    connector: &Connector,
-    url: &str,
-    bearer: Option<&Secret>,
-    subprotocol: Option<&str>,
-    half_close: bool,
-    reuse: Option<Reusable>,
-) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
-    let bad_url = || bad_url(url);
-    let (host, port) = host_and_port(url)?;
-    let mut request = url.into_client_request().map_err(|_| bad_url())?;
-    let headers = request.headers_mut();
-    if let Some(token) = bearer {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    if half_close {
-        headers.insert(HALF_CLOSE_HEADER, HeaderValue::from_static("1"));
-    }
-    if let Some(proto) = subprotocol {
-        headers.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_str(proto).map_err(|_| bad_url())?,
-        );
-    }
-    let tls = match reuse {
-        Some(r) if r.leads_to(&host, port) => r.tls,
-        _ => connector.connect(&host, port).await?,
-    };
-    let handshake = tokio_tungstenite::client_async_with_config(request, tls, Some(config()));
-    let addr = format!("{host}:{port}");
-    match tokio::time::timeout(connector.timeout, handshake).await {
-        Err(_) => Err(WsError::Timeout {
-            host: addr,
-            after: connector.timeout,
-        }),
-        Ok(Ok((ws, response))) => {
-            let headers = response.headers();
-            let agreed = half_close && headers.contains_key(HALF_CLOSE_HEADER);
-            let pings = headers
-                .get(PING_INTERVAL_HEADER)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis);
-            Ok((ws, agreed, pings.filter(|_| half_close)))
-        }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
-                .unwrap_or_default();
-            Err(WsError::Refused {
-                host: addr,
-                status,
-                body,
-            })
-        }
-        Ok(Err(cause)) => Err(WsError::Handshake {
-            host: addr,
-            cause: Box::new(cause),
-        }),
     }
 }
 

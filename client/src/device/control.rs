@@ -9,54 +9,51 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
-use device_streams_common::{
+use device_streams_protocol::{
     backoff::Backoff,
     mqtt::{MqttIo, MAX_PACKET},
-    protocol::{self, StreamRequest, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
-    sas, sd_notify,
-    shutdown::drain,
-    ws::{self, ClientStream, WsStream},
+    sas,
+    wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
+    ws::WsStream,
 };
 use rumqttc::mqttbytes::{
     v4::{Connect, ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReasonCode},
     QoS,
 };
 use tokio::{
-    sync::{mpsc, Semaphore},
+    sync::{mpsc, watch},
     time::Instant,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
 
-use crate::{stream, Config};
+use super::{incoming::IncomingStream, Settings, Status};
+use crate::websocket::{self, ClientStream};
 
 type Io = MqttIo<ClientStream>;
 
-/// A stream task's answer to the hub: (status, request id).
-pub type Answer = (u16, String);
+/// An answer to the hub: (status, request id).
+pub(crate) type Answer = (u16, String);
+
+/// What the control loop hands requests to, and takes answers from.
+pub(crate) struct Channels {
+    pub requests: mpsc::Sender<IncomingStream>,
+    pub answers_tx: mpsc::Sender<Answer>,
+    pub answers_rx: mpsc::Receiver<Answer>,
+    pub status: watch::Sender<Status>,
+}
 
 enum SessionEnd {
     Shutdown,
     RenewToken,
 }
 
-/// Runs the control channel until `shutdown`, then lets open streams finish within the grace period.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(config.max_streams));
-    let (answers_tx, mut answers_rx) = mpsc::channel::<Answer>(256);
-    let mut backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
+/// Runs the control channel until `shutdown`, reconnecting with backoff after every failure.
+pub(crate) async fn run(settings: Arc<Settings>, mut ch: Channels, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), settings.max_backoff);
     let mut last_error: Option<String> = None;
-    let ctx = Ctx {
-        config: &config,
-        tracker: &tracker,
-        slots: &slots,
-        answers: &answers_tx,
-    };
     loop {
         let mut connected = false;
-        let result = session(&ctx, &mut answers_rx, &shutdown, &mut connected).await;
+        let result = session(&settings, &mut ch, &shutdown, &mut connected).await;
         if connected {
             backoff.reset();
         }
@@ -68,9 +65,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if last_error.as_deref() != Some(msg.as_str()) || connected {
                     tracing::warn!(
                         "control channel to hub {}: {msg}; retrying with backoff",
-                        config.connection.host
+                        settings.connection.host
                     );
                 }
+                let _ = ch.status.send(Status::Disconnected(msg.clone()));
                 last_error = Some(msg);
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -79,15 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
-    drain(&tracker, config.shutdown_grace).await;
-    Ok(())
-}
-
-struct Ctx<'a> {
-    config: &'a Arc<Config>,
-    tracker: &'a TaskTracker,
-    slots: &'a Arc<Semaphore>,
-    answers: &'a mpsc::Sender<Answer>,
+    let _ = ch.status.send(Status::Stopped);
 }
 
 async fn within<T>(
@@ -101,10 +91,10 @@ async fn within<T>(
 }
 
 /// Connects, authenticates and subscribes; returns the ready channel.
-async fn open(config: &Config) -> anyhow::Result<Io> {
-    let cs = &config.connection;
+async fn open(settings: &Settings) -> anyhow::Result<Io> {
+    let cs = &settings.connection;
     let url = format!("wss://{}:{}{MQTT_WS_PATH}", cs.host.host, cs.host.port);
-    let ws = ws::connect(&config.connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
+    let ws = websocket::connect(&settings.connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
         .await
         .context("cannot open the control channel")?;
     let mut io = MqttIo::new(WsStream::new(ws), MAX_PACKET);
@@ -112,16 +102,13 @@ async fn open(config: &Config) -> anyhow::Result<Io> {
     let token = sas::sign_for(
         &sas::device_resource(&host, &cs.device_id),
         &cs.key,
-        config.token_ttl,
+        settings.token_ttl,
         None,
     )?;
     let mut connect = Connect::new(cs.device_id.clone());
-    connect.keep_alive = config.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-    connect.set_login(
-        protocol::mqtt_username(&host, &cs.device_id),
-        token.expose(),
-    );
-    let limit = config.connector.timeout;
+    connect.keep_alive = settings.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
+    connect.set_login(wire::mqtt_username(&host, &cs.device_id), token.expose());
+    let limit = settings.connector.timeout;
     within(limit, "CONNECT", async {
         Ok(io.write(Packet::Connect(connect)).await?)
     })
@@ -135,7 +122,7 @@ async fn open(config: &Config) -> anyhow::Result<Io> {
         ),
         _ => bail!("hub did not answer CONNECT with CONNACK"),
     }
-    let subscribe = Subscribe::new(protocol::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
+    let subscribe = Subscribe::new(wire::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
     within(limit, "SUBSCRIBE", async {
         Ok(io.write(Packet::Subscribe(subscribe)).await?)
     })
@@ -164,95 +151,75 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
 }
 
 async fn session(
-    ctx: &Ctx<'_>,
-    answers: &mut mpsc::Receiver<Answer>,
+    settings: &Arc<Settings>,
+    ch: &mut Channels,
     shutdown: &CancellationToken,
     connected: &mut bool,
 ) -> anyhow::Result<SessionEnd> {
-    let config = ctx.config;
     let mut io = tokio::select! {
-        io = open(config) => io?,
+        io = open(settings) => io?,
         () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     *connected = true;
-    tracing::info!(device = %config.connection.device_id, "connected to hub {}", config.connection.host);
-    sd_notify::ready(&format!("connected to hub {}", config.connection.host));
-    let renew_at = Instant::now() + config.token_ttl.mul_f64(0.8);
-    let mut ping = tokio::time::interval_at(Instant::now() + config.keep_alive, config.keep_alive);
+    let host = &settings.connection.host;
+    tracing::info!(device = %settings.connection.device_id, "connected to hub {host}");
+    let _ = ch.status.send(Status::Connected);
+    let renew_at = Instant::now() + settings.token_ttl.mul_f64(0.8);
+    let keep_alive = settings.keep_alive;
+    let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), io.write(Packet::Disconnect)).await;
+                disconnect(&mut io).await;
                 return Ok(SessionEnd::Shutdown);
             }
             () = tokio::time::sleep_until(renew_at) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), io.write(Packet::Disconnect)).await;
+                disconnect(&mut io).await;
                 return Ok(SessionEnd::RenewToken);
             }
             _ = ping.tick() => {
                 if std::mem::replace(&mut awaiting_pong, true) {
-                    bail!("hub did not answer a ping within {:?}", config.keep_alive);
+                    bail!("hub did not answer a ping within {keep_alive:?}");
                 }
-                within(config.keep_alive, "PINGREQ", async { Ok(io.write(Packet::PingReq).await?) }).await?;
+                within(keep_alive, "PINGREQ", async { Ok(io.write(Packet::PingReq).await?) }).await?;
             }
-            Some((status, rid)) = answers.recv() => {
-                let publish = Publish::new(protocol::stream_response_topic(status, &rid), QoS::AtMostOnce, Vec::new());
-                within(config.keep_alive, "answering a stream request", async { Ok(io.write(Packet::Publish(publish)).await?) }).await?;
+            Some((status, rid)) = ch.answers_rx.recv() => {
+                within(keep_alive, "answering a stream request", answer(&mut io, status, &rid)).await?;
             }
             packet = io.read() => match packet.context("control channel")? {
                 None => bail!("hub closed the control channel"),
                 Some(Packet::PingResp) => awaiting_pong = false,
-                Some(Packet::Publish(p)) => on_publish(ctx, &p.topic, &mut io).await?,
+                Some(Packet::Publish(p)) => on_publish(settings, ch, &p.topic),
                 Some(_) => {}
             },
         }
     }
 }
 
-async fn on_publish(ctx: &Ctx<'_>, topic: &str, io: &mut Io) -> anyhow::Result<()> {
-    let request = match protocol::parse_stream_request(topic) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("ignoring a message from the hub: {e}");
-            return Ok(());
-        }
-    };
-    match admit(ctx, &request) {
-        Ok(permit) => {
-            let span = tracing::info_span!("stream", name = %request.name, rid = %request.rid);
-            let task = stream::serve(ctx.config.clone(), request, permit, ctx.answers.clone());
-            ctx.tracker.spawn(task.instrument(span));
-            Ok(())
-        }
-        Err(why) => {
-            tracing::warn!(name = %request.name, "rejecting stream request: {why}");
-            let publish = Publish::new(
-                protocol::stream_response_topic(protocol::REJECT, &request.rid),
-                QoS::AtMostOnce,
-                Vec::new(),
-            );
-            Ok(io.write(Packet::Publish(publish)).await?)
-        }
-    }
+async fn disconnect(io: &mut Io) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.write(Packet::Disconnect)).await;
 }
 
-/// Whether this device takes the request: its name must be in the map and a slot free.
-fn admit(
-    ctx: &Ctx<'_>,
-    request: &StreamRequest,
-) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
-    if ctx.config.targets.get(&request.name).is_none() {
-        return Err(format!(
-            "stream name '{}' is not in this device's --map (it maps: {})",
-            request.name,
-            ctx.config.targets.names().join(", ")
-        ));
+async fn answer(io: &mut Io, status: u16, rid: &str) -> anyhow::Result<()> {
+    let topic = wire::stream_response_topic(status, rid);
+    let publish = Publish::new(topic, QoS::AtMostOnce, Vec::new());
+    Ok(io.write(Packet::Publish(publish)).await?)
+}
+
+/// Hands a stream request to the program. One the program is not taking fast enough (or
+/// no longer takes) is dropped here, which rejects it.
+fn on_publish(settings: &Arc<Settings>, ch: &Channels, topic: &str) {
+    let request = match wire::parse_stream_request(topic) {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!("ignoring a message from the hub: {e}"),
+    };
+    let incoming = IncomingStream::new(settings.clone(), request, ch.answers_tx.clone());
+    if let Err(e) = ch.requests.try_send(incoming) {
+        let why = match e {
+            mpsc::error::TrySendError::Full(_) => "too many requests waiting to be served",
+            mpsc::error::TrySendError::Closed(_) => "the program no longer takes streams",
+        };
+        tracing::warn!("rejecting stream request: {why}");
     }
-    ctx.slots.clone().try_acquire_owned().map_err(|_| {
-        format!(
-            "already {} streams open (--max-streams)",
-            ctx.config.max_streams
-        )
-    })
 }

@@ -29,7 +29,7 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::protocol::DATA_MESSAGE;
+use device_streams_protocol::wire::DATA_MESSAGE;
 
 /// Bytes moved by one splice, in each direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -1,120 +1,31 @@
-//! TLS everywhere, with rustls (ring provider): client configs that trust either the
-//! system's roots or one CA file (self-hosted hubs), the hub's server config, and
-//! dialing a TLS connection with a bound on every step — through an HTTP proxy when the
-//! environment names one ([`crate::proxy`]).
+//! Dialing the hub: TCP connect (through the environment's `HTTPS_PROXY` unless
+//! `NO_PROXY` names the host) and TLS handshake, each within a timeout, with names
+//! resolved once per 30 s, TCP keepalive on every connection, and optionally one spare
+//! connection kept ready for the next stream.
+//!
+//! Layout: [`tls`] (client configs: system roots or one CA file), [`conn`] (the TLS
+//! connection type and [`Reusable`], a connection with nothing in flight), [`proxy`]
+//! (HTTP CONNECT tunnels), [`resolve`] (the name cache), [`keepalive`] and [`spare`].
 
-use std::{io, path::Path, sync::Arc, time::Duration};
+pub mod conn;
+pub mod keepalive;
+pub mod proxy;
+pub mod resolve;
+pub mod spare;
+pub mod tls;
 
-use anyhow::Context;
-use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
-    ClientConfig, RootCertStore, ServerConfig,
-};
+use std::{io, sync::Arc, time::Duration};
+
+use rustls::{pki_types::ServerName, ClientConfig};
 use tokio::net::TcpStream;
-use tokio_rustls::{client::TlsStream, TlsConnector};
+use tokio_rustls::TlsConnector;
 
-use crate::{
-    keepalive,
-    proxy::{HttpProxy, ProxyError, ProxySettings},
-    read_ahead::ReadAhead,
-    resolve::Resolver,
-    spare::{Spares, SPARE_TTL},
-};
+pub use conn::{ClientTls, Reusable, Transport};
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    // AES-128-GCM first (ring's default puts AES-256 first): still a strong suite, and
-    // cheaper per byte; a stream's bytes are encrypted and decrypted twice (service → hub
-    // → device), so bulk transfers feel it. Both ends use this order, so it is what they agree.
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    Arc::new(provider)
-}
-
-/// What a client's TLS runs on: the TCP socket with read-ahead while data comes in bulk
-/// (rustls alone reads 4 KiB per system call).
-pub type Transport = ReadAhead<TcpStream>;
-
-/// A client's TLS connection to the hub.
-pub type ClientTls = TlsStream<Transport>;
-
-/// A TLS connection to `host:port` with nothing in flight, which a WebSocket or request to
-/// that same `host:port` may use instead of dialing: the service proxy's connection that
-/// just carried the stream request (our hub streams on the port it serves REST on;
-/// Azure's streaming endpoint is another host), the device proxy's dial made ahead
-/// ([`crate::ws::dial`]), or a spare ([`crate::spare`]). It takes a TCP connect and a TLS
-/// handshake off a stream's set-up.
-pub struct Reusable {
-    pub host: String,
-    pub port: u16,
-    pub tls: ClientTls,
-}
-
-impl Reusable {
-    /// Whether this connection leads where a connection to `host:port` must go.
-    pub fn leads_to(&self, host: &str, port: u16) -> bool {
-        self.port == port && self.host.eq_ignore_ascii_case(host)
-    }
-}
-
-/// Reads every certificate in a PEM file; an empty or unreadable file is an error naming it.
-pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("cannot read certificate file {}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("certificate file {} is not valid PEM", path.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "certificate file {} holds no PEM certificate",
-        path.display()
-    );
-    Ok(certs)
-}
-
-/// A client config trusting `ca_file` if given, else the operating system's roots.
-pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in load_certs(path)? {
-                roots.add(cert).with_context(|| {
-                    format!("CA file {} holds an unusable certificate", path.display())
-                })?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // One malformed system certificate should not make every other one unusable.
-                let _ = roots.add(cert);
-            }
-            anyhow::ensure!(
-                !roots.is_empty(),
-                "no system CA certificates found; pass --ca-file"
-            );
-        }
-    }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// The hub's server config from a PEM certificate chain and a PEM private key.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    let certs = load_certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .with_context(|| format!("cannot read a PEM private key from {}", key_file.display()))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("server certificate and key do not match")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
+use device_streams_protocol::read_ahead::ReadAhead;
+use proxy::{HttpProxy, ProxyError, ProxySettings};
+use resolve::Resolver;
+use spare::{Spares, SPARE_TTL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -169,7 +80,7 @@ impl Connector {
     }
 
     /// The same connector, keeping a spare connection after each [`Connector::connect_for_stream`]
-    /// (see [`crate::spare`]).
+    /// (see [`spare`]).
     pub fn with_spares(mut self) -> Self {
         self.spares = Some(Spares::default());
         self

@@ -1,21 +1,23 @@
-//! Asking the hub for a stream (`POST /twins/{id}/streams/{name}`), then opening the
-//! service side's WebSocket with the one-time token the hub hands back.
+//! Asking the hub for a stream (`POST /twins/{id}/streams/{name}`) and waiting for the
+//! device's answer: Azure's call, with the hub's errors turned into [`StreamError`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use device_streams_common::{
-    protocol::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
+use device_streams_protocol::{
     sas::{self, SasError},
-    tls::{ClientTls, DialError, Reusable},
-    ws::{self, ClientStream, WsError},
+    wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
     Secret,
 };
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
-use crate::Config;
+use super::{Route, ServiceClient};
+use crate::{
+    connector::{ClientTls, DialError, Reusable},
+    websocket::WsError,
+};
 
 /// hyper's message leaves out what caused it (e.g. the I/O error under "connection closed").
 fn with_causes(e: &hyper::Error) -> String {
@@ -61,17 +63,16 @@ pub struct Granted {
     pub token: Secret,
 }
 
-/// Asks the hub for a stream to `config.device_id` and waits for the device's answer.
-pub async fn request_stream(config: &Config) -> Result<Granted, StreamError> {
-    Ok(request(config).await?.0)
-}
-
-/// [`request_stream`], also handing back the request's connection when it can carry the
-/// stream's WebSocket next (see [`Reusable`]).
-async fn request(config: &Config) -> Result<(Granted, Option<Reusable>), StreamError> {
-    let device = || config.device_id.clone();
-    let cs = &config.connection;
-    let tls = config
+/// Asks the hub for a stream along `route` and waits for the device's answer; also hands
+/// back the request's connection when it can carry the stream's WebSocket next (see
+/// [`Reusable`]).
+pub(super) async fn request(
+    client: &ServiceClient,
+    route: &Route,
+) -> Result<(Granted, Option<Reusable>), StreamError> {
+    let device = || route.device_id.clone();
+    let cs = &client.connection;
+    let tls = client
         .connector
         .connect_for_stream(&cs.host.host, cs.host.port)
         .await
@@ -91,35 +92,29 @@ async fn request(config: &Config) -> Result<(Granted, Option<Reusable>), StreamE
 
     let host = cs.host.to_string();
     let token =
-        sas::sign_for(&host, &cs.key, config.token_ttl, Some(&cs.policy)).map_err(|cause| {
+        sas::sign_for(&host, &cs.key, client.token_ttl, Some(&cs.policy)).map_err(|cause| {
             StreamError::Sign {
                 device: device(),
                 cause,
             }
         })?;
     let secs = |d: Duration| d.as_secs().max(1).to_string();
-    let request = Request::post(protocol::stream_request_path(
-        &config.device_id,
-        &config.stream_name,
+    let request = Request::post(wire::stream_request_path(
+        &route.device_id,
+        &route.stream_name,
     ))
     .header(header::HOST, &host)
     .header(header::AUTHORIZATION, token.expose())
     .header(header::CONTENT_LENGTH, "0")
-    .header(
-        protocol::HEADER_CONNECT_TIMEOUT,
-        secs(config.connect_timeout),
-    )
-    .header(
-        protocol::HEADER_RESPONSE_TIMEOUT,
-        secs(config.response_timeout),
-    )
+    .header(wire::HEADER_CONNECT_TIMEOUT, secs(client.connect_timeout))
+    .header(wire::HEADER_RESPONSE_TIMEOUT, secs(client.response_timeout))
     .body(Empty::<Bytes>::new())
     .map_err(|_| StreamError::Incomplete {
         device: device(),
         missing: "valid request",
     })?;
     // The hub answers within the response timeout; allow it a little extra for the network.
-    let limit = config.response_timeout + config.connector.timeout;
+    let limit = client.response_timeout + client.connector.timeout;
     let response = tokio::time::timeout(limit, sender.send_request(request))
         .await
         .map_err(|_| StreamError::Timeout {
@@ -167,7 +162,7 @@ async fn request(config: &Config) -> Result<(Granted, Option<Reusable>), StreamE
     if !get(HEADER_IS_ACCEPTED)?.eq_ignore_ascii_case("true") {
         return Err(StreamError::Rejected {
             device: device(),
-            name: config.stream_name.clone(),
+            name: route.stream_name.clone(),
         });
     }
     let granted = Granted {
@@ -209,29 +204,4 @@ fn error_message(body: &[u8]) -> String {
         None if body.is_empty() => "no details given".to_string(),
         None => String::from_utf8_lossy(body).chars().take(300).collect(),
     }
-}
-
-/// Requests a stream and opens its WebSocket: the byte stream to splice the local side to.
-pub async fn open_stream(config: &Config) -> Result<ClientStream, StreamError> {
-    let (granted, reuse) = request(config).await?;
-    let elsewhere = |r: &Reusable| {
-        ws::host_and_port(&granted.url).is_ok_and(|(host, port)| !r.leads_to(&host, port))
-    };
-    let reuse = match reuse {
-        // Another host streams (Azure): the idle request connection serves the next request.
-        Some(r) if elsewhere(&r) => {
-            config.connector.offer_spare(r);
-            None
-        }
-        other => other,
-    };
-    let stream = ws::connect_stream_on(&config.connector, &granted.url, &granted.token, reuse)
-        .await
-        .map_err(|cause| StreamError::WebSocket {
-            device: config.device_id.clone(),
-            cause,
-        })?;
-    let hub = &config.connection.host;
-    config.connector.prepare_spare(&hub.host, hub.port);
-    Ok(stream)
 }

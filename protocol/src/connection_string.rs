@@ -209,6 +209,14 @@ impl FromStr for ServiceConnectionString {
 }
 
 impl DeviceConnectionString {
+    pub fn new(host: HostName, device_id: impl Into<String>, key: Secret) -> Self {
+        DeviceConnectionString {
+            host,
+            device_id: device_id.into(),
+            key,
+        }
+    }
+
     /// The string itself; it holds the key, so it is a secret too.
     pub fn to_secret_string(&self) -> Secret {
         Secret::new(format!(
@@ -221,6 +229,15 @@ impl DeviceConnectionString {
 }
 
 impl ServiceConnectionString {
+    pub fn new(host: HostName, policy: impl Into<String>, key: Secret) -> Self {
+        ServiceConnectionString {
+            host,
+            policy: policy.into(),
+            key,
+        }
+    }
+
+    /// The string itself; it holds the key, so it is a secret too.
     pub fn to_secret_string(&self) -> Secret {
         Secret::new(format!(
             "HostName={};SharedAccessKeyName={};SharedAccessKey={}",

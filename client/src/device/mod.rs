@@ -1,0 +1,215 @@
+//! The device side: stay connected to the hub and take stream requests.
+//!
+//! [`DeviceClient::start`] runs the control channel in the background — connect, sign a
+//! SAS token, subscribe, keep alive, renew the token before it expires, reconnect forever
+//! with backoff and jitter — and hands each stream request to the program as an
+//! [`IncomingStream`], which the program accepts (getting a [`Stream`](crate::Stream)) or
+//! rejects. Requests are decided by name only: the program, not the hub, chooses what a
+//! name reaches.
+//!
+//! Layout: [`control`] (the session loop), [`incoming`] (one request and its answer).
+
+mod control;
+mod incoming;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use device_streams_protocol::connection_string::DeviceConnectionString;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use incoming::{AcceptError, IncomingStream};
+
+use crate::connector::{tls::client_config, Connector};
+
+/// Requests handed to the program but not yet taken; past this the hub is told no.
+const QUEUE: usize = 64;
+
+/// The control channel's state, as [`Incoming::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Not connected yet.
+    Connecting,
+    /// Connected, authenticated and subscribed to stream requests.
+    Connected,
+    /// The last attempt failed (why); the client is waiting to try again.
+    Disconnected(String),
+    /// Shut down.
+    Stopped,
+}
+
+/// What the control loop runs with.
+pub(crate) struct Settings {
+    pub connection: DeviceConnectionString,
+    pub connector: Connector,
+    pub keep_alive: Duration,
+    pub token_ttl: Duration,
+    pub max_backoff: Duration,
+    /// Dial the stream's TLS connection as soon as a request arrives.
+    pub predial: bool,
+}
+
+/// A device's client, ready to start. Build it with [`DeviceClient::builder`].
+pub struct DeviceClient {
+    settings: Settings,
+}
+
+/// Builds a [`DeviceClient`]; every setting has the device proxy's default.
+pub struct DeviceClientBuilder {
+    connection: DeviceConnectionString,
+    ca_file: Option<PathBuf>,
+    connector: Option<Connector>,
+    timeout: Duration,
+    keep_alive: Duration,
+    token_ttl: Duration,
+    max_backoff: Duration,
+    spares: bool,
+}
+
+impl DeviceClient {
+    /// A client for the device (and hub) a connection string names.
+    pub fn builder(connection: DeviceConnectionString) -> DeviceClientBuilder {
+        DeviceClientBuilder {
+            connection,
+            ca_file: None,
+            connector: None,
+            timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(60),
+            spares: true,
+        }
+    }
+
+    /// The device this client is.
+    pub fn device_id(&self) -> &str {
+        &self.settings.connection.device_id
+    }
+
+    /// The hub's `host[:port]`, as the connection string names it.
+    pub fn hub(&self) -> String {
+        self.settings.connection.host.to_string()
+    }
+
+    /// Starts the control channel; it runs until `shutdown` is cancelled. Stream requests
+    /// arrive through the returned [`Incoming`].
+    pub fn start(self, shutdown: CancellationToken) -> Incoming {
+        let (requests, rx) = mpsc::channel(QUEUE);
+        let (answers_tx, answers_rx) = mpsc::channel(256);
+        let (status, status_rx) = watch::channel(Status::Connecting);
+        let channels = control::Channels {
+            requests,
+            answers_tx,
+            answers_rx,
+            status,
+        };
+        let task = tokio::spawn(control::run(Arc::new(self.settings), channels, shutdown));
+        Incoming {
+            rx,
+            status: status_rx,
+            task,
+        }
+    }
+}
+
+impl DeviceClientBuilder {
+    /// Trust this PEM CA file for the hub instead of the system's roots (self-hosted hubs).
+    /// Ignored when [`DeviceClientBuilder::connector`] is given.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Dial the hub with this connector (TLS trust, HTTP proxy, timeouts).
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Time allowed for each step of reaching the hub (TCP, TLS, WebSocket, MQTT) when the
+    /// client makes its own connector (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// MQTT keep-alive: ping the hub this often; a missing answer means the link is dead.
+    pub fn keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = every;
+        self
+    }
+
+    /// Lifetime of each SAS token; the client reconnects with a new one at 80% of it.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// Longest wait between reconnect attempts.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    /// Whether to keep a spare TLS connection to the streaming endpoint for a few seconds
+    /// after each stream (it makes the next stream's set-up faster; default on). A connector given with
+    /// `connector` keeps spares if it was made [`Connector::with_spares`].
+    pub fn spares(mut self, on: bool) -> Self {
+        self.spares = on;
+        self
+    }
+
+    /// The client; fails only if no TLS trust can be set up (an unreadable CA file, or
+    /// no system roots).
+    pub fn build(self) -> anyhow::Result<DeviceClient> {
+        let connector = match self.connector {
+            Some(c) => c,
+            None => {
+                let made = Connector::new(client_config(self.ca_file.as_deref())?, self.timeout);
+                match self.spares {
+                    true => made.with_spares(),
+                    false => made,
+                }
+            }
+        };
+        Ok(DeviceClient {
+            settings: Settings {
+                connection: self.connection,
+                connector,
+                keep_alive: self.keep_alive,
+                token_ttl: self.token_ttl,
+                max_backoff: self.max_backoff,
+                predial: true,
+            },
+        })
+    }
+}
+
+/// The receiving end of a started [`DeviceClient`].
+pub struct Incoming {
+    rx: mpsc::Receiver<IncomingStream>,
+    status: watch::Receiver<Status>,
+    task: JoinHandle<()>,
+}
+
+impl Incoming {
+    /// The next stream request; `None` once the client has shut down.
+    pub async fn next(&mut self) -> Option<IncomingStream> {
+        self.rx.recv().await
+    }
+
+    /// The control channel's state now, and changes to it.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Waits for the control channel to stop (after the shutdown token is cancelled).
+    pub async fn stopped(self) {
+        drop(self.rx);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,192 @@
+//! The service side: open a stream to a device through the hub.
+//!
+//! A [`ServiceClient`] says which hub and how (a service connection string, TLS trust,
+//! timeouts); a [`Route`] says to which device and stream name. [`ServiceClient::open`]
+//! asks the hub (Azure's `POST /twins/{device}/streams/{name}`), waits for the device to
+//! accept, and opens the stream's WebSocket with the one-time token the hub hands back.
+//!
+//! Layout: [`request`] (the REST call and its errors).
+
+mod request;
+
+use std::{path::PathBuf, time::Duration};
+
+use device_streams_protocol::connection_string::ServiceConnectionString;
+
+pub use request::{Granted, StreamError};
+
+use crate::{
+    connector::{tls::client_config, Connector, Reusable},
+    stream::Stream,
+    websocket,
+};
+
+/// Where a stream goes: a device and the stream name its device program decides by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    device_id: String,
+    stream_name: String,
+}
+
+impl Route {
+    /// A stream named `stream_name` (e.g. `ssh`) to `device_id`.
+    pub fn new(device_id: impl Into<String>, stream_name: impl Into<String>) -> Self {
+        Route {
+            device_id: device_id.into(),
+            stream_name: stream_name.into(),
+        }
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+}
+
+/// A service's way into one hub. Cheap to clone; clones share the connector (and its
+/// spare connection).
+#[derive(Clone)]
+pub struct ServiceClient {
+    connection: ServiceConnectionString,
+    connector: Connector,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    token_ttl: Duration,
+}
+
+/// Builds a [`ServiceClient`]; every setting has the service proxy's default.
+pub struct ServiceClientBuilder {
+    connection: ServiceConnectionString,
+    ca_file: Option<PathBuf>,
+    connector: Option<Connector>,
+    timeout: Duration,
+    response_timeout: Duration,
+    token_ttl: Duration,
+    spares: bool,
+}
+
+impl ServiceClient {
+    /// A client for the hub (and policy) a service connection string names.
+    pub fn builder(connection: ServiceConnectionString) -> ServiceClientBuilder {
+        ServiceClientBuilder {
+            connection,
+            ca_file: None,
+            connector: None,
+            timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(300),
+            spares: true,
+        }
+    }
+
+    /// The hub's `host[:port]`, as the connection string names it.
+    pub fn hub(&self) -> String {
+        self.connection.host.to_string()
+    }
+
+    /// The connector this client dials the hub with.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Asks the hub for a stream along `route` and waits for the device's answer, without
+    /// opening the stream: where (`url`) and with which one-time token to connect.
+    pub async fn request(&self, route: &Route) -> Result<Granted, StreamError> {
+        Ok(request::request(self, route).await?.0)
+    }
+
+    /// Opens a stream along `route`: the byte stream to the device's target.
+    pub async fn open(&self, route: &Route) -> Result<Stream, StreamError> {
+        let (granted, reuse) = request::request(self, route).await?;
+        let elsewhere = |r: &Reusable| {
+            websocket::host_and_port(&granted.url)
+                .is_ok_and(|(host, port)| !r.leads_to(&host, port))
+        };
+        let reuse = match reuse {
+            // Another host streams (Azure): the idle request connection serves the next request.
+            Some(r) if elsewhere(&r) => {
+                self.connector.offer_spare(r);
+                None
+            }
+            other => other,
+        };
+        let stream =
+            websocket::connect_stream_on(&self.connector, &granted.url, &granted.token, reuse)
+                .await
+                .map_err(|cause| StreamError::WebSocket {
+                    device: route.device_id.clone(),
+                    cause,
+                })?;
+        let hub = &self.connection.host;
+        self.connector.prepare_spare(&hub.host, hub.port);
+        Ok(stream)
+    }
+}
+
+impl ServiceClientBuilder {
+    /// Trust this PEM CA file for the hub instead of the system's roots (self-hosted hubs).
+    /// Ignored when [`ServiceClientBuilder::connector`] is given.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Dial the hub with this connector (TLS trust, HTTP proxy, timeouts).
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Time allowed for each step of reaching the hub (TCP, TLS, WebSocket) when the client
+    /// makes its own connector, and asked of the hub for both sides to reach the streaming
+    /// endpoint (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long the device may take to answer a stream request (default 30 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Lifetime of the SAS token signed for each request (default 5 min).
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// Whether to keep a spare TLS connection to the hub for a few seconds after each stream
+    /// (it makes the next stream's set-up faster; default on). A connector given with
+    /// `connector` keeps spares if it was made [`Connector::with_spares`].
+    pub fn spares(mut self, on: bool) -> Self {
+        self.spares = on;
+        self
+    }
+
+    /// The client; fails only if no TLS trust can be set up (an unreadable CA file, or
+    /// no system roots).
+    pub fn build(self) -> anyhow::Result<ServiceClient> {
+        let connector = match self.connector {
+            Some(c) => c,
+            None => {
+                let made = Connector::new(client_config(self.ca_file.as_deref())?, self.timeout);
+                match self.spares {
+                    true => made.with_spares(),
+                    false => made,
+                }
+            }
+        };
+        Ok(ServiceClient {
+            connection: self.connection,
+            connector,
+            connect_timeout: self.timeout,
+            response_timeout: self.response_timeout,
+            token_ttl: self.token_ttl,
+        })
+    }
+}
