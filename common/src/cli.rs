@@ -29,11 +29,15 @@ pub fn parse<A: Parser>(name: &str) -> A {
     if let Some(code) = generate(&mut cmd, &args) {
         std::process::exit(code);
     }
-    if let Err(e) = crate::config_file::apply(&cmd, &args) {
-        eprintln!("{name}: {e}");
-        std::process::exit(i32::from(USAGE));
-    }
-    A::parse_from(args)
+    let cmd = match crate::config_file::apply(cmd, &args) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(i32::from(USAGE));
+        }
+    };
+    let matches = cmd.get_matches_from(args);
+    A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Handles the hidden `completions SHELL` and `man` first arguments; `Some(exit code)` if it did.

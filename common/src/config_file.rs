@@ -1,10 +1,9 @@
 //! `--config FILE`: a TOML file whose keys are the binary's long flag names.
 //!
-//! Every flag already reads an environment variable, so a file is applied by setting, for
-//! each key, the variable of the flag with that long name — unless the environment already
-//! sets it. Clap then parses as usual, which gives the precedence
-//! flag > environment > file > default without a second definition of any option: the
-//! clap `Args` structs stay the one place options are declared.
+//! A file's values become the *defaults* of the flags they name (clap's `default_value`),
+//! so clap then parses as usual and the precedence is flag > environment variable > file >
+//! built-in default, without a second definition of any option: the clap `Args` structs
+//! stay the one place options are declared, and no environment variable is touched.
 //!
 //! Keys may be written `max-streams` or `max_streams`. Values are strings, numbers or
 //! booleans; an array is allowed for a flag that takes a list (`map = ["ssh=…", "rdp=…"]`).
@@ -45,14 +44,14 @@ pub enum ConfigFileError {
     },
 }
 
-/// A settable key: the flag's environment variable and its list delimiter, if it takes a list.
+/// A settable key: whether its flag takes a list.
 struct Setting {
-    env: OsString,
-    delimiter: Option<char>,
+    list: bool,
 }
 
-/// Every flag of `cmd` and its sub-commands that reads an environment variable, by long name.
-/// Sub-commands' flags share a name only when they are the same option (same variable).
+/// Every flag of `cmd` and its sub-commands that reads an environment variable, by long
+/// name: what a file may set, as the environment may. Sub-commands' flags share a name
+/// only when they are the same option.
 fn settings(cmd: &Command) -> BTreeMap<String, Setting> {
     let mut out = BTreeMap::new();
     collect(cmd, &mut out);
@@ -61,12 +60,10 @@ fn settings(cmd: &Command) -> BTreeMap<String, Setting> {
 
 fn collect(cmd: &Command, out: &mut BTreeMap<String, Setting>) {
     for arg in cmd.get_arguments() {
-        if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+        if let (Some(long), Some(_)) = (arg.get_long(), arg.get_env()) {
             if arg.get_id() != ARG {
-                out.entry(long.to_string()).or_insert_with(|| Setting {
-                    env: env.to_os_string(),
-                    delimiter: arg.get_value_delimiter(),
-                });
+                let list = arg.get_value_delimiter().is_some();
+                out.entry(long.to_string()).or_insert(Setting { list });
             }
         }
     }
@@ -97,12 +94,12 @@ pub fn find(cmd: &Command, args: &[OsString]) -> Option<PathBuf> {
     (!env.is_empty()).then(|| PathBuf::from(env))
 }
 
-/// The variables `text` (the file at `path`) sets: (name, value) for each key.
-pub fn variables(
+/// The defaults `text` (the file at `path`) sets: (long flag name, values) for each key.
+pub fn values(
     cmd: &Command,
     path: &Path,
     text: &str,
-) -> Result<Vec<(OsString, String)>, ConfigFileError> {
+) -> Result<Vec<(String, Vec<String>)>, ConfigFileError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigFileError::Toml {
@@ -110,37 +107,34 @@ pub fn variables(
             message: e.message().to_string(),
         })?;
     let known = settings(cmd);
-    let mut vars = Vec::new();
+    let mut out = Vec::new();
     for (key, value) in table {
-        let setting =
-            known
-                .get(&key.replace('_', "-"))
-                .ok_or_else(|| ConfigFileError::UnknownKey {
-                    path: path.into(),
-                    key: key.clone(),
-                    known: known.keys().cloned().collect::<Vec<_>>().join(", "),
-                })?;
+        let long = key.replace('_', "-");
+        let setting = known
+            .get(&long)
+            .ok_or_else(|| ConfigFileError::UnknownKey {
+                path: path.into(),
+                key: key.clone(),
+                known: known.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
         let bad = |problem| ConfigFileError::BadValue {
             path: path.into(),
             key: key.clone(),
             problem,
         };
-        let text = match value {
-            toml::Value::Array(items) => {
-                let delimiter = setting
-                    .delimiter
-                    .ok_or_else(|| bad("takes one value, not a list"))?;
-                let items = items
-                    .into_iter()
-                    .map(|v| scalar(v).ok_or_else(|| bad("must be a list of strings or numbers")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                items.join(&delimiter.to_string())
+        let values = match value {
+            toml::Value::Array(_) if !setting.list => {
+                return Err(bad("takes one value, not a list"))
             }
-            other => scalar(other).ok_or_else(|| bad("must be a string, number or boolean"))?,
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| scalar(v).ok_or_else(|| bad("must be a list of strings or numbers")))
+                .collect::<Result<Vec<_>, _>>()?,
+            other => vec![scalar(other).ok_or_else(|| bad("must be a string, number or boolean"))?],
         };
-        vars.push((setting.env.clone(), text));
+        out.push((long, values));
     }
-    Ok(vars)
+    Ok(out)
 }
 
 fn scalar(value: toml::Value) -> Option<String> {
@@ -153,28 +147,47 @@ fn scalar(value: toml::Value) -> Option<String> {
     }
 }
 
-/// Finds the config file for `cmd` in `args` (or its variable) and sets the environment
-/// variables it implies that are not set already. Call before any thread starts.
-pub fn apply(cmd: &Command, args: &[OsString]) -> Result<(), ConfigFileError> {
-    let Some(path) = find(cmd, args) else {
-        return Ok(());
+/// `cmd` with the defaults of the config file named in `args` (or its variable), if any.
+pub fn apply(cmd: Command, args: &[OsString]) -> Result<Command, ConfigFileError> {
+    let Some(path) = find(&cmd, args) else {
+        return Ok(cmd);
     };
     let text = std::fs::read_to_string(&path).map_err(|cause| ConfigFileError::Read {
         path: path.clone(),
         cause,
     })?;
-    for (name, value) in variables(cmd, &path, &text)? {
-        if std::env::var_os(&name).is_none() {
-            std::env::set_var(name, value);
-        }
+    let values = values(&cmd, &path, &text)?;
+    Ok(with_defaults(cmd, &values))
+}
+
+/// Sets each named flag's default, in `cmd` and every sub-command that has it.
+fn with_defaults(mut cmd: Command, values: &[(String, Vec<String>)]) -> Command {
+    let ids: Vec<(clap::Id, Vec<String>)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?;
+            let (_, v) = values.iter().find(|(name, _)| name == long)?;
+            Some((a.get_id().clone(), v.clone()))
+        })
+        .collect();
+    for (id, v) in ids {
+        // A value from the file is given, so a required flag need not be.
+        cmd = cmd.mut_arg(id, |a| a.default_values(v).required(false));
     }
-    Ok(())
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |sub| with_defaults(sub, values));
+    }
+    cmd
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, Parser};
+    use clap::{CommandFactory, FromArgMatches, Parser};
 
     #[derive(Parser, Debug)]
     struct Args {
@@ -194,47 +207,51 @@ mod tests {
         a.iter().map(OsString::from).collect()
     }
 
-    fn vars(text: &str) -> Result<Vec<(OsString, String)>, ConfigFileError> {
-        variables(&Args::command(), Path::new("/etc/x.toml"), text)
+    fn vals(text: &str) -> Result<Vec<(String, Vec<String>)>, ConfigFileError> {
+        values(&Args::command(), Path::new("/etc/x.toml"), text)
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
     }
 
     #[test]
-    fn keys_become_the_flags_variables() {
+    fn keys_become_the_flags_defaults() {
         let v =
-            vars("max-streams = 5\nmap = [\"ssh=127.0.0.1:22\", \"rdp=h:3389\"]\nstdio = true\n")
+            vals("max-streams = 5\nmap = [\"ssh=127.0.0.1:22\", \"rdp=h:3389\"]\nstdio = true\n")
                 .unwrap();
         assert_eq!(
             v,
             vec![
-                ("CFT_MAP".into(), "ssh=127.0.0.1:22,rdp=h:3389".to_string()),
-                ("CFT_MAX_STREAMS".into(), "5".to_string()),
-                ("CFT_STDIO".into(), "true".to_string()),
+                ("map".into(), s(&["ssh=127.0.0.1:22", "rdp=h:3389"])),
+                ("max-streams".into(), s(&["5"])),
+                ("stdio".into(), s(&["true"])),
             ]
         );
         // snake_case works too.
-        assert_eq!(vars("max_streams = 7").unwrap()[0].1, "7");
+        assert_eq!(vals("max_streams = 7").unwrap()[0].1, s(&["7"]));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_file() {
-        let e = vars("max-stream = 5").unwrap_err().to_string();
+        let e = vals("max-stream = 5").unwrap_err().to_string();
         assert!(
             e.contains("'max-stream'") && e.contains("/etc/x.toml"),
             "{e}"
         );
         assert!(e.contains("max-streams"), "lists the known keys: {e}");
         // A flag without a variable is not settable from the file.
-        assert!(vars("json = true")
+        assert!(vals("json = true")
             .unwrap_err()
             .to_string()
             .contains("'json'"));
         // --config itself is not a key.
-        assert!(vars("config = 'a'").is_err());
-        let e = vars("max-streams = [1, 2]").unwrap_err().to_string();
+        assert!(vals("config = 'a'").is_err());
+        let e = vals("max-streams = [1, 2]").unwrap_err().to_string();
         assert!(e.contains("not a list"), "{e}");
-        let e = vars("max-streams = { a = 1 }").unwrap_err().to_string();
+        let e = vals("max-streams = { a = 1 }").unwrap_err().to_string();
         assert!(e.contains("max-streams"), "{e}");
-        let e = vars("max-streams = ").unwrap_err().to_string();
+        let e = vals("max-streams = ").unwrap_err().to_string();
         assert!(e.contains("not valid TOML"), "{e}");
     }
 
@@ -250,23 +267,37 @@ mod tests {
         assert_eq!(found(&["p", "--", "--config", "c"]), None);
     }
 
+    /// The environment's place (between flag and file) is shown by each binary's own CLI
+    /// test, which can give a child process a variable; a test here cannot set one safely.
     #[test]
-    fn precedence_is_flag_then_environment_then_file_then_default() {
+    fn file_values_are_defaults_under_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "max-streams = 5\nmap = [\"a=h:1\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "max-streams = 5\nmap = [\"a=h:1\", \"b=h:2\"]\nstdio = true\n",
+        )
+        .unwrap();
         let p = path.to_str().unwrap();
-        // This test alone touches the CFT_ variables.
-        std::env::set_var("CFT_MAP", "b=h:2");
-        apply(&Args::command(), &argv(&["p", "--config", p])).unwrap();
-        let args = Args::try_parse_from(["p", "--config", p]).unwrap();
+        let parse = |a: &[&str]| {
+            let cmd = apply(Args::command(), &argv(a)).unwrap();
+            Args::from_arg_matches(&cmd.try_get_matches_from(a).unwrap()).unwrap()
+        };
+        let args = parse(&["p", "--config", p]);
         assert_eq!(args.max_streams, 5, "file over default");
-        assert_eq!(args.map, vec!["b=h:2"], "environment over file");
-        let args = Args::try_parse_from(["p", "--max-streams", "9"]).unwrap();
+        assert_eq!(args.map, vec!["a=h:1", "b=h:2"]);
+        assert!(args.stdio);
+        let args = parse(&["p", "--config", p, "--max-streams", "9", "--map", "c=h:3"]);
         assert_eq!(args.max_streams, 9, "flag over file");
+        assert_eq!(args.map, vec!["c=h:3"]);
+        assert_eq!(
+            parse(&["p"]).max_streams,
+            100,
+            "no file: the built-in default"
+        );
 
         let e = apply(
-            &Args::command(),
+            Args::command(),
             &argv(&["p", "--config", "/nonexistent/c.toml"]),
         );
         assert!(e.unwrap_err().to_string().contains("/nonexistent/c.toml"));

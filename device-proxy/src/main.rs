@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use device_local_proxy::{Config, Target, Targets};
+use device_streams::device::defaults;
 use device_streams::{protocol::Secret, DeviceClient};
 use device_streams_common::{cli, logging};
 
@@ -38,17 +39,17 @@ struct Args {
     )]
     map: Vec<Target>,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket, MQTT handshakes, each).
-    #[arg(long, env = "DEVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
-    connect_timeout: Duration,
+    #[arg(long, env = "DEVICE_PROXY_CONNECT_TIMEOUT", default_value_t = defaults::TIMEOUT.into())]
+    connect_timeout: humantime::Duration,
     /// Time allowed to connect to a local target.
     #[arg(long, env = "DEVICE_PROXY_TARGET_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     target_timeout: Duration,
     /// MQTT keep-alive: ping the hub this often; a missing answer means the link is dead.
-    #[arg(long, env = "DEVICE_PROXY_KEEP_ALIVE", value_parser = humantime::parse_duration, default_value = "30s")]
-    keep_alive: Duration,
+    #[arg(long, env = "DEVICE_PROXY_KEEP_ALIVE", default_value_t = defaults::KEEP_ALIVE.into())]
+    keep_alive: humantime::Duration,
     /// Lifetime of each SAS token; renewed (by reconnecting the control channel) at 80% of it.
-    #[arg(long, env = "DEVICE_PROXY_TOKEN_TTL", value_parser = humantime::parse_duration, default_value = "1h")]
-    token_ttl: Duration,
+    #[arg(long, env = "DEVICE_PROXY_TOKEN_TTL", default_value_t = defaults::TOKEN_TTL.into())]
+    token_ttl: humantime::Duration,
     /// Most streams open at once.
     #[arg(long, env = "DEVICE_PROXY_MAX_STREAMS", default_value_t = 100)]
     max_streams: usize,
@@ -56,8 +57,8 @@ struct Args {
     #[arg(long, env = "DEVICE_PROXY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     shutdown_grace: Duration,
     /// Longest wait between reconnect attempts.
-    #[arg(long, env = "DEVICE_PROXY_MAX_BACKOFF", value_parser = humantime::parse_duration, default_value = "60s")]
-    max_backoff: Duration,
+    #[arg(long, env = "DEVICE_PROXY_MAX_BACKOFF", default_value_t = defaults::MAX_BACKOFF.into())]
+    max_backoff: humantime::Duration,
     /// Do not keep a spare TLS connection to the streaming endpoint for 5 s after each
     /// stream (it makes the next stream's set-up faster).
     #[arg(long, env = "DEVICE_PROXY_NO_SPARE")]
@@ -81,10 +82,10 @@ fn config(args: Args) -> anyhow::Result<Config> {
         "device-connection-string",
     )?;
     let mut client = DeviceClient::builder(connection)
-        .timeout(args.connect_timeout)
-        .keep_alive(args.keep_alive)
-        .token_ttl(args.token_ttl)
-        .max_backoff(args.max_backoff)
+        .timeout(args.connect_timeout.into())
+        .keep_alive(args.keep_alive.into())
+        .token_ttl(args.token_ttl.into())
+        .max_backoff(args.max_backoff.into())
         .spares(!args.no_spare);
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);

@@ -66,3 +66,53 @@ fn bad_connection_string_and_ca_file_are_named_without_the_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One setting, four sources: the flag wins over its environment variable, which wins over
+/// the `--config` file, which wins over the built-in default. Each source names a different
+/// connection-string file, and the error says which one was read.
+#[test]
+fn a_setting_comes_from_flag_then_environment_then_config_file_then_default() {
+    let dir = std::env::temp_dir().join(format!("dlp-precedence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let config = dir.join("device.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "map = [\"ssh=127.0.0.1:22\"]\nconnection-string-file = \"{}\"\n",
+            file("from-file")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("DEVICE_CONNECTION_STRING")
+            .env_remove("DEVICE_PROXY_MAP")
+            .env_remove("DEVICE_PROXY_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("DEVICE_PROXY_CONNECTION_STRING_FILE");
+        if let Some(path) = env {
+            cmd.env("DEVICE_PROXY_CONNECTION_STRING_FILE", path);
+        }
+        let out = cmd.output().expect("binary runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cfg = config.to_str().unwrap();
+    let (flag, env) = (file("from-flag"), file("from-env"));
+    let err = run(
+        &["--config", cfg, "--connection-string-file", &flag],
+        Some(&env),
+    );
+    assert!(err.contains("from-flag"), "flag first: {err}");
+    let err = run(&["--config", cfg], Some(&env));
+    assert!(err.contains("from-env"), "then the environment: {err}");
+    let err = run(&["--config", cfg], None);
+    assert!(err.contains("from-file"), "then the file: {err}");
+    let err = run(&["--map", "ssh=127.0.0.1:22"], None);
+    assert!(
+        err.contains("no connection string"),
+        "then the default (none): {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

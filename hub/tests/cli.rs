@@ -77,3 +77,41 @@ fn commands_on_a_missing_data_dir_say_how_to_create_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("stream-hub init"));
 }
+
+/// One setting, four sources: flag, then its environment variable, then the `--config`
+/// file, then the built-in default (`/var/lib/stream-hub`). Each names a different data
+/// directory, and the error says which one was opened.
+#[test]
+fn a_setting_comes_from_flag_then_environment_then_config_file_then_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+    let config = tmp.path().join("hub.toml");
+    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir("from-file"))).unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("STREAM_HUB_CONFIG")
+            .env_remove("STREAM_HUB_DATA_DIR");
+        if let Some(path) = env {
+            cmd.env("STREAM_HUB_DATA_DIR", path);
+        }
+        let out = cmd.output().expect("stream-hub runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cfg = config.to_str().unwrap();
+    let (flag, env) = (dir("from-flag"), dir("from-env"));
+    let err = run(
+        &["--config", cfg, "--data-dir", &flag, "device", "list"],
+        Some(&env),
+    );
+    assert!(err.contains("from-flag"), "flag first: {err}");
+    let err = run(&["--config", cfg, "device", "list"], Some(&env));
+    assert!(err.contains("from-env"), "then the environment: {err}");
+    let err = run(&["--config", cfg, "device", "list"], None);
+    assert!(err.contains("from-file"), "then the file: {err}");
+    let err = run(&["device", "list"], None);
+    assert!(
+        err.contains("/var/lib/stream-hub"),
+        "then the default: {err}"
+    );
+}

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context;
 use clap::Parser;
+use device_streams::service::defaults;
 use device_streams::{
     protocol::{wire, Secret},
     Route, ServiceClient,
@@ -35,11 +36,8 @@ struct Args {
     #[arg(long, env = "SERVICE_PROXY_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// The device to open streams to.
-    #[arg(
-        long,
-        env = "SERVICE_PROXY_DEVICE_ID",
-        required_unless_present = "forward"
-    )]
+    /// (Required unless --forward is given.)
+    #[arg(long, env = "SERVICE_PROXY_DEVICE_ID")]
     device_id: Option<String>,
     /// Instead of --device-id: LOCALPORT=DEVICE:STREAM, a listener on 127.0.0.1:LOCALPORT
     /// (or ADDRESS:PORT=…) whose connections become streams to DEVICE's STREAM; repeat for
@@ -66,14 +64,14 @@ struct Args {
     no_spare: bool,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket handshakes, each), and asked of
     /// the hub for both sides to reach the streaming endpoint.
-    #[arg(long, env = "SERVICE_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
-    connect_timeout: Duration,
+    #[arg(long, env = "SERVICE_PROXY_CONNECT_TIMEOUT", default_value_t = defaults::TIMEOUT.into())]
+    connect_timeout: humantime::Duration,
     /// How long the device may take to answer a stream request.
-    #[arg(long, env = "SERVICE_PROXY_RESPONSE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
-    response_timeout: Duration,
+    #[arg(long, env = "SERVICE_PROXY_RESPONSE_TIMEOUT", default_value_t = defaults::RESPONSE_TIMEOUT.into())]
+    response_timeout: humantime::Duration,
     /// Lifetime of the SAS token signed for each request.
-    #[arg(long, env = "SERVICE_PROXY_TOKEN_TTL", value_parser = humantime::parse_duration, default_value = "5m")]
-    token_ttl: Duration,
+    #[arg(long, env = "SERVICE_PROXY_TOKEN_TTL", default_value_t = defaults::TOKEN_TTL.into())]
+    token_ttl: humantime::Duration,
     /// Most local connections served at once.
     #[arg(long, env = "SERVICE_PROXY_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
@@ -115,14 +113,13 @@ fn main() -> ExitCode {
 
 /// Which hub (and how), and — without --forward — the route of --device-id/--stream-name.
 fn config(args: Args) -> anyhow::Result<(Config, Route)> {
-    let connection = cli::connection_string(
-        args.connection_string,
-        args.connection_string_file.as_deref(),
-        "service-connection-string",
-    )?;
     // With --forward each listener names its own device and stream (checked when parsed);
     // then this route is never used.
-    let device_id = args.device_id.unwrap_or_default();
+    let device_id = match (args.device_id, args.forward.is_empty()) {
+        (Some(id), _) => id,
+        (None, false) => String::new(),
+        (None, true) => anyhow::bail!("--device-id (or --forward) is required"),
+    };
     anyhow::ensure!(
         !args.forward.is_empty() || wire::valid_device_id(&device_id),
         "--device-id: '{device_id}' is not a valid device id"
@@ -132,10 +129,15 @@ fn config(args: Args) -> anyhow::Result<(Config, Route)> {
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
         args.stream_name
     );
+    let connection = cli::connection_string(
+        args.connection_string,
+        args.connection_string_file.as_deref(),
+        "service-connection-string",
+    )?;
     let mut client = ServiceClient::builder(connection)
-        .timeout(args.connect_timeout)
-        .response_timeout(args.response_timeout)
-        .token_ttl(args.token_ttl)
+        .timeout(args.connect_timeout.into())
+        .response_timeout(args.response_timeout.into())
+        .token_ttl(args.token_ttl.into())
         // One stream per process with --stdio: a spare would only be dialed to be dropped.
         .spares(!args.no_spare && !args.stdio);
     if let Some(ca) = &args.ca_file {

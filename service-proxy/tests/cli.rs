@@ -84,3 +84,50 @@ fn help_names_every_environment_variable_but_shows_no_secret_value() {
     }
     assert!(!help.contains(KEY));
 }
+
+/// One setting, four sources: flag, then its environment variable, then the `--config`
+/// file, then the built-in default. Each source names a different connection-string file,
+/// and the error says which one was read.
+#[test]
+fn a_setting_comes_from_flag_then_environment_then_config_file_then_default() {
+    let dir = std::env::temp_dir().join(format!("slp-precedence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let config = dir.join("service.toml");
+    let text = format!(
+        "device-id = \"dev1\"\nconnection-string-file = \"{}\"\n",
+        file("from-file")
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("SERVICE_CONNECTION_STRING")
+            .env_remove("SERVICE_PROXY_CONFIG")
+            .env_remove("SERVICE_PROXY_DEVICE_ID")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("SERVICE_PROXY_CONNECTION_STRING_FILE");
+        if let Some(path) = env {
+            cmd.env("SERVICE_PROXY_CONNECTION_STRING_FILE", path);
+        }
+        let out = cmd.output().expect("binary runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cfg = config.to_str().unwrap();
+    let (flag, env) = (file("from-flag"), file("from-env"));
+    let err = run(
+        &["--config", cfg, "--connection-string-file", &flag],
+        Some(&env),
+    );
+    assert!(err.contains("from-flag"), "flag first: {err}");
+    let err = run(&["--config", cfg], Some(&env));
+    assert!(err.contains("from-env"), "then the environment: {err}");
+    let err = run(&["--config", cfg], None);
+    assert!(err.contains("from-file"), "then the file: {err}");
+    let err = run(&["--device-id", "dev1"], None);
+    assert!(
+        err.contains("no connection string"),
+        "then the default (none): {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,6 +28,20 @@ use crate::connector::{tls::client_config, Connector};
 /// Requests handed to the program but not yet taken; past this the hub is told no.
 const QUEUE: usize = 64;
 
+/// [`DeviceClientBuilder`]'s defaults, which the device proxy's flags share.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Each step of reaching the hub.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    /// MQTT keep-alive.
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+    /// Lifetime of each SAS token.
+    pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+    /// Longest wait between reconnect attempts.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+}
+
 /// The control channel's state, as [`Incoming::status`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -77,10 +91,10 @@ impl DeviceClient {
             connection,
             ca_file: None,
             connector: None,
-            timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(30),
-            token_ttl: Duration::from_secs(3600),
-            max_backoff: Duration::from_secs(60),
+            timeout: defaults::TIMEOUT,
+            keep_alive: defaults::KEEP_ALIVE,
+            token_ttl: defaults::TOKEN_TTL,
+            max_backoff: defaults::MAX_BACKOFF,
             spares: true,
         }
     }
@@ -131,7 +145,7 @@ impl DeviceClientBuilder {
     }
 
     /// Time allowed for each step of reaching the hub (TCP, TLS, WebSocket, MQTT) when the
-    /// client makes its own connector (default 10 s).
+    /// client makes its own connector ([`defaults::TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -21,6 +21,18 @@ use crate::{
     websocket,
 };
 
+/// [`ServiceClientBuilder`]'s defaults, which the service proxy's flags share.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Each step of reaching the hub, and both sides' time to reach the streaming endpoint.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long the device may take to answer.
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Lifetime of the SAS token signed for each request.
+    pub const TOKEN_TTL: Duration = Duration::from_secs(300);
+}
+
 /// Where a stream goes: a device and the stream name its device program decides by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -75,9 +87,9 @@ impl ServiceClient {
             connection,
             ca_file: None,
             connector: None,
-            timeout: Duration::from_secs(10),
-            response_timeout: Duration::from_secs(30),
-            token_ttl: Duration::from_secs(300),
+            timeout: defaults::TIMEOUT,
+            response_timeout: defaults::RESPONSE_TIMEOUT,
+            token_ttl: defaults::TOKEN_TTL,
             spares: true,
         }
     }
@@ -142,19 +154,19 @@ impl ServiceClientBuilder {
 
     /// Time allowed for each step of reaching the hub (TCP, TLS, WebSocket) when the client
     /// makes its own connector, and asked of the hub for both sides to reach the streaming
-    /// endpoint (default 10 s).
+    /// endpoint ([`defaults::TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// How long the device may take to answer a stream request (default 30 s).
+    /// How long the device may take to answer a stream request ([`defaults::RESPONSE_TIMEOUT`]).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
 
-    /// Lifetime of the SAS token signed for each request (default 5 min).
+    /// Lifetime of the SAS token signed for each request ([`defaults::TOKEN_TTL`]).
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = ttl;
         self
