@@ -2,12 +2,27 @@
 # Runs the whole system on this machine and shows an ssh session through it:
 # a hub, a device proxy, a service proxy and a throw-away sshd, all on loopback.
 #   scripts/demo.sh            # builds (release) and runs
-# Needs: cargo, ssh, sshd (Debian: openssh-client openssh-server), python3.
+# Needs cargo; installs OpenSSH's client and server and python3 if they are missing
+# (root or sudo). Every command it runs is printed first, as `+ command`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. scripts/test.d/lib.sh
+need_cmd sshd openssh-server /usr/sbin/sshd
+need_cmd ssh openssh-client
+need_cmd ssh-keygen openssh-client
+need_cmd python3 python3
+install_missing
 
-cargo build --release --quiet --bins
+# Prints a command (secrets in the environment, never on the line), then runs it.
+show() {
+    printf '+' >&2
+    printf ' %q' "$@" >&2
+    printf '\n' >&2
+    "$@"
+}
+
+show cargo build --release --quiet --bins
 BIN=$PWD/target/release
 WORK=$(mktemp -d)
 PIDS=()
@@ -21,25 +36,25 @@ trap cleanup EXIT
 
 HUB_PORT=$(free_port); SSHD_PORT=$(free_port); PROXY_PORT=$(free_port)
 echo "== hub data directory, device and service credentials"
-"$BIN/stream-hub" init --data-dir "$WORK/hub" --hostname "localhost:$HUB_PORT"
-DEVICE_CONNECTION_STRING=$("$BIN/stream-hub" device add demo-device --data-dir "$WORK/hub")
-SERVICE_CONNECTION_STRING=$("$BIN/stream-hub" connection-string --data-dir "$WORK/hub")
+show "$BIN/stream-hub" init --data-dir "$WORK/hub" --hostname "localhost:$HUB_PORT"
+DEVICE_CONNECTION_STRING=$(show "$BIN/stream-hub" device add demo-device --data-dir "$WORK/hub")
+SERVICE_CONNECTION_STRING=$(show "$BIN/stream-hub" connection-string --data-dir "$WORK/hub")
 export DEVICE_CONNECTION_STRING SERVICE_CONNECTION_STRING
 
 echo "== a throw-away sshd on 127.0.0.1:$SSHD_PORT (the device's ssh server)"
 start_sshd "$WORK/sshd" "$SSHD_PORT"
 
 echo "== stream-hub on 127.0.0.1:$HUB_PORT"
-"$BIN/stream-hub" serve --data-dir "$WORK/hub" --listen "127.0.0.1:$HUB_PORT" 2>"$WORK/hub.log" &
+show "$BIN/stream-hub" serve --data-dir "$WORK/hub" --listen "127.0.0.1:$HUB_PORT" 2>"$WORK/hub.log" &
 PIDS+=($!)
 wait_for_port 127.0.0.1 "$HUB_PORT"
 
 echo "== device-local-proxy (maps stream 'ssh' to 127.0.0.1:$SSHD_PORT)"
-"$BIN/device-local-proxy" --ca-file "$WORK/hub/ca.pem" --map "ssh=127.0.0.1:$SSHD_PORT" 2>"$WORK/device.log" &
+show "$BIN/device-local-proxy" --ca-file "$WORK/hub/ca.pem" --map "ssh=127.0.0.1:$SSHD_PORT" 2>"$WORK/device.log" &
 PIDS+=($!)
 
 echo "== service-local-proxy on 127.0.0.1:$PROXY_PORT (streams to demo-device)"
-"$BIN/service-local-proxy" --ca-file "$WORK/hub/ca.pem" --device-id demo-device \
+show "$BIN/service-local-proxy" --ca-file "$WORK/hub/ca.pem" --device-id demo-device \
     --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/service.log" &
 PIDS+=($!)
 wait_for_port 127.0.0.1 "$PROXY_PORT"

@@ -25,9 +25,9 @@ fn capped(mut filter: EnvFilter) -> EnvFilter {
     // A cap is itself a directive that enables its target up to that level, so it is only
     // added when something asks for trace: otherwise it would turn on tungstenite's debug
     // lines under a quiet filter (`warn` in --stdio mode, where they would reach ssh's terminal).
-    let wants_trace = filter.max_level_hint().map_or(true, |hint| {
-        hint >= tracing_subscriber::filter::LevelFilter::TRACE
-    });
+    let wants_trace = filter
+        .max_level_hint()
+        .is_none_or(|hint| hint >= tracing_subscriber::filter::LevelFilter::TRACE);
     if !wants_trace {
         return filter;
     }

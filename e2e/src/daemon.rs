@@ -17,7 +17,7 @@ pub fn find(name: &str, fallbacks: &[&str], install: &str) -> PathBuf {
     on_path
         .chain(fallbacks.iter().map(PathBuf::from))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install {install} (.ci/run does)"))
+        .unwrap_or_else(|| panic!("{name} not found: install {install} (scripts/test installs it)"))
 }
 
 /// A daemon process, killed on drop.

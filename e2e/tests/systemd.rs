@@ -187,22 +187,20 @@ async fn unknown_config_keys_are_a_usage_error_naming_key_and_file() {
 #[test]
 fn the_example_configs_name_only_real_flags() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/examples");
+    // A file's values become clap's defaults, so `--help` shows one the built-in
+    // defaults do not have: proof the file was read, and every key in it was a flag.
     for (binary, file, shown) in [
         (
             "device-local-proxy",
             "device.toml",
-            "DEVICE_PROXY_MAP=ssh=127.0.0.1:22,rdp=127.0.0.1:3389",
+            "[default: ssh=127.0.0.1:22 rdp=127.0.0.1:3389]",
         ),
         (
             "service-local-proxy",
             "service.toml",
-            "SERVICE_PROXY_FORWARD=2222=dev1:ssh,",
+            "[default: 2222=dev1:ssh 2223=dev2:ssh 3389=dev2:rdp]",
         ),
-        (
-            "stream-hub",
-            "hub.toml",
-            "STREAM_HUB_MAX_STREAMS_PER_DEVICE=100",
-        ),
+        ("stream-hub", "hub.toml", "[default: 0.0.0.0:443]"),
     ] {
         let mut cmd = Command::new(bin(binary));
         if binary == "stream-hub" {
