@@ -36,7 +36,7 @@ pub async fn drain(tracker: &tokio_util::task::TaskTracker, grace: std::time::Du
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
-            "{} streams still open after the grace period; closing them",
+            "{} tasks (open streams, connections) still running after the grace period; ending them",
             tracker.len()
         );
     }

@@ -180,13 +180,11 @@ impl System {
     }
 
     pub async fn wait_connected(&self, device: &str) {
-        for _ in 0..200 {
-            if self.hub.sessions.is_connected(device) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("device {device} did not connect to the hub");
+        let connected = eventually(Duration::from_secs(5), || self.hub.is_connected(device));
+        assert!(
+            connected.await,
+            "device {device} did not connect to the hub"
+        );
     }
 
     pub fn service_config(&self, device: &str, stream: &str) -> ServiceConfig {
@@ -395,12 +393,21 @@ pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]
 
 /// Polls `cond` every 20 ms for up to `limit`; true once it holds.
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    eventually_async(limit, || std::future::ready(cond())).await
+}
+
+/// [`eventually`] for a condition that has to wait itself (a request, a scrape).
+pub async fn eventually_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        if cond() {
+        if cond().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cond()
+    cond().await
 }

@@ -131,7 +131,7 @@ async fn device_that_never_answers_times_out_with_504() {
         "{e}"
     );
     assert_eq!(
-        sys.hub.streams.active(),
+        sys.hub.open_streams(),
         0,
         "the abandoned stream must not hold a slot"
     );
@@ -205,7 +205,7 @@ async fn device_credentials_are_checked_on_connect() {
         raw::connect(&mut io, &host, "dev1", good.expose()).await,
         ConnectReturnCode::NotAuthorized
     );
-    assert!(!sys.hub.sessions.is_connected("dev1"));
+    assert!(!sys.hub.is_connected("dev1"));
 }
 
 #[tokio::test]

@@ -165,8 +165,8 @@ async fn killed_device_proxy_is_noticed_and_nothing_leaks() {
         let _ = child.wait().await;
         ends(&mut s, "the service side").await;
         assert!(
-            eventually(NOTICE, || sys.hub.streams.active() == 0
-                && sys.hub.sessions.connected() == 0)
+            eventually(NOTICE, || sys.hub.open_streams() == 0
+                && sys.hub.connected_devices() == 0)
             .await,
             "the hub still holds the killed device's stream or session"
         );
@@ -208,18 +208,14 @@ async fn killed_service_proxy_is_noticed_and_nothing_leaks() {
         let _ = child.wait().await;
         assert!(
             eventually(NOTICE, || echo.open.load(Ordering::SeqCst) == 0
-                && sys.hub.streams.active() == 0)
+                && sys.hub.open_streams() == 0)
             .await,
             "the device proxy or the hub still holds the killed service's stream"
         );
         fds.after_cycle();
     }
     fds.assert_no_growth().await;
-    assert_eq!(
-        sys.hub.sessions.connected(),
-        1,
-        "the device stays connected"
-    );
+    assert_eq!(sys.hub.connected_devices(), 1, "the device stays connected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,14 +270,10 @@ async fn hub_cuts_a_control_session_that_falls_silent() {
     );
     io.write(Packet::Connect(connect)).await.unwrap();
     assert!(matches!(io.read().await, Ok(Some(Packet::ConnAck(_)))));
-    assert!(sys.hub.sessions.is_connected("dev1"));
+    assert!(sys.hub.is_connected("dev1"));
     // The device now says nothing, and keeps its connection open.
     assert!(
-        eventually(Duration::from_secs(4), || !sys
-            .hub
-            .sessions
-            .is_connected("dev1"))
-        .await,
+        eventually(Duration::from_secs(4), || !sys.hub.is_connected("dev1")).await,
         "the hub kept a silent device's session past its keep-alive"
     );
     drop(io);
@@ -354,7 +346,7 @@ async fn hub_cuts_a_stream_whose_peer_stops_answering_pings() {
     round_trip(&mut s, b"still alive").await;
     fwd.freeze();
     assert!(
-        eventually(Duration::from_secs(3), || sys.hub.streams.active() == 0
+        eventually(Duration::from_secs(3), || sys.hub.open_streams() == 0
             && echo.open.load(Ordering::SeqCst) == 0)
         .await,
         "the hub kept a stream whose service side went silent"

@@ -7,8 +7,8 @@ use device_streams::websocket;
 use device_streams::StreamError;
 use device_streams_protocol::connection_string::{DeviceConnectionString, ServiceConnectionString};
 use e2e::{
-    eventually, fault::echo_system, https, hub_cli, raw, round_trip, service_token, SshTunnel,
-    System,
+    eventually, eventually_async, fault::echo_system, https, hub_cli, raw, round_trip,
+    service_token, SshTunnel, System,
 };
 use e2e::{open_stream, request_stream};
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
@@ -46,7 +46,7 @@ async fn disabling_a_device_cuts_its_live_ssh_session_and_refuses_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || t.sys.hub.streams.active() == 1).await);
+    assert!(eventually(Duration::from_secs(10), || t.sys.hub.open_streams() == 1).await);
 
     // The CLI, another process, writes the shared database; the running hub notices.
     let dir = t.sys.data().path;
@@ -59,11 +59,18 @@ async fn disabling_a_device_cuts_its_live_ssh_session_and_refuses_it() {
         let _ = child.kill();
     }
     assert!(cut, "the ssh session outlived the device's revocation");
-    assert!(!t.sys.hub.sessions.is_connected("dev1"));
+    assert!(!t.sys.hub.is_connected("dev1"));
 
     // Its reconnects are refused, and so are stream requests for it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!t.sys.hub.sessions.is_connected("dev1"));
+    let refused = "stream_hub_auth_failures_total{kind=\"device\"}";
+    let reconnect_refused = eventually_async(Duration::from_secs(10), || async {
+        get_metrics(&t.sys).await.contains(refused)
+    });
+    assert!(
+        reconnect_refused.await,
+        "the device's reconnect was not refused"
+    );
+    assert!(!t.sys.hub.is_connected("dev1"));
     let e = open_stream(&t.sys.service_config("dev1", "ssh"))
         .await
         .err()
@@ -100,13 +107,17 @@ async fn a_device_on_its_secondary_key_survives_rotation_of_the_primary() {
         .start_device(secondary.clone(), &[&format!("echo={echo}")])
         .await;
 
+    let changes = registry_changes(&sys).await;
     let new_primary: DeviceConnectionString = hub_cli(&dir, &["device", "rotate-key", "dev1"])
         .trim()
         .parse()
         .unwrap();
     assert_ne!(new_primary.key, old_primary.key);
-    tokio::time::sleep(Duration::from_millis(600)).await; // past a revocation check
-    assert!(sys.hub.sessions.is_connected("dev1"));
+    let applied = eventually_async(Duration::from_secs(5), || async {
+        registry_changes(&sys).await > changes
+    });
+    assert!(applied.await, "the hub did not see the rotation");
+    assert!(sys.hub.is_connected("dev1"));
     echo_once(&sys.service_config("dev1", "echo")).await;
 
     // The old primary key no longer opens a control channel; the new one does.
@@ -201,7 +212,7 @@ async fn policies_grant_exactly_their_rights() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(!sys.hub.sessions.is_connected("dev1"));
+    assert!(!sys.hub.is_connected("dev1"));
     let (status, _) = https(
         &sys.connector(),
         &host,
@@ -339,7 +350,7 @@ async fn idle_streams_are_closed_when_an_idle_timeout_is_set() {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "an idle stream stayed open");
-    assert!(eventually(Duration::from_secs(5), || sys.hub.streams.active() == 0).await);
+    assert!(eventually(Duration::from_secs(5), || sys.hub.open_streams() == 0).await);
 }
 
 #[tokio::test]
@@ -374,18 +385,12 @@ async fn metrics_and_health_on_the_main_port_and_an_admin_listener() {
         "stream_hub_relayed_bytes_total{direction=\"to_device\"}",
     ];
     // The accepted stream is counted once its relay has ended.
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        metrics = get_metrics(&sys).await;
-        if metrics.contains("stream_hub_streams_total{result=\"accepted\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        metrics.contains("stream_hub_streams_total{result=\"accepted\"} 1"),
-        "{metrics}"
-    );
+    let accepted = "stream_hub_streams_total{result=\"accepted\"} 1";
+    let counted = eventually_async(Duration::from_secs(3), || async {
+        get_metrics(&sys).await.contains(accepted)
+    });
+    assert!(counted.await, "{accepted}");
+    let metrics = get_metrics(&sys).await;
     for line in want {
         assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
     }
@@ -423,13 +428,7 @@ async fn an_upgraded_connection_counts_against_the_connection_limit() {
         .unwrap();
     assert!(!matches!(e, StreamError::Refused { .. }), "{e}");
     drop(_io);
-    assert!(
-        eventually(Duration::from_secs(5), || !sys
-            .hub
-            .sessions
-            .is_connected("dev1"))
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || !sys.hub.is_connected("dev1")).await);
     let e = open_stream(&sys.service_config("dev1", "ssh"))
         .await
         .err()
@@ -438,6 +437,15 @@ async fn an_upgraded_connection_counts_against_the_connection_limit() {
 }
 
 /// `GET /metrics` on the hub's main port.
+/// How many registry changes the hub has applied (`stream_hub_registry_changes_total`).
+async fn registry_changes(sys: &System) -> u64 {
+    let metrics = get_metrics(sys).await;
+    let line = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stream_hub_registry_changes_total "));
+    line.and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 async fn get_metrics(sys: &System) -> String {
     https(
         &sys.connector(),
@@ -495,7 +503,7 @@ async fn a_spare_connection_starts_the_next_stream_and_a_closed_one_is_never_use
     // The hub closes a connection that sends no request within its first-message timeout:
     // such a spare is dropped and the stream dials its own.
     assert!(eventually(Duration::from_secs(5), || spares.is_ready()).await);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(eventually(Duration::from_secs(5), || !spares.is_usable()).await);
     echo_once(&config).await;
     assert_eq!(spares.used(), 1, "a closed spare was taken");
 }

@@ -59,7 +59,7 @@ async fn sigterm_device_proxy_refuses_new_streams_finishes_open_ones_exits_0() {
 
     fault::signal(&child, "TERM");
     // It leaves the hub at once: new requests find it offline.
-    assert!(eventually(EXIT, || !sys.hub.sessions.is_connected("dev1")).await);
+    assert!(eventually(EXIT, || !sys.hub.is_connected("dev1")).await);
     match open_stream(&config).await {
         Err(StreamError::Refused { status, .. }) => assert_eq!(status.as_u16(), 404),
         other => panic!("expected 404 after SIGTERM, got {:?}", other.map(|_| ())),
@@ -161,20 +161,9 @@ async fn token_renewal_reconnects_the_control_channel_without_dropping_streams()
     );
     // Two renewals later the old stream is untouched and new streams are served.
     round_trip(&mut open, b"after renewal").await;
-    let mut fresh = None;
-    for _ in 0..20 {
-        // A request landing in the instant between two sessions finds the device offline.
-        if let Ok(s) = open_stream(&service).await {
-            fresh = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    round_trip(
-        &mut fresh.expect("a new stream after renewal"),
-        b"new stream",
-    )
-    .await;
+    // A request landing in the instant between two sessions finds the device offline.
+    let mut fresh = retry("a new stream after renewal", || open_stream(&service)).await;
+    round_trip(&mut fresh, b"new stream").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +191,7 @@ async fn half_close_request_still_gets_the_full_response() {
         );
         assert!(reply == want, "reply bytes differ");
     }
-    assert!(eventually(EXIT, || sys.hub.streams.active() == 0).await);
+    assert!(eventually(EXIT, || sys.hub.open_streams() == 0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +209,7 @@ async fn a_side_without_half_close_still_ends_the_stream_with_close() {
     s.shutdown().await.unwrap();
     assert!(
         eventually(EXIT, || echo.open.load(Ordering::SeqCst) == 0
-            && sys.hub.streams.active() == 0)
+            && sys.hub.open_streams() == 0)
         .await,
         "a Close from a side without half-close must end the stream"
     );

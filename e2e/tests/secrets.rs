@@ -10,7 +10,7 @@ use std::{
 use device_streams::websocket;
 use device_streams_protocol::connection_string::ServiceConnectionString;
 use e2e::request_stream;
-use e2e::System;
+use e2e::{eventually, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Default)]
@@ -70,7 +70,11 @@ async fn nothing_secret_is_logged_even_at_trace_level() {
     .unwrap();
     assert!(request_stream(&wrong).await.is_err());
     drop(client);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stream's end is logged last: its activity record.
+    let ended = eventually(Duration::from_secs(5), || {
+        String::from_utf8_lossy(&capture.0.lock().unwrap()).contains("stream accepted")
+    });
+    assert!(ended.await, "the stream's end was not logged");
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     assert!(

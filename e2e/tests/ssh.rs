@@ -98,7 +98,7 @@ async fn twenty_parallel_sessions_each_get_their_own_bytes() {
         }
     });
     futures_util::future::join_all(sessions).await;
-    assert!(t.sys.hub.streams.active() <= 20);
+    assert!(t.sys.hub.open_streams() <= 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

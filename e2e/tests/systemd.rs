@@ -110,7 +110,7 @@ async fn device_proxy_is_ready_once_connected_feeds_the_watchdog_and_says_stoppi
         "{ready}"
     );
     assert!(
-        sys.hub.sessions.is_connected("dev1"),
+        sys.hub.is_connected("dev1"),
         "READY=1 before the hub saw the device"
     );
     wait_for(&socket, "WATCHDOG=1", Duration::from_secs(5)).await;

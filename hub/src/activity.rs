@@ -186,7 +186,11 @@ impl Activity {
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(entry) {
             // The disk is behind: losing a record beats stalling stream set-up.
-            if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+            if self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
                 tracing::warn!("activity log is behind; records are being dropped");
             }
         }

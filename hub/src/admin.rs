@@ -37,11 +37,14 @@ pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>>
     }
 }
 
-/// Serves the operations endpoints on a plain-HTTP listener until the hub shuts down.
+/// Serves the operations endpoints on a plain-HTTP listener until the hub shuts down;
+/// its connections are the hub's tasks, so the hub's drain waits for them too.
 pub async fn run(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "admin listener (metrics, health) up");
     let mut acceptor = Acceptor::new(listener);
+    let tracker = hub.tracker.clone();
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
+        let hub_shutdown = hub.shutdown.clone();
         let hub = hub.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let resp = respond(&hub, req.method(), req.uri().path()).unwrap_or_else(|| {
@@ -58,11 +61,21 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10));
-            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            let shutdown = hub_shutdown.clone();
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!("admin connection: {e}");
             }
         };
-        tokio::spawn(conn.instrument(tracing::debug_span!("admin", %peer)));
+        tracker.spawn(conn.instrument(tracing::debug_span!("admin", %peer)));
     }
     Ok(())
 }

@@ -254,7 +254,12 @@ pub async fn serve(
     };
     let hub = Hub::new(config, registry, shutdown)?;
     if let Some(admin) = admin {
-        tokio::spawn(crate::admin::run(admin, hub.clone()));
+        let run = crate::admin::run(admin, hub.clone());
+        hub.tracker.spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!("admin listener: {e:#}");
+            }
+        });
     }
     let addr = listener.local_addr().map_or(args.listen, |a| a);
     device_streams_common::sd_notify::ready(&format!("listening on {addr}"));

@@ -6,11 +6,12 @@
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
-//! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits.
-//! - [`rest`]: services' stream requests; [`mqtt`]: devices' control sessions;
-//!   [`sessions`]: which devices are connected, and requests awaiting their answers.
-//! - [`streaming`]: streams awaiting both WebSockets, their tokens and limits;
-//!   [`relay`]: the streaming endpoint's connections and the byte relay.
+//! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits;
+//!   [`refusal`]: every "no" the REST endpoints give, as status, error code and outcome.
+//! - [`stream`]: a stream's whole life — the service's request, the table of pending
+//!   streams and their tokens, the streaming endpoint, the relay, and its activity record.
+//! - [`mqtt`]: devices' control sessions; [`sessions`]: which devices are connected, and
+//!   requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
@@ -28,14 +29,13 @@ pub mod init;
 pub mod metrics;
 pub mod mqtt;
 pub mod rate;
+pub mod refusal;
 pub mod registry;
 pub mod registry_api;
-pub mod relay;
-pub mod rest;
 pub mod revocation;
 pub mod server;
 pub mod sessions;
-pub mod streaming;
+pub mod stream;
 pub mod tls;
 
 use std::sync::Arc;
@@ -49,12 +49,12 @@ pub use server::run;
 pub struct Hub {
     pub config: Config,
     pub registry: registry::Registry,
-    pub sessions: sessions::Sessions,
-    pub streams: streaming::Streams,
-    pub activity: activity::Activity,
-    pub metrics: metrics::Metrics,
-    pub new_streams: rate::RateLimit,
-    pub tracker: TaskTracker,
+    pub(crate) sessions: sessions::Sessions,
+    pub(crate) streams: stream::Streams,
+    pub(crate) activity: Arc<activity::Activity>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) new_streams: rate::RateLimit,
+    pub(crate) tracker: TaskTracker,
     pub shutdown: CancellationToken,
 }
 
@@ -66,25 +66,42 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Hub>> {
         let limits = &config.limits;
-        let streams = streaming::Streams::new(limits.max_streams, limits.max_streams_per_device);
+        let streams = stream::Streams::new(limits.max_streams, limits.max_streams_per_device);
         let new_streams = rate::RateLimit::new(limits.max_new_streams_per_second);
-        let activity = activity::Activity::open(registry.path())?;
+        let activity = Arc::new(activity::Activity::open(registry.path())?);
         Ok(Arc::new(Hub {
             config,
             registry,
             sessions: sessions::Sessions::default(),
             streams,
             activity,
-            metrics: metrics::Metrics::default(),
+            metrics: Arc::default(),
             new_streams,
             tracker: TaskTracker::new(),
             shutdown,
         }))
     }
 
-    /// Logs a stream request's outcome to the activity log and the metrics.
-    pub fn record(&self, record: &activity::Record<'_>) {
-        self.metrics.on_record(record);
-        self.activity.record(record);
+    /// Whether `device` has a control session on this hub.
+    pub fn is_connected(&self, device: &str) -> bool {
+        self.sessions.is_connected(device)
+    }
+
+    /// Devices with a control session on this hub.
+    pub fn connected_devices(&self) -> usize {
+        self.sessions.connected()
+    }
+
+    /// Streams pending (requested, not yet paired) or open on this hub.
+    pub fn open_streams(&self) -> usize {
+        self.streams.active()
+    }
+
+    /// Where a stream's record goes when it ends: the activity log and the metrics.
+    pub fn recorder(&self) -> stream::Recorder {
+        stream::Recorder {
+            metrics: self.metrics.clone(),
+            activity: self.activity.clone(),
+        }
     }
 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     setup_seconds: Histogram,
     auth_failures: Family<KindLabel, Counter>,
     connections: Counter,
+    registry_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,7 @@ impl Default for Metrics {
         let setup_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let auth_failures = Family::<KindLabel, Counter>::default();
         let connections = Counter::default();
+        let registry_changes = Counter::default();
         registry.register(
             "connected_devices",
             "Devices with an open control connection",
@@ -89,6 +91,11 @@ impl Default for Metrics {
             "TCP connections accepted on the main port",
             connections.clone(),
         );
+        registry.register(
+            "registry_changes",
+            "Registry changes (from any process) this hub has applied to live sessions",
+            registry_changes.clone(),
+        );
         Metrics {
             registry,
             connected_devices,
@@ -98,6 +105,7 @@ impl Default for Metrics {
             setup_seconds,
             auth_failures,
             connections,
+            registry_changes,
         }
     }
 }
@@ -122,6 +130,10 @@ impl Metrics {
         if let Some(setup) = r.setup {
             self.setup_seconds.observe(setup.as_secs_f64());
         }
+    }
+
+    pub fn registry_changed(&self) {
+        self.registry_changes.inc();
     }
 
     pub fn connection_accepted(&self) {

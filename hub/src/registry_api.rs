@@ -14,9 +14,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::{
-    auth::{self, AuthError},
-    http::{error, text, Body},
+    activity::Outcome,
+    auth,
+    http::{text, Body},
     metrics::AuthKind,
+    refusal::Refusal,
     registry::{Device, RegistryError, Right},
     revocation, Hub,
 };
@@ -55,26 +57,26 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     resp
 }
 
-fn registry_error(e: RegistryError) -> Response<Body> {
-    match e {
-        RegistryError::UnknownDevice(_) => {
-            error(StatusCode::NOT_FOUND, "DeviceNotFound", e.to_string())
-        }
-        RegistryError::DeviceExists(_) => {
-            error(StatusCode::CONFLICT, "DeviceAlreadyExists", e.to_string())
-        }
-        RegistryError::BadDeviceId(_) => {
-            error(StatusCode::BAD_REQUEST, "InvalidDeviceId", e.to_string())
-        }
-        other => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "RegistryUnavailable",
-            other.to_string(),
-        ),
-    }
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        Outcome::Failed,
+        message,
+    )
 }
 
 pub async fn handle(hub: Arc<Hub>, req: Request<Incoming>, id: Option<String>) -> Response<Body> {
+    serve(&hub, req, id)
+        .await
+        .unwrap_or_else(|refusal| refusal.response())
+}
+
+async fn serve(
+    hub: &Hub,
+    req: Request<Incoming>,
+    id: Option<String>,
+) -> Result<Response<Body>, Refusal> {
     let right = match *req.method() {
         Method::GET => Right::RegistryRead,
         _ => Right::RegistryWrite,
@@ -84,105 +86,76 @@ pub async fn handle(hub: Arc<Hub>, req: Request<Incoming>, id: Option<String>) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    match auth::service(&hub.registry, &hub.config.hostname, header, right) {
-        Ok(_) => {}
-        Err(AuthError::Registry(e)) => return registry_error(e),
-        Err(e) => {
+    auth::service(&hub.registry, &hub.config.hostname, header, right).map_err(|e| {
+        let refusal = Refusal::from(e);
+        if refusal.is_auth_failure() {
             hub.metrics.auth_failure(AuthKind::Service);
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "IotHubUnauthorizedAccess",
-                format!("registry request refused: {e}"),
-            );
         }
-    }
+        refusal.about("registry request refused")
+    })?;
     let method = req.method().clone();
-    let result = match (method, id) {
-        (Method::GET, None) => hub.registry.devices().map(|devices| {
-            let list = devices
+    match (method, id) {
+        (Method::GET, None) => {
+            let list = hub.registry.devices()?;
+            let list = list
                 .iter()
-                .map(|d| device_json(d, hub.sessions.is_connected(&d.id)))
-                .collect();
-            json(StatusCode::OK, &serde_json::Value::Array(list))
-        }),
-        (Method::GET, Some(id)) => hub.registry.device(&id).map(|d| match d {
-            Some(d) => json(
+                .map(|d| device_json(d, hub.sessions.is_connected(&d.id)));
+            Ok(json(
                 StatusCode::OK,
-                &device_json(&d, hub.sessions.is_connected(&id)),
-            ),
-            None => registry_error(RegistryError::UnknownDevice(id)),
-        }),
-        (Method::PUT, Some(id)) => return put(&hub, req, id).await,
-        (Method::DELETE, Some(id)) => hub.registry.delete_device(&id).map(|()| {
-            revocation::enforce(&hub);
-            text(StatusCode::NO_CONTENT, Bytes::new())
-        }),
-        (method, _) => Ok(error(
+                &serde_json::Value::Array(list.collect()),
+            ))
+        }
+        (Method::GET, Some(id)) => show(hub, id),
+        (Method::PUT, Some(id)) => put(hub, req, id).await,
+        (Method::DELETE, Some(id)) => {
+            hub.registry.delete_device(&id)?;
+            revocation::enforce(hub);
+            Ok(text(StatusCode::NO_CONTENT, Bytes::new()))
+        }
+        (method, _) => Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
+            Outcome::Failed,
             format!("{method} is not served here"),
         )),
-    };
-    result.unwrap_or_else(registry_error)
+    }
 }
 
-async fn put(hub: &Hub, req: Request<Incoming>, id: String) -> Response<Body> {
+fn show(hub: &Hub, id: String) -> Result<Response<Body>, Refusal> {
+    let connected = hub.sessions.is_connected(&id);
+    match hub.registry.device(&id)? {
+        Some(d) => Ok(json(StatusCode::OK, &device_json(&d, connected))),
+        None => Err(RegistryError::UnknownDevice(id).into()),
+    }
+}
+
+async fn put(hub: &Hub, req: Request<Incoming>, id: String) -> Result<Response<Body>, Refusal> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BadRequest",
-                format!("body over {MAX_BODY} bytes"),
-            )
+            let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+            let msg = format!("body over {MAX_BODY} bytes");
+            return Err(Refusal::new(too_large, "BadRequest", Outcome::Failed, msg));
         }
     };
-    let put: DevicePut = match serde_json::from_slice(&body) {
-        Ok(put) => put,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("device JSON: {e}"),
-            )
-        }
-    };
+    let put: DevicePut =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("device JSON: {e}")))?;
     if put.device_id.as_deref().is_some_and(|d| d != id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "deviceId in the body differs from the path",
-        );
+        return Err(bad_request("deviceId in the body differs from the path"));
     }
     let enabled = match put.status.as_deref() {
         None | Some("enabled") => true,
         Some("disabled") => false,
         Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("status '{other}' is not enabled or disabled"),
-            )
+            return Err(bad_request(format!(
+                "status '{other}' is not enabled or disabled"
+            )))
         }
     };
-    let result = match hub.registry.device(&id) {
-        Ok(Some(_)) => hub.registry.set_enabled(&id, enabled),
-        Ok(None) => hub
-            .registry
-            .add_device(&id)
-            .and_then(|_| hub.registry.set_enabled(&id, enabled)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        return registry_error(e);
+    if hub.registry.device(&id)?.is_none() {
+        hub.registry.add_device(&id)?;
     }
+    hub.registry.set_enabled(&id, enabled)?;
     revocation::enforce(hub);
-    match hub.registry.device(&id) {
-        Ok(Some(d)) => json(
-            StatusCode::OK,
-            &device_json(&d, hub.sessions.is_connected(&id)),
-        ),
-        Ok(None) => registry_error(RegistryError::UnknownDevice(id)),
-        Err(e) => registry_error(e),
-    }
+    show(hub, id)
 }

@@ -45,6 +45,7 @@ pub async fn watch(hub: Arc<Hub>) {
         if now != seen {
             seen = now;
             enforce(&hub);
+            hub.metrics.registry_changed();
         }
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! | route | endpoint |
 //! |---|---|
-//! | `POST /twins/{id}/streams/{name}` | [`crate::rest`]: a service asks for a stream |
+//! | `POST /twins/{id}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
 //! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
-//! | `GET /bridges/{stream}` | [`crate::relay`]: the streaming endpoint |
+//! | `GET /bridges/{stream}` | [`crate::stream::endpoint`]: the streaming endpoint |
 //! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
 //! | `GET /metrics`, `GET /healthz` | [`crate::admin`], unless an admin listener serves them |
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use device_streams_common::accept::Acceptor;
+use device_streams_common::{accept::Acceptor, shutdown::drain};
 use device_streams_protocol::{read_ahead::ReadAhead, sas::url_decode, wire};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -24,8 +24,13 @@ use tracing::Instrument;
 use crate::{
     admin,
     http::{error, Body, ConnPermit},
-    mqtt, registry_api, relay, rest, revocation, Hub,
+    mqtt, registry_api, revocation,
+    stream::{endpoint, request},
+    Hub,
 };
+
+/// How long after the grace period the hub still waits for its tasks.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Serves `listener` until `hub.shutdown` is cancelled, then waits for every task
 /// (open streams get the shutdown grace period) and returns.
@@ -58,8 +63,13 @@ pub async fn run(
         );
     }
     drop(acceptor);
-    hub.tracker.close();
-    hub.tracker.wait().await;
+    // Open streams end `shutdown_grace` after the signal (the relay's stop); the margin
+    // lets their Close handshakes and activity records finish.
+    drain(
+        &hub.tracker,
+        hub.config.limits.shutdown_grace + DRAIN_MARGIN,
+    )
+    .await;
     tracing::info!("hub stopped");
     Ok(())
 }
@@ -108,7 +118,7 @@ async fn route(
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
         (Method::POST, p) if p.starts_with("/twins/") => match wire::parse_stream_request_path(p) {
-            Some((device, name)) => rest::stream_request(hub, req, device, name).await,
+            Some((device, name)) => request::stream_request(hub, req, device, name).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -118,7 +128,7 @@ async fn route(
         (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
         (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
             let id = p[wire::BRIDGES_PREFIX.len()..].to_string();
-            relay::upgrade(hub, req, id)
+            endpoint::upgrade(hub, req, id)
         }
         (_, "/devices") => registry_api::handle(hub, req, None).await,
         (_, p) if p.starts_with("/devices/") => match url_decode(&p["/devices/".len()..]) {

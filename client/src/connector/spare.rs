@@ -80,6 +80,13 @@ impl Spares {
         self.lock().is_some()
     }
 
+    /// Whether there is a spare that [`Spares::take`] would take now for its host.
+    pub fn is_usable(&self) -> bool {
+        let mut slot = self.lock();
+        slot.as_mut()
+            .is_some_and(|s| s.dialed.elapsed() < SPARE_TTL && is_open(&mut s.conn.tls))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
         // Taking or putting a spare cannot leave the slot half-written.
         self.slot.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,16 +1,15 @@
-//! The streaming endpoint: streams between a service's stream request and the moment
-//! both sides' WebSockets have arrived, and the limits on how many there are.
+//! The table of streams between a service's stream request and the moment both sides'
+//! WebSockets have arrived, and the limits on how many there are.
 //!
 //! A stream gets a random id (its URL is `<streaming base>/bridges/<id>`) and two tokens,
 //! one per side. A token is single-use, bound to its stream and its side, and dies with
 //! the stream's connect window: [`Streams::claim`] checks it in constant time and spends
 //! it. The first side to arrive waits; the second hands its WebSocket to the first,
-//! whose task then relays (see [`crate::relay`]).
+//! whose task then relays (see [`super::relay`]).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
@@ -25,6 +24,7 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::record::StreamRecord;
 use crate::http::ServerWs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub enum Side {
 }
 
 impl Side {
+    /// Both sides, by [`Side::index`].
+    pub const ALL: [Side; 2] = [Side::Device, Side::Service];
+
     pub fn index(self) -> usize {
         self as usize
     }
@@ -100,12 +103,9 @@ impl Drop for Slot {
 /// What the hub knows of a stream, carried from request to activity record.
 pub struct StreamInfo {
     pub id: String,
-    pub device: String,
-    pub name: String,
-    pub policy: String,
-    pub requested_at: Instant,
-    pub accepted_at: Option<Instant>,
+    /// Its place under the limits, held until the stream ends.
     pub slot: Slot,
+    pub record: StreamRecord,
 }
 
 /// The waiting side's WebSocket meets the other's here.
@@ -229,7 +229,7 @@ impl Streams {
 
     pub fn mark_accepted(&self, id: &str) {
         if let Some(p) = self.lock().get_mut(id) {
-            p.info.accepted_at = Some(Instant::now());
+            p.info.record.accepted();
         }
     }
 
@@ -257,7 +257,7 @@ impl Streams {
         if std::mem::replace(&mut p.claimed[side.index()], true) {
             return Err(ClaimError::Replayed);
         }
-        Ok((side, p.info.device.clone()))
+        Ok((side, p.info.record.device().to_string()))
     }
 
     /// Notes that `side` of stream `id` agreed to half-close.
@@ -316,17 +316,21 @@ impl Streams {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::{activity::Activity, stream::Recorder};
 
     fn info(streams: &Streams, id: &str, device: &str) -> StreamInfo {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder {
+            metrics: Arc::default(),
+            activity: Arc::new(Activity::open(&dir.path().join("a.db")).unwrap()),
+        };
         StreamInfo {
             id: id.into(),
-            device: device.into(),
-            name: "ssh".into(),
-            policy: "service".into(),
-            requested_at: Instant::now(),
-            accepted_at: None,
             slot: streams.reserve(device).unwrap(),
+            record: StreamRecord::new(recorder, device, "ssh", "service"),
         }
     }
 

@@ -1,0 +1,117 @@
+//! The streaming endpoint: `GET /bridges/<id>` with `Authorization: Bearer <token>`
+//! upgrades to a WebSocket, meets the stream's other side, and is relayed.
+//!
+//! The token is spent only once the upgrade request itself is valid, so a malformed
+//! request cannot burn a side's single use. A side that sends [`HALF_CLOSE_HEADER`] is
+//! told so in the 101 reply, with the hub's ping interval ([`PING_INTERVAL_HEADER`]).
+
+use std::{sync::Arc, time::Duration};
+
+use device_streams_protocol::wire::{HALF_CLOSE_HEADER, PING_INTERVAL_HEADER};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::{
+    record::Traffic,
+    relay::{relay, Ended},
+    table::Paired,
+    Side,
+};
+use crate::{
+    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs, Upgrade},
+    metrics::AuthKind,
+    Hub,
+};
+
+/// Answers a streaming-endpoint request: checks the upgrade, spends the token, upgrades.
+pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Response<Body> {
+    let Some(token) = bearer(req.headers()).map(str::to_string) else {
+        hub.metrics.auth_failure(AuthKind::StreamToken);
+        let msg = "the streaming endpoint needs 'Authorization: Bearer <token>'";
+        return error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg);
+    };
+    let (mut resp, on_upgrade) = match accept_upgrade(&mut req, None) {
+        Ok(accepted) => accepted,
+        Err(bad) => return bad.response(),
+    };
+    let (side, device) = match hub.streams.claim(&id, &token) {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(stream = %id, "streaming connection refused: {e}");
+            hub.metrics.auth_failure(AuthKind::StreamToken);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "IotHubUnauthorizedAccess",
+                format!("stream {id}: {e}"),
+            );
+        }
+    };
+    if req.headers().contains_key(HALF_CLOSE_HEADER) {
+        hub.streams.agree_half_close(&id, side);
+        let ping_ms = ping_interval(&hub).as_millis().to_string();
+        let h = resp.headers_mut();
+        h.insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
+        if let Ok(v) = http::HeaderValue::from_str(&ping_ms) {
+            h.insert(PING_INTERVAL_HEADER, v);
+        }
+    }
+    let span = tracing::info_span!("stream", stream = %id, device, side = side.name());
+    let tracker = hub.tracker.clone();
+    tracker.spawn(serve_side(hub, id, side, on_upgrade).instrument(span));
+    resp
+}
+
+/// One side's connection: waits for the other side, and the side that arrived first
+/// relays the pair and writes the stream's record.
+async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
+    let ws = match upgraded_stream(on_upgrade, hub.config.limits.max_message).await {
+        Ok(ws) => ws,
+        Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
+    };
+    if let Some((ours, paired)) = hub.streams.join(&id, side, ws).await {
+        relay_pair(&hub, side, ours, paired).await;
+    }
+}
+
+async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
+    let Paired {
+        ws: theirs,
+        info,
+        half_close,
+    } = paired;
+    let ws = match side {
+        Side::Device => [ours, theirs],
+        Side::Service => [theirs, ours],
+    };
+    let paired_at = std::time::Instant::now();
+    tracing::debug!("stream paired");
+    let limits = &hub.config.limits;
+    let stop = async {
+        tokio::select! {
+            () = info.slot.revoked().cancelled() => Ended::Revoked,
+            () = async {
+                hub.shutdown.cancelled().await;
+                tokio::time::sleep(limits.shutdown_grace).await;
+            } => Ended::Shutdown,
+        }
+    };
+    let idle = limits.stream_idle_timeout;
+    let r = relay(ws, stop, idle, ping_interval(hub), half_close).await;
+    let mut record = info.record;
+    let traffic = Traffic {
+        paired_at,
+        bytes_to_device: r.to_device,
+        bytes_from_device: r.from_device,
+    };
+    record.relayed(traffic, r.ended.to_string());
+}
+
+/// The hub's ping interval on streams; a zero interval would spin, and no real link
+/// needs pings more often than this.
+fn ping_interval(hub: &Hub) -> Duration {
+    hub.config
+        .limits
+        .stream_ping_interval
+        .max(Duration::from_millis(50))
+}

@@ -1,0 +1,20 @@
+//! A stream's whole life in the hub, from a service's request to its last relayed byte.
+//!
+//! - [`request`]: `POST /twins/{id}/streams/{name}`: admit the caller, ask the device,
+//!   answer; the connect window that follows.
+//! - [`table`]: streams awaiting their two WebSockets, their single-use tokens, and the
+//!   limits on how many there are.
+//! - [`endpoint`]: `GET /bridges/{id}`: the streaming endpoint, where each side's
+//!   WebSocket arrives and meets the other.
+//! - [`relay`]: the bytes between the two WebSockets, and why a relay ended.
+//! - [`record`]: the stream's activity record, written exactly once when it ends,
+//!   whichever path ended it.
+
+pub mod endpoint;
+pub mod record;
+pub mod relay;
+pub mod request;
+pub mod table;
+
+pub use record::{Recorder, StreamRecord};
+pub use table::{ClaimError, LimitError, Side, Slot, StreamInfo, Streams};

@@ -1,0 +1,224 @@
+//! A service's stream request: `POST /twins/{deviceId}/streams/{streamName}`.
+//!
+//! The call blocks until the device accepts or rejects the stream, or the response
+//! timeout passes. Accepted and rejected both answer 200 with
+//! `iothub-streaming-is-accepted: True|False`, as Azure does; everything else is an error
+//! status with a JSON body naming the device and the cause.
+
+use std::{sync::Arc, time::Duration};
+
+use device_streams_protocol::wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{record::StreamRecord, table::StreamInfo, Streams};
+use crate::{
+    activity::Outcome,
+    auth,
+    http::{text, Body},
+    metrics::AuthKind,
+    refusal::Refusal,
+    registry::Right,
+    Hub,
+};
+
+/// Removes a pending stream if the request ends before the device accepted it
+/// (including the service hanging up mid-wait, which drops this handler); the stream's
+/// record then says so as it drops.
+struct PendingGuard<'a> {
+    streams: &'a Streams,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.streams.remove(&self.id);
+        }
+    }
+}
+
+/// A timeout header's value in seconds, else `default`; at least 1 s, at most `max`.
+fn timeout_header(headers: &HeaderMap, name: &str, default: Duration, max: Duration) -> Duration {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+        .clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
+}
+
+pub async fn stream_request(
+    hub: Arc<Hub>,
+    req: Request<Incoming>,
+    device: String,
+    name: String,
+) -> Response<Body> {
+    let policy = match authenticate(&hub, &req, &device) {
+        Ok(policy) => policy,
+        Err(refusal) => {
+            return refuse(
+                StreamRecord::new(hub.recorder(), &device, &name, ""),
+                refusal,
+            )
+        }
+    };
+    let mut record = StreamRecord::new(hub.recorder(), &device, &name, &policy);
+    let slot = match admit(&hub, &device, &name) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(record, refusal),
+    };
+    let limits = &hub.config.limits;
+    let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
+    let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
+    let response_timeout =
+        timeout_header(req.headers(), wire::HEADER_RESPONSE_TIMEOUT, default, max);
+
+    let id = Streams::new_id();
+    let url = format!("{}{}{id}", hub.config.streaming_base, wire::BRIDGES_PREFIX);
+    let (device_token, service_token) = hub.streams.create(StreamInfo {
+        id: id.clone(),
+        slot,
+        record,
+    });
+    let mut guard = PendingGuard {
+        streams: &hub.streams,
+        id: id.clone(),
+        armed: true,
+    };
+    let topic = |rid: &str| wire::stream_request_topic(&name, rid, &url, &device_token);
+    let answer = hub.sessions.request(&device, topic, response_timeout).await;
+    match answer {
+        Ok(wire::ACCEPT) => {
+            guard.armed = false;
+            hub.streams.mark_accepted(&id);
+            hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
+            accepted(&url, service_token.expose())
+        }
+        Ok(status) => {
+            if let Some(mut info) = hub.streams.remove(&id) {
+                let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
+                info.record.end(Outcome::Rejected, msg);
+            }
+            rejected()
+        }
+        Err(e) => {
+            record = match hub.streams.remove(&id) {
+                Some(info) => info.record,
+                None => return Refusal::from(e).response(),
+            };
+            refuse(record, e.into())
+        }
+    }
+}
+
+/// Ends `record` with `refusal` and answers with it.
+fn refuse(mut record: StreamRecord, refusal: Refusal) -> Response<Body> {
+    let response = refusal.response();
+    record.end(refusal.outcome, refusal.message);
+    response
+}
+
+/// The caller's token and right; returns its policy.
+fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<String, Refusal> {
+    let header = req.headers().get(header::AUTHORIZATION);
+    let header = header.and_then(|v| v.to_str().ok()).unwrap_or("");
+    auth::service(
+        &hub.registry,
+        &hub.config.hostname,
+        header,
+        Right::ServiceConnect,
+    )
+    .map_err(|e| {
+        let refusal = Refusal::from(e);
+        if refusal.is_auth_failure() {
+            hub.metrics.auth_failure(AuthKind::Service);
+        } else {
+            tracing::error!(error = %refusal.message, "registry unavailable");
+        }
+        refusal.about(format_args!("stream request for device '{device}' refused"))
+    })
+}
+
+/// Every check between the caller's token and asking the device: the stream name, the
+/// device's state, and the hub's limits. Returns the stream's place under the limits.
+fn admit(hub: &Hub, device: &str, name: &str) -> Result<super::Slot, Refusal> {
+    if !wire::valid_stream_name(name) {
+        let msg = format!("'{name}' is not a valid stream name (letters, digits, - . _)");
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidStreamName",
+            Outcome::Failed,
+            msg,
+        ));
+    }
+    match hub.registry.device(device)? {
+        Some(d) if d.enabled => {}
+        Some(_) => {
+            let msg = format!("device '{device}' is disabled");
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "DeviceDisabled",
+                Outcome::Unauthorized,
+                msg,
+            ));
+        }
+        None => {
+            let msg = format!("device '{device}' is not registered on this hub");
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "DeviceNotFound",
+                Outcome::DeviceOffline,
+                msg,
+            ));
+        }
+    }
+    if !hub.sessions.is_connected(device) {
+        return Err(crate::sessions::RequestError::NotConnected(device.to_string()).into());
+    }
+    let refused = format!("stream to device '{device}' refused");
+    if !hub.new_streams.try_acquire() {
+        let msg = format!(
+            "the hub's limit of {} new streams per second is reached",
+            hub.new_streams.per_second()
+        );
+        let limited = StatusCode::TOO_MANY_REQUESTS;
+        let refusal = Refusal::new(limited, "ThrottlingException", Outcome::Limited, msg);
+        return Err(refusal.about(refused));
+    }
+    hub.streams
+        .reserve(device)
+        .map_err(|e| Refusal::from(e).about(refused))
+}
+
+fn accepted(url: &str, token: &str) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, "");
+    let h = resp.headers_mut();
+    h.insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("True"));
+    if let (Ok(u), Ok(t)) = (HeaderValue::from_str(url), HeaderValue::from_str(token)) {
+        h.insert(HEADER_URL, u);
+        h.insert(HEADER_AUTH_TOKEN, t);
+    }
+    resp
+}
+
+fn rejected() -> Response<Body> {
+    let mut resp = text(StatusCode::OK, "");
+    resp.headers_mut()
+        .insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("False"));
+    resp
+}
+
+/// Ends an accepted stream's connect window: whoever has not connected by then never will.
+async fn reap(hub: Arc<Hub>, id: String, window: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(window) => {}
+        _ = hub.shutdown.cancelled() => {}
+    }
+    if let Some(mut info) = hub.streams.remove(&id) {
+        let msg = format!("both sides did not connect to the streaming endpoint within {window:?}");
+        info.record.end(Outcome::Timeout, msg);
+    }
+}
