@@ -59,11 +59,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     while let Some(request) = incoming.next().await {
         match admit(&shared, &slots, config.max_streams, &request) {
             Ok(slot) => {
-                let span = tracing::info_span!("stream", name = %request.name(), rid = %request.request_id());
+                // Not `name`: JSON logs put the span's own name under that key, so a field called
+                // `name` would make a duplicate key that parsers resolve by dropping one.
+                let span = tracing::info_span!("stream", stream = %request.name(), rid = %request.request_id());
                 tracker.spawn(stream::serve(shared.clone(), request, slot).instrument(span));
             }
             Err(why) => {
-                tracing::warn!(name = %request.name(), "rejecting stream request: {why}");
+                tracing::warn!(stream = %request.name(), "rejecting stream request: {why}");
                 request.reject(&why).await;
             }
         }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use device_local_proxy::{Config, Target, Targets};
 use device_streams::device::defaults;
 use device_streams::{protocol::Secret, DeviceClient};
@@ -69,14 +69,20 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = cli::parse("device-local-proxy");
+    let (args, matches) = cli::parse_with_matches::<Args>("device-local-proxy");
     logging::init(args.log_format, "info");
-    cli::main("device-local-proxy", config(args), device_local_proxy::run)
+    cli::main(
+        "device-local-proxy",
+        config(args, &matches),
+        device_local_proxy::run,
+    )
 }
 
-fn config(args: Args) -> anyhow::Result<Config> {
+fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     use anyhow::Context;
     let connection = cli::connection_string(
+        &Args::command(),
+        matches,
         args.connection_string,
         args.connection_string_file.as_deref(),
         "device-connection-string",

@@ -46,7 +46,9 @@ fn bad_connection_string_and_ca_file_are_named_without_the_key() {
     );
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--connection-string") && err.contains("DeviceId") && !err.contains(KEY),
+        err.contains("from environment variable DEVICE_CONNECTION_STRING is not valid")
+            && err.contains("DeviceId")
+            && !err.contains(KEY),
         "{err}"
     );
 

@@ -62,3 +62,22 @@ fn man_pages_and_completions_cover_the_flags() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn help_lists_the_man_and_completions_commands() {
+    for binary in BINARIES {
+        let help = stdout(binary, &["--help"]);
+        for command in ["man", "completions"] {
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+                "{binary} --help does not list {command}: {help}"
+            );
+        }
+    }
+    // Also after flags, where clap parses them as the sub-commands they are listed as.
+    let man = stdout("device-local-proxy", &["--map", "ssh=127.0.0.1:22", "man"]);
+    assert!(man.contains(".TH"), "{man}");
+    let bash = stdout("service-local-proxy", &["--stdio", "completions", "bash"]);
+    assert!(bash.contains("complete -F"), "{bash}");
+}

@@ -158,15 +158,32 @@ async fn unreachable_hub_and_untrusted_certificate_are_named() {
     let shown = format!("{:#}", anyhow::Error::new(e));
     assert_eq!(shown.matches("refused").count(), 1, "{shown}");
 
-    let other = System::start().await; // a different CA
+    // The usual cause with a self-hosted hub is a missing or wrong --ca-file: the error
+    // says so. A CA of another name is an unknown issuer (as the system's roots are);
+    // another hub's CA for the same host name has the right name but a bad signature.
+    let tmp = tempfile::tempdir().unwrap();
+    let unrelated = stream_hub::init::DataDir::new(tmp.path().join("hub"));
+    stream_hub::init::init(&unrelated, "elsewhere.example:443").unwrap();
+    let other = System::start().await;
+    for (ca, cause) in [
+        (unrelated.ca_file(), "UnknownIssuer"),
+        (other.ca_file(), "BadSignature"),
+    ] {
+        let mut config = sys.service_config("dev1", "ssh");
+        config.connector = e2e::connector(&ca);
+        let msg = open_err(&config).await.to_string();
+        assert!(
+            msg.contains("TLS handshake") && msg.contains("dev1"),
+            "{msg}"
+        );
+        let want =
+            format!("invalid peer certificate: {cause} (is the hub's CA given with --ca-file?)");
+        assert!(msg.contains(&want), "{msg}");
+    }
+    // Other failures get no such hint.
     let mut config = sys.service_config("dev1", "ssh");
-    config.connector = other.connector();
-    let e = open_err(&config).await;
-    let msg = e.to_string();
-    assert!(
-        msg.contains("TLS handshake") && msg.contains("dev1"),
-        "{msg}"
-    );
+    config.connection.host = format!("localhost:{closed}").parse().unwrap();
+    assert!(!open_err(&config).await.to_string().contains("--ca-file"));
 }
 
 #[tokio::test]
@@ -327,4 +344,195 @@ async fn garbage_on_the_wire_does_not_disturb_the_hub() {
     // The hub still serves a well-formed request.
     let e = open_err(&sys.service_config("ghost", "ssh")).await;
     assert_eq!(refused_status(&e), 404);
+}
+
+/// Where a proxy can find its connection string; all of them are cleared for the tests below.
+const CONNECTION_STRING_PLACES: [&str; 8] = [
+    "DEVICE_CONNECTION_STRING",
+    "SERVICE_CONNECTION_STRING",
+    "DEVICE_PROXY_CONNECTION_STRING_FILE",
+    "SERVICE_PROXY_CONNECTION_STRING_FILE",
+    "DEVICE_PROXY_CONFIG",
+    "SERVICE_PROXY_CONFIG",
+    "CREDENTIALS_DIRECTORY",
+    "RUST_LOG",
+];
+
+/// Where a test puts a connection string: extra arguments and environment variables.
+type Place<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+/// Runs a proxy binary to its end; its exit code and stderr.
+fn run_proxy(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(bin(binary));
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for var in CONNECTION_STRING_PLACES {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr)
+}
+
+/// Each proxy, the arguments it needs besides a connection string, and the names of its
+/// connection string's variable, its file's variable and its systemd credential.
+const PROXIES: [(&str, &[&str], [&str; 3]); 2] = [
+    (
+        "device-local-proxy",
+        &["--map", "ssh=127.0.0.1:22"],
+        [
+            "DEVICE_CONNECTION_STRING",
+            "DEVICE_PROXY_CONNECTION_STRING_FILE",
+            "device-connection-string",
+        ],
+    ),
+    (
+        "service-local-proxy",
+        &["--stdio", "--device-id", "dev1"],
+        [
+            "SERVICE_CONNECTION_STRING",
+            "SERVICE_PROXY_CONNECTION_STRING_FILE",
+            "service-connection-string",
+        ],
+    ),
+];
+
+#[test]
+fn no_connection_string_names_every_place_it_could_be() {
+    for (binary, args, names) in PROXIES {
+        let (code, stderr) = run_proxy(binary, args, &[]);
+        assert_eq!(code, Some(2), "{binary}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{binary}: {stderr}");
+        for name in names.iter().chain(&["--connection-string-file"]) {
+            assert!(stderr.contains(name), "{binary}: {name} missing: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_connection_string_names_its_source_but_never_its_value() {
+    const KEY: &str = "c2VjcmV0LXNlY3JldA==";
+    // Neither proxy's kind: a device's lacks DeviceId, a service's SharedAccessKeyName.
+    let bad = format!("HostName=h;SharedAccessKey={KEY}");
+    let dir = tempfile::tempdir().unwrap();
+    for (binary, args, [var, _, credential]) in PROXIES {
+        let file = dir.path().join(format!("{binary}.cs"));
+        std::fs::write(&file, &bad).unwrap();
+        let config = dir.path().join(format!("{binary}.toml"));
+        std::fs::write(&config, format!("connection-string = \"{bad}\"\n")).unwrap();
+        let credentials = dir.path().join(format!("{binary}-credentials"));
+        std::fs::create_dir(&credentials).unwrap();
+        std::fs::write(credentials.join(credential), &bad).unwrap();
+        let (file, config, credentials) = (
+            file.display().to_string(),
+            config.display().to_string(),
+            credentials.display().to_string(),
+        );
+        let cases: [(Place, String); 5] = [
+            (
+                (&["--connection-string", &bad], &[]),
+                "--connection-string".into(),
+            ),
+            ((&[], &[(var, &bad)]), format!("environment variable {var}")),
+            (
+                (&["--config", &config], &[]),
+                format!("key connection-string of config file {config}"),
+            ),
+            (
+                (&["--connection-string-file", &file], &[]),
+                format!("file {file}"),
+            ),
+            (
+                (&[], &[("CREDENTIALS_DIRECTORY", &credentials)]),
+                format!("systemd credential {credential} ({credentials}/{credential})"),
+            ),
+        ];
+        for ((extra, env), source) in cases {
+            let all: Vec<&str> = args.iter().chain(extra).copied().collect();
+            let (code, stderr) = run_proxy(binary, &all, env);
+            assert_eq!(code, Some(2), "{binary} {extra:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("the connection string from {source} is not valid")),
+                "{binary} {extra:?} {env:?}: {stderr}"
+            );
+            assert!(!stderr.contains(KEY), "{binary} echoes the key: {stderr}");
+        }
+    }
+}
+
+/// A connection string to a hub that is not there, so a proxy that accepts it fails only
+/// when it dials: exit 1, "cannot reach the hub".
+fn unreachable_service_connection_string() -> String {
+    let closed = e2e::fault::free_port();
+    format!(
+        "HostName=localhost:{closed};SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0LXNlY3JldA=="
+    )
+}
+
+#[test]
+fn quotes_and_whitespace_around_a_connection_string_are_tolerated() {
+    let cs = unreachable_service_connection_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cs");
+    std::fs::write(&file, format!("\"{cs}\"\n")).unwrap();
+    let config = dir.path().join("service.toml");
+    std::fs::write(&config, format!("connection-string = '\"{cs}\"'\n")).unwrap();
+    std::fs::create_dir(dir.path().join("credentials")).unwrap();
+    std::fs::write(
+        dir.path().join("credentials/service-connection-string"),
+        format!("  '{cs}'\n\n"),
+    )
+    .unwrap();
+    let (file, config, credentials) = (
+        file.display().to_string(),
+        config.display().to_string(),
+        dir.path().join("credentials").display().to_string(),
+    );
+    let (quoted, padded) = (format!("\"{cs}\""), format!("'{cs}'\n"));
+    let cases: [Place; 5] = [
+        (&["--connection-string", &padded], &[]),
+        (&[], &[("SERVICE_CONNECTION_STRING", &quoted)]),
+        (&["--config", &config], &[]),
+        (&["--connection-string-file", &file], &[]),
+        (&[], &[("CREDENTIALS_DIRECTORY", &credentials)]),
+    ];
+    for (extra, env) in cases {
+        let mut args = vec!["--stdio", "--device-id", "dev1"];
+        args.extend(extra);
+        let (code, stderr) = run_proxy("service-local-proxy", &args, env);
+        assert_eq!(code, Some(1), "{extra:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach the hub for device dev1"),
+            "{extra:?} {env:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_connection_string_file_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cs");
+    std::fs::write(&file, unreachable_service_connection_string()).unwrap();
+    let path = file.display().to_string();
+    let args = [
+        "--stdio",
+        "--device-id",
+        "dev1",
+        "--connection-string-file",
+        &path,
+    ];
+    for (mode, warned) in [(0o640, true), (0o604, true), (0o600, false), (0o400, false)] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, stderr) = run_proxy("service-local-proxy", &args, &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        let warning = format!("connection string file {path} has mode {mode:04o}");
+        assert_eq!(stderr.contains(&warning), warned, "mode {mode:o}: {stderr}");
+        assert_eq!(
+            stderr.contains("has mode"),
+            warned,
+            "mode {mode:o}: {stderr}"
+        );
+        assert!(!stderr.contains("c2VjcmV0LXNlY3JldA"), "{stderr}");
+    }
 }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use device_streams::service::defaults;
 use device_streams::{
     protocol::{wire, Secret},
@@ -84,14 +84,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = cli::parse("service-local-proxy");
+    let (args, matches) = cli::parse_with_matches::<Args>("service-local-proxy");
     // In --stdio mode stdout carries the stream, so only warnings go to stderr by default.
     logging::init(args.log_format, if args.stdio { "warn" } else { "info" });
     let (stdio, listen) = (args.stdio, args.listen);
     let forwards = args.forward.clone();
     cli::main(
         "service-local-proxy",
-        config(args),
+        config(args, &matches),
         |(config, route), shutdown| async move {
             let config = Arc::new(config);
             if stdio {
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
 }
 
 /// Which hub (and how), and — without --forward — the route of --device-id/--stream-name.
-fn config(args: Args) -> anyhow::Result<(Config, Route)> {
+fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<(Config, Route)> {
     // With --forward each listener names its own device and stream (checked when parsed);
     // then this route is never used.
     let device_id = match (args.device_id, args.forward.is_empty()) {
@@ -130,6 +130,8 @@ fn config(args: Args) -> anyhow::Result<(Config, Route)> {
         args.stream_name
     );
     let connection = cli::connection_string(
+        &Args::command(),
+        matches,
         args.connection_string,
         args.connection_string_file.as_deref(),
         "service-connection-string",

@@ -27,7 +27,8 @@ fn malformed_connection_string_is_a_usage_error_without_the_key() {
     );
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--connection-string") && err.contains("SharedAccessKeyName"),
+        err.contains("from environment variable SERVICE_CONNECTION_STRING is not valid")
+            && err.contains("SharedAccessKeyName"),
         "{err}"
     );
     assert!(!err.contains(KEY), "{err}");

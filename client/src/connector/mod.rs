@@ -35,7 +35,7 @@ pub enum DialError {
     ConnectTimeout { addr: String, after: Duration },
     #[error("'{0}' is not a valid TLS server name")]
     ServerName(String),
-    #[error("TLS handshake with {addr} failed: {cause}")]
+    #[error("TLS handshake with {addr} failed: {cause}{}", ca_hint(.cause))]
     Handshake { addr: String, cause: io::Error },
     #[error("TLS handshake with {addr} timed out after {after:?}")]
     HandshakeTimeout { addr: String, after: Duration },
@@ -46,6 +46,31 @@ pub enum DialError {
         addr: String,
         cause: Arc<ProxyError>,
     },
+}
+
+/// A hint after a handshake error that says the hub's certificate chains to no CA we
+/// trust, which with a self-hosted hub almost always means its CA file was not given:
+/// `UnknownIssuer` when no trusted CA has the issuer's name (the system's roots),
+/// `BadSignature` when one has it but did not sign (another hub's CA for the same host
+/// name, or this hub's from before `init` ran again).
+fn ca_hint(cause: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    let untrusted = cause
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature
+                )
+            )
+        });
+    if untrusted {
+        " (is the hub's CA given with --ca-file?)"
+    } else {
+        ""
+    }
 }
 
 /// Dials TLS connections: TCP connect (through the environment's `HTTPS_PROXY` unless
@@ -211,5 +236,27 @@ impl Connector {
                 cause,
             })?;
         Ok(tcp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_untrusted_issuer_gets_the_ca_hint() {
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        for untrusted in [
+            rustls::CertificateError::UnknownIssuer,
+            rustls::CertificateError::BadSignature,
+        ] {
+            let e = tls(rustls::Error::InvalidCertificate(untrusted));
+            assert_eq!(ca_hint(&e), " (is the hub's CA given with --ca-file?)");
+        }
+        let expired = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        assert_eq!(ca_hint(&expired), "");
+        assert_eq!(ca_hint(&io::Error::other("reset")), "");
     }
 }
