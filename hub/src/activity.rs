@@ -4,21 +4,49 @@
 //! Each record is emitted as a structured tracing event (target `activity`) and stored in
 //! the registry database's `activity` table by a writer thread, so stream set-up never
 //! waits for the disk; `stream-hub logs` queries the table.
+//!
+//! No record is ever dropped: a stream reserves its place in the writer's queue before it
+//! is admitted ([`Activity::reserve`]) and holds it until its record is written, so when
+//! the disk falls behind, new stream requests wait — back-pressure — instead of records
+//! of streams that happened being lost. Only authenticated requests get a record (the
+//! hub counts the others in its metrics), and the table is pruned by age and by count.
 
 use std::{
     path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use clap::Args;
 use rusqlite::{params, Connection};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-/// Records waiting for the writer; past this the log drops records (and counts them).
-const QUEUE: usize = 4096;
+/// Records the writer takes into one transaction at most.
+const BATCH: usize = 4096;
+
+/// How often the writer prunes the table (also after every [`BATCH`] records).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How much of the activity log the hub keeps.
+#[derive(Debug, Clone, Args)]
+pub struct Retention {
+    /// Delete activity records older than this.
+    #[arg(long = "activity-max-age", env = "STREAM_HUB_ACTIVITY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "30days")]
+    pub max_age: Duration,
+    /// Keep at most this many activity records (about 200 bytes each on disk), the newest.
+    #[arg(
+        long = "activity-max-records",
+        env = "STREAM_HUB_ACTIVITY_MAX_RECORDS",
+        default_value_t = 1_000_000
+    )]
+    pub max_records: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        crate::config::flag_defaults()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -137,26 +165,32 @@ fn open(db: &Path) -> rusqlite::Result<Connection> {
 
 /// The log's writing end.
 pub struct Activity {
-    tx: SyncSender<Entry>,
-    dropped: AtomicU64,
+    tx: mpsc::Sender<Entry>,
 }
+
+/// A place in the writer's queue, held by one stream until its record is written.
+pub type Reserved = mpsc::OwnedPermit<Entry>;
 
 impl Activity {
     /// Opens (creating if needed) the activity table in `db` and starts its writer thread,
-    /// which ends once the `Activity` is dropped.
-    pub fn open(db: &Path) -> anyhow::Result<Activity> {
+    /// which ends once the `Activity` and every [`Reserved`] place are dropped. `capacity`
+    /// bounds the records waiting, and so the streams that can hold a place at once.
+    pub fn open(db: &Path, capacity: usize, retention: Retention) -> anyhow::Result<Activity> {
         let conn = open(db)?;
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         std::thread::Builder::new()
             .name("activity-log".into())
-            .spawn(move || write_loop(conn, rx))?;
-        Ok(Activity {
-            tx,
-            dropped: AtomicU64::new(0),
-        })
+            .spawn(move || write_loop(conn, rx, retention))?;
+        Ok(Activity { tx })
     }
 
-    pub fn record(&self, r: &Record<'_>) {
+    /// Waits for a place in the writer's queue; `None` once the writer has stopped.
+    pub async fn reserve(&self) -> Option<Reserved> {
+        self.tx.clone().reserve_owned().await.ok()
+    }
+
+    /// Writes `r` into its reserved place (and, either way, as a tracing event).
+    pub fn record(place: Option<Reserved>, r: &Record<'_>) {
         tracing::info!(
             target: "activity",
             category = "DeviceStreams",
@@ -171,7 +205,8 @@ impl Activity {
             detail = r.detail,
             "stream {}", r.outcome.name()
         );
-        let entry = Entry {
+        let Some(place) = place else { return };
+        place.send(Entry {
             category: "DeviceStreams",
             time: unix_ms(SystemTime::now()),
             device: r.device.to_string(),
@@ -183,32 +218,25 @@ impl Activity {
             bytes_to_device: r.bytes_to_device,
             bytes_from_device: r.bytes_from_device,
             detail: r.detail.to_string(),
-        };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(entry) {
-            // The disk is behind: losing a record beats stalling stream set-up.
-            if self
-                .dropped
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(1000)
-            {
-                tracing::warn!("activity log is behind; records are being dropped");
-            }
-        }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        });
     }
 }
 
-fn write_loop(mut conn: Connection, rx: Receiver<Entry>) {
-    while let Ok(first) = rx.recv() {
-        // Batch whatever else is already queued into one transaction.
-        let batch: Vec<Entry> = std::iter::once(first)
-            .chain(rx.try_iter().take(QUEUE))
-            .collect();
+fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Entry>, retention: Retention) {
+    let mut pruned = Instant::now();
+    let mut since_prune = 0;
+    let mut batch = Vec::new();
+    while rx.blocking_recv_many(&mut batch, BATCH) > 0 {
         if let Err(e) = insert(&mut conn, &batch) {
             tracing::warn!("cannot store {} activity records: {e}", batch.len());
+        }
+        since_prune += batch.len();
+        batch.clear();
+        if since_prune >= BATCH || pruned.elapsed() >= PRUNE_EVERY {
+            if let Err(e) = prune(&conn, &retention, SystemTime::now()) {
+                tracing::warn!("cannot prune the activity log: {e}");
+            }
+            (pruned, since_prune) = (Instant::now(), 0);
         }
     }
 }
@@ -236,6 +264,17 @@ fn insert(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
         }
     }
     tx.commit()
+}
+
+/// Deletes records older than the retention's age, then all but its newest count.
+fn prune(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqlite::Result<usize> {
+    let cutoff = unix_ms(now).saturating_sub(retention.max_age.as_millis() as u64);
+    let old = conn.execute("DELETE FROM activity WHERE time < ?1", params![cutoff])?;
+    let excess = conn.execute(
+        "DELETE FROM activity WHERE rowid <= (SELECT MAX(rowid) FROM activity) - ?1",
+        params![retention.max_records],
+    )?;
+    Ok(old + excess)
 }
 
 /// Records since `since_ms` (unix milliseconds), oldest first, optionally for one device.
@@ -268,41 +307,34 @@ pub fn query(db: &Path, device: Option<&str>, since_ms: u64) -> anyhow::Result<V
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_are_stored_and_queried_by_device_and_time() {
+    fn entries(db: &Path, n: usize) -> Vec<Entry> {
+        for _ in 0..250 {
+            let all = query(db, None, 0).unwrap();
+            if all.len() >= n {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        query(db, None, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_are_stored_and_queried_by_device_and_time() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("r.db");
-        let log = Activity::open(&db).unwrap();
-        log.record(&Record::request(
-            "dev1",
-            "ssh",
-            "service",
-            Outcome::Rejected,
-            "no such target",
-        ));
-        log.record(&Record {
+        let log = Activity::open(&db, 8, Retention::default()).unwrap();
+        let rejected = Record::request("dev1", "ssh", "service", Outcome::Rejected, "no target");
+        Activity::record(log.reserve().await, &rejected);
+        let accepted = Record {
             setup: Some(Duration::from_millis(3)),
             duration: Some(Duration::from_secs(2)),
             bytes_to_device: 10,
             bytes_from_device: 20,
-            ..Record::request(
-                "dev2",
-                "ssh",
-                "service",
-                Outcome::Accepted,
-                "closed by service",
-            )
-        });
+            ..Record::request("dev2", "ssh", "service", Outcome::Accepted, "closed")
+        };
+        Activity::record(log.reserve().await, &accepted);
         drop(log); // the writer drains its queue and ends
-        let mut all = Vec::new();
-        for _ in 0..100 {
-            all = query(&db, None, 0).unwrap();
-            if all.len() == 2 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(all.len(), 2);
+        assert_eq!(entries(&db, 2).len(), 2);
         let dev2 = query(&db, Some("dev2"), 0).unwrap();
         assert_eq!(dev2.len(), 1);
         assert_eq!(
@@ -313,5 +345,62 @@ mod tests {
         assert!(query(&db, None, unix_ms(SystemTime::now()) + 60_000)
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_new_streams_wait_instead_of_losing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let log = std::sync::Arc::new(Activity::open(&db, 2, Retention::default()).unwrap());
+        // Two streams hold the only places: a third waits for one of them to end.
+        let (a, b) = (log.reserve().await, log.reserve().await);
+        let third = tokio::spawn({
+            let log = log.clone();
+            async move { log.reserve().await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "a third place was handed out");
+        let r = Record::request("dev1", "ssh", "service", Outcome::Accepted, "");
+        Activity::record(a, &r);
+        Activity::record(b, &r);
+        assert!(third.await.unwrap());
+        // Many more, each waiting for room: none is lost.
+        for _ in 0..500 {
+            Activity::record(log.reserve().await, &r);
+        }
+        assert_eq!(entries(&db, 502).len(), 502);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_records_within_age_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("r.db")).unwrap();
+        let now = SystemTime::now();
+        let entry = |age: Duration| Entry {
+            category: "DeviceStreams",
+            time: unix_ms(now - age),
+            device: "d".into(),
+            stream: "ssh".into(),
+            policy: "service".into(),
+            result: "accepted".into(),
+            setup_ms: None,
+            duration_ms: None,
+            bytes_to_device: 0,
+            bytes_from_device: 0,
+            detail: String::new(),
+        };
+        let old: Vec<Entry> = (0..5).map(|_| entry(Duration::from_secs(7200))).collect();
+        let new: Vec<Entry> = (0..10).map(|_| entry(Duration::ZERO)).collect();
+        insert(&mut conn, &old).unwrap();
+        insert(&mut conn, &new).unwrap();
+        let retention = Retention {
+            max_age: Duration::from_secs(3600),
+            max_records: 4,
+        };
+        assert_eq!(prune(&conn, &retention, now).unwrap(), 11);
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM activity", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 4);
     }
 }

@@ -154,75 +154,10 @@ pub struct ServeArgs {
     /// Serve /metrics and /healthz on this plain-HTTP address instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// Time allowed for a TLS handshake.
-    #[arg(long, env = "STREAM_HUB_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub tls_handshake_timeout: Duration,
-    /// Time allowed for HTTP request headers and for a device's CONNECT.
-    #[arg(long, env = "STREAM_HUB_FIRST_MESSAGE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub first_message_timeout: Duration,
-    /// Connect and response timeout of stream requests that name none: both sides must
-    /// reach the streaming endpoint within it.
-    #[arg(long, env = "STREAM_HUB_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub handshake_timeout: Duration,
-    /// Cap on the connect and response timeouts a service may ask for.
-    #[arg(long, env = "STREAM_HUB_MAX_STREAM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5m")]
-    pub max_stream_timeout: Duration,
-    /// Most simultaneous connections of any kind.
-    #[arg(long, env = "STREAM_HUB_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
-    /// Most devices with an open control connection.
-    #[arg(long, env = "STREAM_HUB_MAX_DEVICES", default_value_t = 15_000)]
-    pub max_devices: usize,
-    /// Most streams (pending or open) on the hub.
-    #[arg(long, env = "STREAM_HUB_MAX_STREAMS", default_value_t = 5_000)]
-    pub max_streams: usize,
-    /// Most streams (pending or open) per device.
-    #[arg(long, env = "STREAM_HUB_MAX_STREAMS_PER_DEVICE", default_value_t = 100)]
-    pub max_streams_per_device: usize,
-    /// Most new stream requests per second on the hub.
-    #[arg(
-        long,
-        env = "STREAM_HUB_MAX_NEW_STREAMS_PER_SECOND",
-        default_value_t = 1_000
-    )]
-    pub max_new_streams_per_second: u32,
-    /// Largest WebSocket message accepted, in bytes (stream data comes in ≤ 64 KiB messages).
-    #[arg(long, env = "STREAM_HUB_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
-    pub max_message_size: usize,
-    /// Largest HTTP request head, in bytes.
-    #[arg(long, env = "STREAM_HUB_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
-    pub max_header_bytes: usize,
-    /// Close a paired stream after this long without traffic either way (off unless set).
-    #[arg(long, env = "STREAM_HUB_STREAM_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub stream_idle_timeout: Option<Duration>,
-    /// How long open streams may go on after SIGTERM.
-    #[arg(long, env = "STREAM_HUB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub shutdown_grace: Duration,
-    /// WebSocket ping interval on streams; a side silent for two intervals is cut.
-    #[arg(long, env = "STREAM_HUB_STREAM_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
-    pub stream_ping_interval: Duration,
-}
-
-impl ServeArgs {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            tls_handshake: self.tls_handshake_timeout,
-            first_message: self.first_message_timeout,
-            max_connections: self.max_connections,
-            max_streams: self.max_streams,
-            max_streams_per_device: self.max_streams_per_device,
-            handshake_timeout: self.handshake_timeout,
-            max_stream_timeout: self.max_stream_timeout,
-            max_new_streams_per_second: self.max_new_streams_per_second,
-            max_devices: self.max_devices,
-            max_message: self.max_message_size,
-            max_header_bytes: self.max_header_bytes,
-            stream_idle_timeout: self.stream_idle_timeout,
-            shutdown_grace: self.shutdown_grace,
-            stream_ping_interval: self.stream_ping_interval,
-            ..Limits::default()
-        }
-    }
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub retention: crate::activity::Retention,
 }
 
 /// Runs the hub until `shutdown`: the TLS port, and the admin listener if asked for.
@@ -238,9 +173,10 @@ pub async fn serve(
         hostname,
         args.listen.port(),
         args.streaming_url.clone(),
-        args.limits(),
+        args.limits.clone(),
     );
     config.ops_on_main_port = args.admin_listen.is_none();
+    config.retention = args.retention.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -2,61 +2,82 @@
 
 use std::time::Duration;
 
-/// Every bound the hub enforces; each is a `serve` flag.
-#[derive(Debug, Clone)]
+use clap::{Args, FromArgMatches};
+use device_streams_protocol::wire;
+
+/// Every bound the hub enforces; each is a `serve` flag (its doc comment is the help),
+/// and the flags' defaults are the only defaults: [`Limits::default`] reads them.
+#[derive(Debug, Clone, Args)]
 pub struct Limits {
-    /// TLS handshake on an accepted connection.
+    /// Time allowed for a TLS handshake.
+    #[arg(long = "tls-handshake-timeout", env = "STREAM_HUB_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub tls_handshake: Duration,
-    /// Time for an HTTP request's headers, and for a device's CONNECT after the upgrade.
+    /// Time allowed for HTTP request headers and for a device's CONNECT.
+    #[arg(long = "first-message-timeout", env = "STREAM_HUB_FIRST_MESSAGE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub first_message: Duration,
-    /// Simultaneous TCP connections of any kind.
-    pub max_connections: usize,
-    /// Streams pending or open on the whole hub.
-    pub max_streams: usize,
-    /// Streams pending or open per device.
-    pub max_streams_per_device: usize,
-    /// Connect and response timeout of a stream request that names none (Azure: 60 s):
-    /// the handshake window in which both sides must reach the streaming endpoint.
+    /// Connect and response timeout of stream requests that name none (Azure: 60 s): both
+    /// sides must reach the streaming endpoint within it.
+    #[arg(long, env = "STREAM_HUB_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub handshake_timeout: Duration,
-    /// Upper bound on the connect/response timeouts a service may ask for.
+    /// Cap on the connect and response timeouts a service may ask for.
+    #[arg(long, env = "STREAM_HUB_MAX_STREAM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5m")]
     pub max_stream_timeout: Duration,
-    /// New stream requests per second on the whole hub (bursts up to one second's worth).
-    pub max_new_streams_per_second: u32,
-    /// Devices with an open control connection.
+    /// Most simultaneous connections of any kind.
+    #[arg(long, env = "STREAM_HUB_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Most devices with an open control connection.
+    #[arg(long, env = "STREAM_HUB_MAX_DEVICES", default_value_t = 15_000)]
     pub max_devices: usize,
-    /// Largest WebSocket message on any connection.
+    /// Most streams (pending or open) on the hub.
+    #[arg(long, env = "STREAM_HUB_MAX_STREAMS", default_value_t = 5_000)]
+    pub max_streams: usize,
+    /// Most streams (pending or open) per device.
+    #[arg(long, env = "STREAM_HUB_MAX_STREAMS_PER_DEVICE", default_value_t = 100)]
+    pub max_streams_per_device: usize,
+    /// Most new stream requests per second on the hub (bursts up to one second's worth).
+    #[arg(
+        long,
+        env = "STREAM_HUB_MAX_NEW_STREAMS_PER_SECOND",
+        default_value_t = 1_000
+    )]
+    pub max_new_streams_per_second: u32,
+    /// Largest WebSocket message accepted, in bytes (stream data comes in ≤ 64 KiB messages).
+    #[arg(long = "max-message-size", env = "STREAM_HUB_MAX_MESSAGE_SIZE", default_value_t = wire::MAX_DATA_MESSAGE)]
     pub max_message: usize,
-    /// A paired stream with no traffic either way for this long is closed (off if `None`).
-    pub stream_idle_timeout: Option<Duration>,
-    /// Largest MQTT packet from a device.
-    pub max_mqtt_packet: usize,
-    /// Largest HTTP request head.
+    /// Largest HTTP request head, in bytes.
+    #[arg(long, env = "STREAM_HUB_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
-    /// How long open streams may finish after a shutdown signal.
+    /// Close a paired stream after this long without traffic either way (off unless set).
+    #[arg(long, env = "STREAM_HUB_STREAM_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Option<Duration>,
+    /// How long open streams may go on after SIGTERM.
+    #[arg(long, env = "STREAM_HUB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
-    /// Pings on each stream's WebSockets while idle; a side silent for two intervals is cut.
+    /// WebSocket ping interval on streams; a side silent for two intervals is cut.
+    #[arg(long, env = "STREAM_HUB_STREAM_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub stream_ping_interval: Duration,
+    /// Largest MQTT packet from a device (not a flag: the protocol fixes it).
+    #[arg(skip = device_streams_protocol::mqtt::MAX_PACKET)]
+    pub max_mqtt_packet: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            tls_handshake: Duration::from_secs(10),
-            first_message: Duration::from_secs(10),
-            max_connections: 20_000,
-            max_streams: 5_000,
-            max_streams_per_device: 100,
-            handshake_timeout: device_streams_protocol::wire::DEFAULT_TIMEOUT,
-            max_stream_timeout: Duration::from_secs(300),
-            max_new_streams_per_second: 1_000,
-            max_devices: 15_000,
-            max_message: device_streams_protocol::wire::MAX_DATA_MESSAGE,
-            stream_idle_timeout: None,
-            max_mqtt_packet: device_streams_protocol::mqtt::MAX_PACKET,
-            max_header_bytes: 16 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-            stream_ping_interval: Duration::from_secs(30),
-        }
+        flag_defaults()
+    }
+}
+
+/// A group of flags as `serve` with no flags, no environment and no file has them, so
+/// that the flags' defaults are the only place defaults are written.
+pub fn flag_defaults<T: Args + FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>));
+    let parsed = cmd
+        .try_get_matches_from(["defaults"])
+        .and_then(|m| T::from_arg_matches(&m));
+    match parsed {
+        Ok(values) => values,
+        // Only a broken attribute gets here, and every test would show it.
+        Err(e) => panic!("flag defaults do not parse: {e}"),
     }
 }
 
@@ -67,6 +88,8 @@ pub struct Config {
     /// Base of the streaming URLs handed out, e.g. `wss://hub.example.com:8443`.
     pub streaming_base: String,
     pub limits: Limits,
+    /// How much of the activity log to keep.
+    pub retention: crate::activity::Retention,
     /// Whether `/metrics` and `/healthz` are on the main port (not when an admin listener serves them).
     pub ops_on_main_port: bool,
 }
@@ -89,6 +112,7 @@ impl Config {
             hostname,
             streaming_base,
             limits,
+            retention: Default::default(),
             ops_on_main_port: true,
         }
     }
@@ -97,5 +121,25 @@ impl Config {
     pub fn endpoints_json(&self) -> serde_json::Value {
         let https = self.streaming_base.replacen("wss://", "https://", 1);
         serde_json::json!({ "streamingEndpoints": [https] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_are_the_flags_defaults_whatever_the_environment() {
+        std::env::set_var("STREAM_HUB_MAX_STREAMS", "7");
+        let limits = Limits::default();
+        std::env::remove_var("STREAM_HUB_MAX_STREAMS");
+        assert_eq!(limits.max_streams, 5_000);
+        assert_eq!(limits.tls_handshake, Duration::from_secs(10));
+        assert_eq!(limits.max_stream_timeout, Duration::from_secs(300));
+        assert_eq!(limits.stream_idle_timeout, None);
+        assert_eq!(
+            limits.max_mqtt_packet,
+            device_streams_protocol::mqtt::MAX_PACKET
+        );
     }
 }

@@ -68,7 +68,11 @@ impl Hub {
         let limits = &config.limits;
         let streams = stream::Streams::new(limits.max_streams, limits.max_streams_per_device);
         let new_streams = rate::RateLimit::new(limits.max_new_streams_per_second);
-        let activity = Arc::new(activity::Activity::open(registry.path())?);
+        // Every stream pending or open holds a place until its record is written; the rest
+        // is room for records on their way to the disk.
+        let places = limits.max_streams + 4096;
+        let activity = activity::Activity::open(registry.path(), places, config.retention.clone());
+        let activity = Arc::new(activity?);
         Ok(Arc::new(Hub {
             config,
             registry,

@@ -1,6 +1,7 @@
 //! A stream's activity record, written exactly once when the stream ends — refused,
 //! rejected, timed out, relayed to its end, or dropped because the service hung up —
-//! whichever path ended it: [`StreamRecord`] writes itself when it is dropped.
+//! whichever path ended it: [`StreamRecord`] writes itself when it is dropped, into the
+//! place in the activity log's queue it reserved when it was opened.
 
 use std::{
     sync::Arc,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    activity::{Activity, Outcome, Record},
+    activity::{Activity, Outcome, Record, Reserved},
     metrics::Metrics,
 };
 
@@ -20,9 +21,20 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn write(&self, record: &Record<'_>) {
-        self.metrics.on_record(record);
-        self.activity.record(record);
+    /// A record for a new stream, once the activity log has room to take it.
+    pub async fn open(&self, device: &str, stream: &str, policy: &str) -> StreamRecord {
+        let place = self.activity.reserve().await;
+        StreamRecord {
+            recorder: self.clone(),
+            place,
+            device: device.to_string(),
+            stream: stream.to_string(),
+            policy: policy.to_string(),
+            requested_at: Instant::now(),
+            traffic: None,
+            ending: None,
+            if_dropped: "the service hung up before the device answered",
+        }
     }
 }
 
@@ -37,6 +49,7 @@ pub struct Traffic {
 /// One stream request's record, from the moment its caller is known until it ends.
 pub struct StreamRecord {
     recorder: Recorder,
+    place: Option<Reserved>,
     device: String,
     stream: String,
     policy: String,
@@ -48,19 +61,6 @@ pub struct StreamRecord {
 }
 
 impl StreamRecord {
-    pub fn new(recorder: Recorder, device: &str, stream: &str, policy: &str) -> Self {
-        StreamRecord {
-            recorder,
-            device: device.to_string(),
-            stream: stream.to_string(),
-            policy: policy.to_string(),
-            requested_at: Instant::now(),
-            traffic: None,
-            ending: None,
-            if_dropped: "the service hung up before the device answered",
-        }
-    }
-
     pub fn device(&self) -> &str {
         &self.device
     }
@@ -109,36 +109,39 @@ impl Drop for StreamRecord {
             .unwrap_or_else(|| (Outcome::Failed, self.if_dropped.to_string()));
         let (setup, duration) = self.setup_and_duration();
         let traffic = self.traffic;
-        self.recorder.write(&Record {
+        let record = Record {
             setup,
             duration,
             bytes_to_device: traffic.map_or(0, |t| t.bytes_to_device),
             bytes_from_device: traffic.map_or(0, |t| t.bytes_from_device),
             ..Record::request(&self.device, &self.stream, &self.policy, outcome, &detail)
-        });
+        };
+        self.recorder.metrics.on_record(&record);
+        Activity::record(self.place.take(), &record);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn recorder(dir: &std::path::Path) -> Recorder {
+    pub(crate) fn recorder(dir: &std::path::Path) -> Recorder {
+        let db = dir.join("a.db");
         Recorder {
             metrics: Arc::default(),
-            activity: Arc::new(Activity::open(&dir.join("a.db")).unwrap()),
+            activity: Arc::new(Activity::open(&db, 16, Default::default()).unwrap()),
         }
     }
 
-    #[test]
-    fn a_record_is_written_once_whichever_way_the_stream_ends() {
+    #[tokio::test]
+    async fn a_record_is_written_once_whichever_way_the_stream_ends() {
         let dir = tempfile::tempdir().unwrap();
         let rec = recorder(dir.path());
-        let mut refused = StreamRecord::new(rec.clone(), "d1", "ssh", "service");
+        let mut refused = rec.open("d1", "ssh", "service").await;
         refused.end(Outcome::Limited, "at the limit");
         drop(refused);
-        drop(StreamRecord::new(rec.clone(), "d2", "ssh", "service"));
-        let mut relayed = StreamRecord::new(rec.clone(), "d3", "ssh", "service");
+        drop(rec.open("d2", "ssh", "service").await);
+        let mut relayed = rec.open("d3", "ssh", "service").await;
         relayed.accepted();
         relayed.relayed(
             Traffic {

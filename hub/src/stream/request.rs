@@ -56,25 +56,28 @@ pub async fn stream_request(
     device: String,
     name: String,
 ) -> Response<Body> {
-    let policy = match authenticate(&hub, &req, &device) {
+    // Only a request that authenticated and names a well-formed device and stream leaves
+    // a record: anyone can send the others, and they must cost no disk (metrics count them).
+    let policy = match authenticate(&hub, &req, &device)
+        .and_then(|p| well_formed(&device, &name).map(|()| p))
+    {
         Ok(policy) => policy,
-        Err(refusal) => {
-            return refuse(
-                StreamRecord::new(hub.recorder(), &device, &name, ""),
-                refusal,
-            )
-        }
-    };
-    let mut record = StreamRecord::new(hub.recorder(), &device, &name, &policy);
-    let slot = match admit(&hub, &device, &name) {
-        Ok(slot) => slot,
-        Err(refusal) => return refuse(record, refusal),
+        Err(refusal) => return refusal.response(),
     };
     let limits = &hub.config.limits;
     let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
     let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
     let response_timeout =
         timeout_header(req.headers(), wire::HEADER_RESPONSE_TIMEOUT, default, max);
+    let open = hub.recorder();
+    let open = open.open(&device, &name, &policy);
+    let Ok(mut record) = tokio::time::timeout(response_timeout, open).await else {
+        return log_behind(&device).response();
+    };
+    let slot = match admit(&hub, &device) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(record, refusal),
+    };
 
     let id = Streams::new_id();
     let url = format!("{}{}{id}", hub.config.streaming_base, wire::BRIDGES_PREFIX);
@@ -142,18 +145,31 @@ fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<Stri
     })
 }
 
-/// Every check between the caller's token and asking the device: the stream name, the
-/// device's state, and the hub's limits. Returns the stream's place under the limits.
-fn admit(hub: &Hub, device: &str, name: &str) -> Result<super::Slot, Refusal> {
+/// The device id and stream name are ones a registry and a device could hold.
+fn well_formed(device: &str, name: &str) -> Result<(), Refusal> {
+    let bad = StatusCode::BAD_REQUEST;
+    if !wire::valid_device_id(device) {
+        let msg = "the device id is not valid (letters, digits and - . _ : @, at most 128)";
+        return Err(Refusal::new(bad, "InvalidDeviceId", Outcome::Failed, msg));
+    }
     if !wire::valid_stream_name(name) {
         let msg = format!("'{name}' is not a valid stream name (letters, digits, - . _)");
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidStreamName",
-            Outcome::Failed,
-            msg,
-        ));
+        return Err(Refusal::new(bad, "InvalidStreamName", Outcome::Failed, msg));
     }
+    Ok(())
+}
+
+/// The activity log could not take the stream's record within its response timeout.
+fn log_behind(device: &str) -> Refusal {
+    let msg =
+        format!("stream to device '{device}' refused: the hub's activity log is behind; try again");
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    Refusal::new(unavailable, "ServerBusy", Outcome::Limited, msg)
+}
+
+/// Every check between a well-formed, authenticated request and asking the device: the
+/// device's state and the hub's limits. Returns the stream's place under the limits.
+fn admit(hub: &Hub, device: &str) -> Result<super::Slot, Refusal> {
     match hub.registry.device(device)? {
         Some(d) if d.enabled => {}
         Some(_) => {

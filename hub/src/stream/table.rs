@@ -316,29 +316,23 @@ impl Streams {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::{activity::Activity, stream::Recorder};
+    use crate::stream::record::tests::recorder;
 
-    fn info(streams: &Streams, id: &str, device: &str) -> StreamInfo {
+    async fn info(streams: &Streams, id: &str, device: &str) -> StreamInfo {
         let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder {
-            metrics: Arc::default(),
-            activity: Arc::new(Activity::open(&dir.path().join("a.db")).unwrap()),
-        };
         StreamInfo {
             id: id.into(),
             slot: streams.reserve(device).unwrap(),
-            record: StreamRecord::new(recorder, device, "ssh", "service"),
+            record: recorder(dir.path()).open(device, "ssh", "service").await,
         }
     }
 
-    #[test]
-    fn tokens_are_single_use_and_bound_to_stream_and_side() {
+    #[tokio::test]
+    async fn tokens_are_single_use_and_bound_to_stream_and_side() {
         let streams = Streams::new(10, 10);
-        let (dev, svc) = streams.create(info(&streams, "s1", "dev1"));
-        let (_, _) = streams.create(info(&streams, "s2", "dev1"));
+        let (dev, svc) = streams.create(info(&streams, "s1", "dev1").await);
+        let (_, _) = streams.create(info(&streams, "s2", "dev1").await);
         assert_eq!(streams.claim("s2", dev.expose()), Err(ClaimError::BadToken));
         assert_eq!(streams.claim("s1", "nope"), Err(ClaimError::BadToken));
         assert_eq!(
