@@ -62,6 +62,49 @@ async fn raw_bytes(sys: &System, bytes: &[u8]) -> MqttIo<websocket::ClientStream
     MqttIo::new(stream, 1 << 20)
 }
 
+/// `.` and `..` are path segments, not device ids; a token whose resource reaches a device
+/// by a path (`x/../devices/dev2`) is not a token for that device.
+#[tokio::test]
+async fn dot_device_ids_are_refused_at_connect() {
+    let sys = System::start().await;
+    let host = sys.hostname();
+    let dev = sys.add_device("dev2");
+    let sign = |resource: &str| {
+        sas::sign_for(resource, &dev.key, Duration::from_secs(60), None)
+            .unwrap()
+            .expose()
+            .to_string()
+    };
+    for id in [".", ".."] {
+        let token = sign(&sas::device_resource(&host, id));
+        let mut io = raw::open(&sys.connector(), &host).await;
+        assert_eq!(
+            raw::connect(&mut io, &host, id, &token).await,
+            ConnectReturnCode::BadClientId,
+            "{id}"
+        );
+    }
+    for resource in [
+        format!("{host}/x/../devices/dev2"),
+        format!("{host}/devices/dev2/more"),
+        format!("{}/devices/dev2", host.replace(':', ":1")),
+    ] {
+        let mut io = raw::open(&sys.connector(), &host).await;
+        assert_eq!(
+            raw::connect(&mut io, &host, "dev2", &sign(&resource)).await,
+            ConnectReturnCode::BadUserNamePassword,
+            "{resource}"
+        );
+    }
+    let mut io = raw::open(&sys.connector(), &host).await;
+    let good = sign(&sas::device_resource(&host, "dev2"));
+    assert_eq!(
+        raw::connect(&mut io, &host, "dev2", &good).await,
+        ConnectReturnCode::Success
+    );
+    hub_still_serves(&sys).await;
+}
+
 #[tokio::test]
 async fn malformed_mqtt_ends_only_that_session() {
     let sys = System::start().await;

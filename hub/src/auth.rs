@@ -2,7 +2,8 @@
 //! on the REST API. Errors say what was wrong, never echo the token.
 
 use device_streams_protocol::{
-    sas::{unix_now, url_encode, SasError, SasToken},
+    sas::{unix_now, url_decode, SasError, SasToken},
+    wire::valid_device_id,
     Secret,
 };
 
@@ -12,7 +13,8 @@ use crate::registry::{Registry, RegistryError, Right};
 pub enum AuthError {
     #[error("malformed SAS token: {0}")]
     Malformed(SasError),
-    #[error("SAS token is for resource '{0}', not this hub/device")]
+    /// Debug-quoted: the resource is the sender's text, and error messages reach logs.
+    #[error("SAS token is for resource {0:?}, not this hub/device")]
     WrongResource(String),
     #[error("device '{0}' is not registered")]
     UnknownDevice(String),
@@ -42,10 +44,11 @@ impl From<SasError> for AuthError {
     }
 }
 
-/// Whether a token's host part names this hub: with or without the port, any case.
-fn host_matches(token_host: &str, hub_host: &str) -> bool {
-    let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
-    token_host.eq_ignore_ascii_case(hub_host) || bare(token_host) == bare(hub_host)
+/// Whether a token's host names this hub: exactly the `host[:port]` it was initialised with
+/// (what its connection strings carry as `HostName`, and so what SDKs sign), host in any
+/// case. Another port, a missing or extra port, or anything after the name is another hub.
+fn is_this_hub(token_host: &str, hub_host: &str) -> bool {
+    token_host.eq_ignore_ascii_case(hub_host)
 }
 
 /// Either key verifies, so keys can be rotated without downtime.
@@ -65,13 +68,19 @@ pub fn device(
     token: &str,
 ) -> Result<(), AuthError> {
     let token = SasToken::parse(token)?;
-    let expected_suffix = format!("/devices/{}", url_encode(device_id));
-    let decoded_suffix = format!("/devices/{device_id}");
-    let for_this_device = token
-        .resource
-        .strip_suffix(&decoded_suffix)
-        .or_else(|| token.resource.strip_suffix(&expected_suffix))
-        .is_some_and(|host| host_matches(host, hub_host));
+    // A path the hub would read differently from a normalising reader (`x/../devices/d`,
+    // `devices/d/more`, an id of `..`) could stretch a token to another device; only the
+    // one exact shape counts.
+    let for_this_device = valid_device_id(device_id)
+        && token.resource.split_once('/').is_some_and(|(host, path)| {
+            is_this_hub(host, hub_host)
+                && path
+                    .strip_prefix("devices/")
+                    .filter(|id| !id.contains('/'))
+                    // SDKs put the id url-encoded in the resource (`device_resource`); a
+                    // literal id decodes to itself, so either spelling of this id counts.
+                    .is_some_and(|id| url_decode(id).is_ok_and(|id| id == device_id))
+        });
     if !for_this_device {
         return Err(AuthError::WrongResource(token.resource.clone()));
     }
@@ -92,8 +101,9 @@ pub fn service(
     right: Right,
 ) -> Result<String, AuthError> {
     let token = SasToken::parse(header)?;
-    let resource_host = token.resource.split('/').next().unwrap_or_default();
-    if !host_matches(resource_host, hub_host) {
+    // The hub's name alone: a service token scoped to a path (Azure's `<host>/devices/x`
+    // prefixes) is refused rather than read as the whole hub.
+    if !is_this_hub(&token.resource, hub_host) {
         return Err(AuthError::WrongResource(token.resource.clone()));
     }
     let name = token.policy.clone().ok_or(AuthError::NoPolicy)?;
@@ -131,7 +141,11 @@ mod tests {
         )
         .unwrap();
         device(&reg, "hub:8443", "dev1", good.expose()).unwrap();
-        device(&reg, "hub", "dev1", good.expose()).unwrap();
+        device(&reg, "HUB:8443", "dev1", good.expose()).unwrap();
+        assert!(matches!(
+            device(&reg, "hub", "dev1", good.expose()),
+            Err(AuthError::WrongResource(_))
+        ));
         let second = sign(
             &device_resource("hub:8443", "dev1"),
             &dev.secondary_key,
@@ -204,5 +218,104 @@ mod tests {
             service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
             Err(AuthError::UnknownPolicy(_))
         ));
+    }
+
+    /// Tokens the hub once took because it compared the host only up to its first `:`
+    /// and did not look at the path.
+    #[test]
+    fn service_tokens_name_exactly_this_hub() {
+        let (_dir, reg) = registry();
+        let p = reg.add_policy("service", &[Right::ServiceConnect]).unwrap();
+        let exp = unix_now() + 60;
+        let check = |hub: &str, sr: &str| {
+            let t = sign(sr, &p.primary_key, exp, Some("service")).unwrap();
+            service(&reg, hub, t.expose(), Right::ServiceConnect)
+        };
+        check("localhost:8443", "localhost:8443").unwrap();
+        check("localhost:8443", "LocalHost:8443").unwrap();
+        check("hub.example.com", "hub.example.com").unwrap();
+        for (hub, sr) in [
+            ("localhost:8443", "localhost:1"),
+            ("localhost:8443", "localhost:evil"),
+            ("localhost:8443", "localhost"),
+            ("localhost:8443", "localhost:8443/"),
+            ("localhost:8443", "localhost:8443/devices/dev3"),
+            ("localhost:8443", "localhost:8443/devices"),
+            ("localhost:8443", "localhost:84430"),
+            ("localhost:8443", "evil.localhost:8443"),
+            ("hub.example.com", "hub.example.com:443"),
+            ("hub.example.com", "hub.example.com.evil"),
+        ] {
+            let err = check(hub, sr).unwrap_err();
+            assert!(matches!(err, AuthError::WrongResource(_)), "{sr}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_tokens_name_exactly_this_hub_and_device() {
+        let (_dir, reg) = registry();
+        let dev1 = reg.add_device("dev1").unwrap();
+        let dev2 = reg.add_device("dev2").unwrap();
+        let odd = reg.add_device("a:b@c").unwrap();
+        let exp = unix_now() + 60;
+        let hub = "localhost:8443";
+        let check = |id: &str, key: &Secret, resource: &str| {
+            let t = sign(resource, key, exp, None).unwrap();
+            device(&reg, hub, id, t.expose())
+        };
+        for (id, key, resource) in [
+            (
+                "dev2",
+                &dev2.primary_key,
+                "localhost:8443/x/../devices/dev2",
+            ),
+            ("dev2", &dev2.primary_key, "localhost:8443/devices/./dev2"),
+            ("dev2", &dev2.primary_key, "localhost:8443/devices/dev2/"),
+            (
+                "dev2",
+                &dev2.primary_key,
+                "localhost:8443/devices/dev2/modules/m",
+            ),
+            ("dev2", &dev2.primary_key, "localhost:8443//devices/dev2"),
+            ("dev2", &dev2.primary_key, "localhost:8443/Devices/dev2"),
+            ("dev2", &dev2.primary_key, "localhost:8443/devices/DEV2"),
+            ("dev2", &dev2.primary_key, "localhost:1/devices/dev2"),
+            ("dev2", &dev2.primary_key, "localhost:evil/devices/dev2"),
+            ("dev2", &dev2.primary_key, "localhost/devices/dev2"),
+            ("dev2", &dev2.primary_key, "localhost:8443"),
+            (
+                "dev1",
+                &dev1.primary_key,
+                "localhost:8443/devices/dev2/../dev1",
+            ),
+            (
+                "dev1",
+                &dev1.primary_key,
+                "localhost:8443/devices/dev1%2F..%2Fdev2",
+            ),
+            ("dev1", &dev2.primary_key, "localhost:8443/devices/dev2"),
+            ("..", &dev1.primary_key, "localhost:8443/devices/.."),
+            (".", &dev1.primary_key, "localhost:8443/devices/."),
+            ("..", &dev1.primary_key, "localhost:8443/devices/%2E%2E"),
+        ] {
+            let err = check(id, key, resource).unwrap_err();
+            assert!(
+                matches!(err, AuthError::WrongResource(_)),
+                "{id} {resource}: {err}"
+            );
+        }
+
+        check("dev2", &dev2.primary_key, "localhost:8443/devices/dev2").unwrap();
+        check("dev2", &dev2.primary_key, "LOCALHOST:8443/devices/dev2").unwrap();
+        // The id percent-encoded (as `device_resource` writes it) or literal: the same id.
+        check("a:b@c", &odd.primary_key, &device_resource(hub, "a:b@c")).unwrap();
+        check("a:b@c", &odd.primary_key, "localhost:8443/devices/a:b@c").unwrap();
+        check("a:b@c", &odd.primary_key, "localhost:8443/devices/a%3Ab@c").unwrap();
+    }
+
+    #[test]
+    fn wrong_resource_errors_quote_the_senders_text() {
+        let err = AuthError::WrongResource("h/devices/x\n\u{1b}[2J".into()).to_string();
+        assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
     }
 }

@@ -170,21 +170,115 @@ fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> any
         return Ok(());
     }
     for e in entries {
-        let time = std::time::UNIX_EPOCH + Duration::from_millis(e.time);
-        let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
-        println!(
-            "{} {} {} {} policy={} setup={} duration={} to_device={} from_device={} {}",
-            humantime::format_rfc3339_millis(time),
-            e.device,
-            e.stream,
-            e.result,
-            e.policy,
-            ms(e.setup_ms),
-            ms(e.duration_ms),
-            e.bytes_to_device,
-            e.bytes_from_device,
-            e.detail
-        );
+        println!("{}", log_line(&e));
     }
     Ok(())
+}
+
+/// One record as a line of text. Every field but the counts can be the text of an
+/// unauthenticated request (a device id from a URL), so nothing reaches the admin's terminal
+/// raw: control and invisible characters are escaped (a newline would forge a record, an
+/// ESC drive the terminal), and so are spaces in the one-word columns, which would shift them.
+fn log_line(e: &activity::Entry) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(e.time);
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
+    let word = |s: &str| escape(s, true);
+    format!(
+        "{} {} {} {} policy={} setup={} duration={} to_device={} from_device={} {}",
+        humantime::format_rfc3339_millis(time),
+        word(&e.device),
+        word(&e.stream),
+        word(&e.result),
+        word(&e.policy),
+        ms(e.setup_ms),
+        ms(e.duration_ms),
+        e.bytes_to_device,
+        e.bytes_from_device,
+        escape(&e.detail, false)
+    )
+}
+
+/// `s` with `\n`, `\r`, `\t`, `\\` and `\xNN`/`\u{N}` for everything a terminal would not
+/// print as itself; the backslash is escaped too, so a typed `\n` cannot pass for an escaped one.
+fn escape(s: &str, spaces: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            ' ' if spaces => out.push_str("\\x20"),
+            c if (c as u32) < 0x100 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if invisible(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode's line separators, bidirectional overrides and zero-width characters: not control
+/// characters to Rust, yet they break a line or reorder or hide what the admin reads.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(device: &str) -> activity::Entry {
+        activity::Entry {
+            category: "DeviceStreams",
+            time: 1_700_000_000_000,
+            device: device.into(),
+            stream: "ssh".into(),
+            policy: "service".into(),
+            result: "unauthorized".into(),
+            setup_ms: None,
+            duration_ms: None,
+            bytes_to_device: 0,
+            bytes_from_device: 0,
+            detail: "bad token\r\n\u{1b}]0;x\u{7}".into(),
+        }
+    }
+
+    #[test]
+    fn log_lines_escape_what_an_attacker_put_in_a_record() {
+        let forged = "x\n2023-11-14T22:13:20.000Z dev1 ssh accepted\u{1b}[2J";
+        let line = log_line(&entry(forged));
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            !line.chars().any(|c| c.is_control()),
+            "control character left in {line:?}"
+        );
+        assert!(
+            line.starts_with(
+                "2023-11-14T22:13:20.000Z x\\n2023-11-14T22:13:20.000Z\\x20dev1\\x20ssh\\x20accepted\\x1b[2J ssh unauthorized policy=service "
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with(" bad token\\r\\n\\x1b]0;x\\x07"), "{line}");
+    }
+
+    #[test]
+    fn escaping_leaves_ordinary_text_alone_and_marks_the_rest() {
+        assert_eq!(escape("dev-1.a_b:c@d", true), "dev-1.a_b:c@d");
+        assert_eq!(escape("a b", false), "a b");
+        assert_eq!(escape("a b", true), "a\\x20b");
+        assert_eq!(escape("a\\nb", false), "a\\\\nb");
+        assert_eq!(escape("\u{7f}\u{85}\u{0}", false), "\\x7f\\x85\\x00");
+        assert_eq!(escape("a\u{202e}b\u{2028}", false), "a\\u{202e}b\\u{2028}");
+        assert_eq!(escape("grüße, 日本", false), "grüße, 日本");
+    }
 }

@@ -3,9 +3,12 @@
 //! | file | what |
 //! |---|---|
 //! | `ca.pem` | the CA that signed the server certificate: give it to proxies as `--ca-file` |
-//! | `ca-key.pem` | the CA's key (mode 0600), to issue a new server certificate later |
-//! | `server.pem`, `server-key.pem` | the hub's TLS certificate chain and key (0600) |
-//! | `registry.db` | devices, policies and settings (SQLite) |
+//! | `ca-key.pem` | the CA's key, to issue a new server certificate later |
+//! | `server.pem`, `server-key.pem` | the hub's TLS certificate chain and key |
+//! | `registry.db` (`-wal`, `-shm`) | devices, policies and settings (SQLite), with every key |
+//!
+//! The directory is mode 0700 and every file in it 0600, whatever the umask: `init` makes
+//! them so, and every later command takes group and other access away again, with a warning.
 
 use std::{
     fs,
@@ -20,11 +23,14 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::registry::{Registry, Right, DB_FILE};
+use crate::registry::{make_private, set_mode, Registry, Right, DB_FILE};
 
 pub const HOSTNAME_SETTING: &str = "hostname";
 /// The policy `init` creates, with every right.
 pub const DEFAULT_POLICY: &str = "service";
+/// Owner only: the directory holds every key.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
 
 pub struct DataDir {
     pub path: PathBuf,
@@ -44,7 +50,8 @@ impl DataDir {
         self.path.join("server-key.pem")
     }
 
-    /// Opens the registry of an initialised directory.
+    /// Opens the registry of an initialised directory, first taking away any access group
+    /// and other users have to the directory or its files.
     pub fn registry(&self) -> anyhow::Result<Registry> {
         let db = self.path.join(DB_FILE);
         anyhow::ensure!(
@@ -53,7 +60,28 @@ impl DataDir {
             self.path.display(),
             self.path.display()
         );
+        self.make_private();
         Registry::open(&db).with_context(|| format!("cannot open {}", db.display()))
+    }
+
+    /// Takes group and other access away from the directory and the entries in it (not
+    /// below: without access to the directory there is none to those). A loose mode is
+    /// fixed rather than refused, so a hub restarts after a copy or restore that lost the
+    /// modes; the warning names the path and its old mode, because whoever could read the
+    /// files meanwhile may have copied keys that then need rotating. What cannot be fixed
+    /// (another user's file) is warned about and left for the admin.
+    fn make_private(&self) {
+        let mut paths = vec![self.path.clone()];
+        match fs::read_dir(&self.path) {
+            Ok(entries) => paths.extend(entries.flatten().map(|e| e.path())),
+            Err(e) => tracing::warn!(
+                "cannot list {} to check its modes: {e}",
+                self.path.display()
+            ),
+        }
+        for path in paths {
+            make_private(&path);
+        }
     }
 
     pub fn hostname(&self, registry: &Registry) -> anyhow::Result<String> {
@@ -68,20 +96,50 @@ impl DataDir {
     }
 }
 
-fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
+/// Creates `path` owner-only: the keys are secret, and the rest need not be shared either.
+fn write_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    if private {
+    {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(FILE_MODE);
     }
-    let _ = private;
     let mut f = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    set_mode(&f, FILE_MODE)
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     f.write_all(contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates the data directory owner-only (its parents as usual), or makes an existing empty
+/// one owner-only.
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(DIR_MODE);
+    }
+    match builder.create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+    // Exactly 0700 whatever the umask, and for a directory that was there already.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Creates a data directory for a hub reachable as `hostname` (`host[:port]`).
@@ -97,15 +155,14 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
             dir.path.display()
         );
     }
-    fs::create_dir_all(&dir.path)
-        .with_context(|| format!("cannot create {}", dir.path.display()))?;
+    create_private_dir(&dir.path)?;
 
     let (ca_pem, ca_key_pem, cert_pem, key_pem) =
         certificates(&host.host).context("generating certificates")?;
-    write_file(&dir.ca_file(), &ca_pem, false)?;
-    write_file(&dir.path.join("ca-key.pem"), &ca_key_pem, true)?;
-    write_file(&dir.cert_file(), &format!("{cert_pem}{ca_pem}"), false)?;
-    write_file(&dir.key_file(), &key_pem, true)?;
+    write_file(&dir.ca_file(), &ca_pem)?;
+    write_file(&dir.path.join("ca-key.pem"), &ca_key_pem)?;
+    write_file(&dir.cert_file(), &format!("{cert_pem}{ca_pem}"))?;
+    write_file(&dir.key_file(), &key_pem)?;
 
     let registry = Registry::open(&dir.path.join(DB_FILE))?;
     registry.set_setting(HOSTNAME_SETTING, &host.to_string())?;

@@ -3,7 +3,11 @@
 //! The CLI and a running hub open the same database file (WAL mode), so a device
 //! added or disabled from the command line takes effect on the running hub at once.
 
-use std::{path::Path, sync::Mutex};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use device_streams_protocol::{sas::unix_now, wire::valid_device_id, Secret};
@@ -18,7 +22,9 @@ pub enum RegistryError {
     DeviceExists(String),
     #[error("device '{0}' is not registered")]
     UnknownDevice(String),
-    #[error("'{0}' is not a valid device id (letters, digits and - . _ : @, at most 128)")]
+    #[error(
+        "{0:?} is not a valid device id (letters, digits and - . _ : @, at most 128; not . or ..)"
+    )]
     BadDeviceId(String),
     #[error("policy '{0}' already exists")]
     PolicyExists(String),
@@ -30,6 +36,8 @@ pub enum RegistryError {
     MissingSetting(&'static str),
     #[error("registry database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("registry file {}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
 }
 
 /// What a shared access policy lets its holder do.
@@ -96,7 +104,7 @@ pub fn new_key() -> Secret {
 
 pub struct Registry {
     conn: Mutex<Connection>,
-    path: std::path::PathBuf,
+    path: PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -146,7 +154,13 @@ const DEVICE_COLUMNS: &str =
     "id, primary_key, secondary_key, enabled, created_at, last_connected_at";
 
 impl Registry {
+    /// Opens (creating if needed) the database at `path`, readable by its owner only: it
+    /// holds every key.
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        create_private(path).map_err(|source| RegistryError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -154,6 +168,11 @@ impl Registry {
         // matters when thousands of devices reconnect at once (each records its connect time).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // SQLite gives the -wal and -shm files it has just made the database's mode, so they
+        // are private already; this covers a database from before, or one another tool made.
+        for file in sqlite_files(path) {
+            make_private(&file);
+        }
         Ok(Registry {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -338,9 +357,123 @@ impl Registry {
     }
 }
 
+/// The database and the files SQLite keeps beside it in WAL mode.
+fn sqlite_files(db: &Path) -> [PathBuf; 3] {
+    let beside = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [db.to_path_buf(), beside("-wal"), beside("-shm")]
+}
+
+/// Creates `path` empty and owner-only if it does not exist. Left to SQLite, a new
+/// database would get 0644 less the umask (and its -wal and -shm files the same).
+fn create_private(path: &Path) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        // An empty file is an empty database to SQLite.
+        Ok(file) => set_mode(&file, 0o600),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets `file`'s mode exactly: the umask only ever takes bits away from a mode asked for at
+/// creation, and one that takes the owner's away would leave the hub unable to read it.
+pub fn set_mode(file: &fs::File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
+}
+
+/// Takes group and other access away from `path` if it has any, with a warning naming the
+/// path and its old mode; a mode it cannot change is warned about and left (see
+/// `DataDir::make_private` for why neither stops the hub).
+pub fn make_private(path: &Path) {
+    match remove_others_access(path) {
+        Ok(None) => {}
+        Ok(Some(old)) => tracing::warn!(
+            "{} was mode {old:04o}, open to other local users; changed to {:04o} \
+             (the data directory holds every key: rotate them if others may have read it)",
+            path.display(),
+            old & 0o700
+        ),
+        Err(e) => tracing::warn!(
+            "{} is open to other local users and its mode cannot be changed: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// Takes group and other access away from `path` if it has any, and returns its mode from
+/// before then. A missing path is left alone, and so is a symbolic link: changing the mode
+/// would follow the link to a file outside the data directory.
+fn remove_others_access(path: &Path) -> io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() || mode & 0o077 == 0 {
+            return Ok(None);
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
+        Ok(Some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let reg = Registry::open(&path).unwrap();
+        reg.add_device("dev1").unwrap();
+        for file in sqlite_files(&path) {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(reg);
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let _reg = Registry::open(&path).unwrap();
+        for file in sqlite_files(&path) {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
 
     #[test]
     fn devices_and_policies_persist_across_opens() {
@@ -352,10 +485,12 @@ mod tests {
             reg.add_device("dev1"),
             Err(RegistryError::DeviceExists(_))
         ));
-        assert!(matches!(
-            reg.add_device("bad/id"),
-            Err(RegistryError::BadDeviceId(_))
-        ));
+        for bad in ["bad/id", ".", ".."] {
+            assert!(matches!(
+                reg.add_device(bad),
+                Err(RegistryError::BadDeviceId(_))
+            ));
+        }
         reg.add_policy("service", &[Right::ServiceConnect]).unwrap();
         drop(reg);
 

@@ -31,6 +31,11 @@ pub enum SasError {
     NotSas,
     #[error("token lacks its '{0}' field")]
     Missing(&'static str),
+    /// Never names the field: a mangled token can put a piece of the signature before an `=`.
+    #[error("token has a field other than sr, sig, se and skn")]
+    UnknownField,
+    #[error("token has its '{0}' field twice")]
+    Duplicate(&'static str),
     #[error("token's 'se' is not a unix time")]
     BadExpiry,
     #[error("token's fields are not percent-encoded UTF-8")]
@@ -121,12 +126,18 @@ impl SasToken {
         let fields = token.trim().strip_prefix(PREFIX).ok_or(SasError::NotSas)?;
         let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
         for field in fields.split('&') {
-            match field.split_once('=') {
-                Some(("sr", v)) => sr = Some(v),
-                Some(("sig", v)) => sig = Some(v),
-                Some(("se", v)) => se = Some(v),
-                Some(("skn", v)) => skn = Some(v),
-                _ => {}
+            // Strict: a field we would skip or a second `sr` could make the hub and a
+            // reader of the token disagree about what it grants.
+            let (name, value) = field.split_once('=').ok_or(SasError::UnknownField)?;
+            let (slot, name) = match name {
+                "sr" => (&mut sr, "sr"),
+                "sig" => (&mut sig, "sig"),
+                "se" => (&mut se, "se"),
+                "skn" => (&mut skn, "skn"),
+                _ => return Err(SasError::UnknownField),
+            };
+            if slot.replace(value).is_some() {
+                return Err(SasError::Duplicate(name));
             }
         }
         let sr = sr.ok_or(SasError::Missing("sr"))?;
@@ -218,6 +229,30 @@ mod tests {
             SasToken::parse("SharedAccessSignature sr=a&se=1").unwrap_err(),
             SasError::Missing("sig")
         );
+    }
+
+    #[test]
+    fn refuses_unknown_and_repeated_fields() {
+        let key = Secret::new(KEY);
+        let good = sign("h", &key, 2_000_000_000, Some("service")).unwrap();
+        let good = good.expose();
+        SasToken::parse(good).unwrap();
+        for extra in ["&foo=bar", "&", "&sigX", "&SR=h", "&skn2=service"] {
+            let err = SasToken::parse(&format!("{good}{extra}")).unwrap_err();
+            assert_eq!(err, SasError::UnknownField, "{extra}");
+            assert!(!err.to_string().contains("bar"));
+        }
+        for (extra, field) in [
+            ("&sr=other", "sr"),
+            ("&sig=AAAA", "sig"),
+            ("&se=1", "se"),
+            ("&skn=x", "skn"),
+        ] {
+            assert_eq!(
+                SasToken::parse(&format!("{good}{extra}")).unwrap_err(),
+                SasError::Duplicate(field)
+            );
+        }
     }
 
     #[test]

@@ -167,8 +167,12 @@ pub fn parse_stream_request_path(path: &str) -> Option<(String, String)> {
 }
 
 /// Device ids: what Azure allows, less the characters that need quoting in topics and URLs.
+/// `.` and `..` are refused: as a path segment (a token's `<host>/devices/<id>`, a REST
+/// path) they would mean something else to anything that normalises the path.
 pub fn valid_device_id(id: &str) -> bool {
     !id.is_empty()
+        && id != "."
+        && id != ".."
         && id.len() <= 128
         && id
             .chars()
@@ -284,5 +288,32 @@ mod tests {
         );
         assert_eq!(parse_stream_request_path("/twins/d/streams/a/b"), None);
         assert_eq!(mqtt_username("h:1", "d"), "h:1/d/?api-version=2020-09-30");
+    }
+
+    #[test]
+    fn device_ids_are_checked() {
+        for good in [
+            "dev1",
+            "a.b",
+            "...",
+            ".x",
+            "x..",
+            "d-1_2:3@4",
+            &"a".repeat(128),
+        ] {
+            assert!(valid_device_id(good), "{good}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "",
+            "a/b",
+            "a b",
+            "a%2F",
+            "a\nb",
+            &"a".repeat(129),
+        ] {
+            assert!(!valid_device_id(bad), "{bad}");
+        }
     }
 }
