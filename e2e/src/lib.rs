@@ -102,7 +102,7 @@ impl System {
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
         let streaming = elsewhere.then(|| format!("wss://127.0.0.1:{}", addr.port()));
-        let (hub, shutdown, task) = launch(&data, listener, limits, streaming);
+        let (hub, shutdown, task) = launch(&data, listener, limits, streaming, &[]);
         System {
             dir,
             addr,
@@ -110,6 +110,28 @@ impl System {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// A hub and a [`fault::Forwarder`] in front of it that the hub knows as one of its
+    /// names (`serve --alias`), so credentials naming the forwarder's port are its own.
+    pub async fn start_behind_forwarder() -> (System, fault::Forwarder) {
+        trace();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fwd = fault::Forwarder::start(addr).await;
+        let data = DataDir::new(dir.path().join("hub"));
+        init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
+        let alias = format!("localhost:{}", fwd.addr.port());
+        let (hub, shutdown, task) = launch(&data, listener, Limits::default(), None, &[alias]);
+        let sys = System {
+            dir,
+            addr,
+            hub,
+            shutdown,
+            task: Some(task),
+        };
+        (sys, fwd)
     }
 
     /// Stops the hub (as its shutdown signal would) and starts a new one on the same port
@@ -130,7 +152,8 @@ impl System {
             .expect("rebind the hub's port");
         let limits = self.hub.config.limits.clone();
         let streaming = Some(self.hub.config.streaming_base.clone());
-        let (hub, shutdown, task) = launch(&self.data(), listener, limits, streaming);
+        let aliases = self.hub.config.names[1..].to_vec();
+        let (hub, shutdown, task) = launch(&self.data(), listener, limits, streaming, &aliases);
         (self.hub, self.shutdown, self.task) = (hub, shutdown, Some(task));
     }
 
@@ -229,16 +252,16 @@ fn launch(
     listener: TcpListener,
     limits: Limits,
     streaming_url: Option<String>,
+    aliases: &[String],
 ) -> (Arc<Hub>, CancellationToken, HubTask) {
     let port = listener.local_addr().expect("addr").port();
     let registry = data.registry().expect("registry");
     let tls = stream_hub::tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
-    let config = Config::new(
-        data.hostname(&registry).expect("hostname"),
-        port,
-        streaming_url,
-        limits,
-    );
+    let hostname = data.hostname(&registry).expect("hostname");
+    let mut config = Config::new(hostname, port, streaming_url, limits);
+    for alias in aliases {
+        config = config.with_alias(alias.clone());
+    }
     let shutdown = CancellationToken::new();
     let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
     let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));

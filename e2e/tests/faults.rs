@@ -281,8 +281,7 @@ async fn hub_cuts_a_control_session_that_falls_silent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_proxy_detects_a_hub_that_stops_answering() {
-    let sys = System::start().await;
-    let fwd = Forwarder::start(sys.addr).await;
+    let (sys, fwd) = System::start_behind_forwarder().await;
     let mut dev = sys.add_device("dev1");
     dev.host = format!("localhost:{}", fwd.addr.port()).parse().unwrap();
     let mut config = device_config(dev, sys.connector(), &["ssh=127.0.0.1:22"]);

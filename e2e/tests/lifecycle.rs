@@ -8,7 +8,7 @@ use device_streams::StreamError;
 use e2e::open_stream;
 use e2e::{
     bin, device_config, expose,
-    fault::{self, eventually, exit_code, free_port, retry, Forwarder, HubProcess, Peer},
+    fault::{self, eventually, exit_code, free_port, retry, HubProcess, Peer},
     round_trip, spawn_device, System,
 };
 use stream_hub::Limits;
@@ -141,9 +141,8 @@ async fn sigterm_hub_stops_accepting_finishes_open_streams_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_renewal_reconnects_the_control_channel_without_dropping_streams() {
-    let sys = System::start().await;
+    let (sys, fwd) = System::start_behind_forwarder().await;
     let echo = Peer::echo().await;
-    let fwd = Forwarder::start(sys.addr).await;
     let mut dev = sys.add_device("dev1");
     // The control channel goes through a forwarder that counts its connections;
     // streams go straight to the hub's streaming endpoint.

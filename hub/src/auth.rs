@@ -44,11 +44,14 @@ impl From<SasError> for AuthError {
     }
 }
 
-/// Whether a token's host names this hub: exactly the `host[:port]` it was initialised with
-/// (what its connection strings carry as `HostName`, and so what SDKs sign), host in any
-/// case. Another port, a missing or extra port, or anything after the name is another hub.
-fn is_this_hub(token_host: &str, hub_host: &str) -> bool {
-    token_host.eq_ignore_ascii_case(hub_host)
+/// Whether a token's host names this hub: exactly one of its names — the `host[:port]` it
+/// was initialised with (what its connection strings carry as `HostName`, and so what SDKs
+/// sign) or an alias it serves under (`serve --alias`) — host in any case. Another port, a
+/// missing or extra port, or anything after the name is another hub.
+fn is_this_hub(token_host: &str, hub_names: &[impl AsRef<str>]) -> bool {
+    hub_names
+        .iter()
+        .any(|name| token_host.eq_ignore_ascii_case(name.as_ref()))
 }
 
 /// Either key verifies, so keys can be rotated without downtime.
@@ -63,7 +66,7 @@ fn verify_either(token: &SasToken, primary: &Secret, secondary: &Secret) -> Resu
 /// Checks a device's CONNECT password: resource `<host>/devices/<id>`, device enabled, signature, expiry.
 pub fn device(
     registry: &Registry,
-    hub_host: &str,
+    hub_names: &[impl AsRef<str>],
     device_id: &str,
     token: &str,
 ) -> Result<(), AuthError> {
@@ -73,7 +76,7 @@ pub fn device(
     // one exact shape counts.
     let for_this_device = valid_device_id(device_id)
         && token.resource.split_once('/').is_some_and(|(host, path)| {
-            is_this_hub(host, hub_host)
+            is_this_hub(host, hub_names)
                 && path
                     .strip_prefix("devices/")
                     .filter(|id| !id.contains('/'))
@@ -96,14 +99,14 @@ pub fn device(
 /// Checks a service's `Authorization` header and that its policy has `right`; returns the policy name.
 pub fn service(
     registry: &Registry,
-    hub_host: &str,
+    hub_names: &[impl AsRef<str>],
     header: &str,
     right: Right,
 ) -> Result<String, AuthError> {
     let token = SasToken::parse(header)?;
     // The hub's name alone: a service token scoped to a path (Azure's `<host>/devices/x`
     // prefixes) is refused rather than read as the whole hub.
-    if !is_this_hub(&token.resource, hub_host) {
+    if !is_this_hub(&token.resource, hub_names) {
         return Err(AuthError::WrongResource(token.resource.clone()));
     }
     let name = token.policy.clone().ok_or(AuthError::NoPolicy)?;
@@ -140,10 +143,10 @@ mod tests {
             None,
         )
         .unwrap();
-        device(&reg, "hub:8443", "dev1", good.expose()).unwrap();
-        device(&reg, "HUB:8443", "dev1", good.expose()).unwrap();
+        device(&reg, &["hub:8443"], "dev1", good.expose()).unwrap();
+        device(&reg, &["HUB:8443"], "dev1", good.expose()).unwrap();
         assert!(matches!(
-            device(&reg, "hub", "dev1", good.expose()),
+            device(&reg, &["hub"], "dev1", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         let second = sign(
@@ -153,7 +156,7 @@ mod tests {
             None,
         )
         .unwrap();
-        device(&reg, "hub:8443", "dev1", second.expose()).unwrap();
+        device(&reg, &["hub:8443"], "dev1", second.expose()).unwrap();
 
         let other_key = crate::registry::new_key();
         let bad = sign(
@@ -164,7 +167,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            device(&reg, "hub:8443", "dev1", bad.expose()),
+            device(&reg, &["hub:8443"], "dev1", bad.expose()),
             Err(AuthError::BadSignature)
         ));
         let old = sign(
@@ -175,19 +178,19 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            device(&reg, "hub:8443", "dev1", old.expose()),
+            device(&reg, &["hub:8443"], "dev1", old.expose()),
             Err(AuthError::Expired(_))
         ));
         assert!(matches!(
-            device(&reg, "hub:8443", "dev2", good.expose()),
+            device(&reg, &["hub:8443"], "dev2", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         assert!(matches!(
-            device(&reg, "elsewhere", "dev1", good.expose()),
+            device(&reg, &["elsewhere"], "dev1", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         reg.set_enabled("dev1", false).unwrap();
-        let err = device(&reg, "hub:8443", "dev1", good.expose()).unwrap_err();
+        let err = device(&reg, &["hub:8443"], "dev1", good.expose()).unwrap_err();
         assert!(matches!(err, AuthError::DisabledDevice(_)));
         assert!(!err.to_string().contains(good.expose()));
     }
@@ -200,22 +203,22 @@ mod tests {
         let exp = unix_now() + 60;
         let t = sign("hub:8443", &full.primary_key, exp, Some("service")).unwrap();
         assert_eq!(
-            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect).unwrap(),
+            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect).unwrap(),
             "service"
         );
         let t = sign("hub:8443", &read.primary_key, exp, Some("reader")).unwrap();
         assert!(matches!(
-            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
             Err(AuthError::MissingRight(_, "service-connect"))
         ));
         let t = sign("hub:8443", &full.primary_key, exp, None).unwrap();
         assert!(matches!(
-            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
             Err(AuthError::NoPolicy)
         ));
         let t = sign("hub:8443", &full.primary_key, exp, Some("nobody")).unwrap();
         assert!(matches!(
-            service(&reg, "hub:8443", t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
             Err(AuthError::UnknownPolicy(_))
         ));
     }
@@ -229,7 +232,7 @@ mod tests {
         let exp = unix_now() + 60;
         let check = |hub: &str, sr: &str| {
             let t = sign(sr, &p.primary_key, exp, Some("service")).unwrap();
-            service(&reg, hub, t.expose(), Right::ServiceConnect)
+            service(&reg, &[hub], t.expose(), Right::ServiceConnect)
         };
         check("localhost:8443", "localhost:8443").unwrap();
         check("localhost:8443", "LocalHost:8443").unwrap();
@@ -261,7 +264,7 @@ mod tests {
         let hub = "localhost:8443";
         let check = |id: &str, key: &Secret, resource: &str| {
             let t = sign(resource, key, exp, None).unwrap();
-            device(&reg, hub, id, t.expose())
+            device(&reg, &[hub], id, t.expose())
         };
         for (id, key, resource) in [
             (

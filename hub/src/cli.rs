@@ -86,7 +86,7 @@ pub enum Command {
         json: bool,
     },
     /// Run the hub.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Subcommand)]
@@ -151,6 +151,10 @@ pub struct ServeArgs {
     /// Streaming endpoint to advertise (e.g. wss://streams.example.com:443) if not this port.
     #[arg(long, env = "STREAM_HUB_STREAMING_URL")]
     pub streaming_url: Option<String>,
+    /// Another name (HOST[:PORT]) devices and services reach this hub by and sign their
+    /// tokens for, besides the one given to `init` — e.g. a load balancer's; repeatable.
+    #[arg(long = "alias", env = "STREAM_HUB_ALIAS", value_delimiter = ',')]
+    pub aliases: Vec<String>,
     /// Serve /metrics and /healthz on this plain-HTTP address instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -177,6 +181,9 @@ pub async fn serve(
     );
     config.ops_on_main_port = args.admin_listen.is_none();
     config.retention = args.retention.clone();
+    for alias in &args.aliases {
+        config = config.with_alias(alias.clone());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

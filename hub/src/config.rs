@@ -85,6 +85,8 @@ pub fn flag_defaults<T: Args + FromArgMatches>() -> T {
 pub struct Config {
     /// `host[:port]` as the connection strings name the hub; SAS resources are checked against it.
     pub hostname: String,
+    /// Every name tokens may be signed for: `hostname`, then the aliases (`serve --alias`).
+    pub names: Vec<String>,
     /// Base of the streaming URLs handed out, e.g. `wss://hub.example.com:8443`.
     pub streaming_base: String,
     pub limits: Limits,
@@ -109,12 +111,20 @@ impl Config {
             None => format!("wss://{hostname}:{listen_port}"),
         };
         Config {
+            names: vec![hostname.clone()],
             hostname,
             streaming_base,
             limits,
             retention: Default::default(),
             ops_on_main_port: true,
         }
+    }
+
+    /// Also accepts tokens signed for `name` (`host[:port]`): the hub reached under another
+    /// name or port, such as a load balancer's.
+    pub fn with_alias(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
+        self
     }
 
     /// What `stream-hub endpoints` prints, in the shape of Azure's `az iot hub devicestream show`.

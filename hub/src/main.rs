@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let dir = DataDir::new(&cli.data_dir);
     match cli.command {
         Command::Serve(args) => cli::main("stream-hub", Ok(args), |args, shutdown| async move {
-            stream_hub::cli::serve(&dir, args, shutdown).await
+            stream_hub::cli::serve(&dir, *args, shutdown).await
         }),
         command => match stream_hub::commands::run(&dir, command) {
             Ok(()) => ExitCode::SUCCESS,

@@ -139,7 +139,7 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, 
         let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
-    auth::device(&hub.registry, &hub.config.hostname, device, &login.password).map_err(|e| {
+    auth::device(&hub.registry, &hub.config.names, device, &login.password).map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {
             AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {

@@ -130,7 +130,7 @@ fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<Stri
     let header = header.and_then(|v| v.to_str().ok()).unwrap_or("");
     auth::service(
         &hub.registry,
-        &hub.config.hostname,
+        &hub.config.names,
         header,
         Right::ServiceConnect,
     )
