@@ -64,9 +64,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let span = tracing::info_span!("stream", stream = %request.name(), rid = %request.request_id());
                 tracker.spawn(stream::serve(shared.clone(), request, slot).instrument(span));
             }
-            Err(why) => {
-                tracing::warn!(stream = %request.name(), "rejecting stream request: {why}");
-                request.reject(&why).await;
+            Err(Refusal { log, answer }) => {
+                tracing::warn!(stream = %request.name(), "rejecting stream request: {log}");
+                request.reject(&answer).await;
             }
         }
     }
@@ -75,24 +75,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// Why a request was not admitted: for the device's log, and for the admin (through the
+/// hub), who is not told what else the device maps.
+struct Refusal {
+    log: String,
+    answer: String,
+}
+
 /// Whether this device takes the request: its name must be in the map and a slot free.
 fn admit(
     shared: &Shared,
     slots: &Arc<Semaphore>,
     max_streams: usize,
     request: &IncomingStream,
-) -> Result<OwnedSemaphorePermit, String> {
-    if shared.targets.get(request.name()).is_none() {
-        return Err(format!(
-            "stream name '{}' is not in this device's --map (it maps: {})",
-            request.name(),
-            shared.targets.names().join(", ")
-        ));
+) -> Result<OwnedSemaphorePermit, Refusal> {
+    let name = request.name();
+    if shared.targets.get(name).is_none() {
+        return Err(Refusal {
+            log: format!(
+                "stream name '{name}' is not in this device's --map (it maps: {})",
+                shared.targets.names().join(", ")
+            ),
+            answer: format!("no target is mapped for stream '{name}'"),
+        });
     }
-    slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| format!("already {max_streams} streams open (--max-streams)"))
+    slots.clone().try_acquire_owned().map_err(|_| {
+        let why = format!("the device is at its --max-streams limit ({max_streams} open)");
+        Refusal {
+            log: why.clone(),
+            answer: why,
+        }
+    })
 }
 
 /// Tells systemd the service is ready once the control channel is first up.

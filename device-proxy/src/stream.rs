@@ -18,7 +18,8 @@ pub(crate) async fn serve(
     _slot: OwnedSemaphorePermit,
 ) {
     let Some(target) = shared.targets.get(request.name()) else {
-        return request.reject("no such target").await;
+        let why = format!("no target is mapped for stream '{}'", request.name());
+        return request.reject(&why).await;
     };
     let local = match dial(target, shared.target_timeout).await {
         Ok(tcp) => tcp,

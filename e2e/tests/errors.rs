@@ -8,10 +8,14 @@ use device_streams::StreamError;
 use device_streams_protocol::{
     connection_string::ServiceConnectionString,
     sas::{self, device_resource},
+    wire,
 };
 use e2e::{bin, expose, raw, System};
 use e2e::{open_stream, request_stream};
-use rumqttc::mqttbytes::v4::ConnectReturnCode;
+use rumqttc::mqttbytes::{
+    v4::{ConnectReturnCode, Packet, Publish},
+    QoS,
+};
 
 async fn open_err(config: &e2e::ServiceConfig) -> StreamError {
     match open_stream(config).await {
@@ -82,16 +86,48 @@ async fn registered_but_offline_device_is_404_not_connected() {
     );
 }
 
+/// The activity log's detail for `device`'s one rejected request, once it is written.
+async fn rejected_detail(sys: &System, device: &str) -> String {
+    let path = sys.hub.registry.path().to_path_buf();
+    let mut detail = String::new();
+    let found = e2e::eventually(Duration::from_secs(5), || {
+        let entries = stream_hub::activity::query(&path, Some(device), 0).unwrap();
+        match entries.iter().find(|e| e.result == "rejected") {
+            Some(e) => {
+                detail = e.detail.clone();
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    assert!(found, "no rejected record for {device}");
+    detail
+}
+
 #[tokio::test]
 async fn unknown_stream_name_is_rejected_by_the_device() {
     let sys = System::start().await;
     let dev = sys.add_device("dev1");
-    let _device = sys.start_device(dev, &["ssh=127.0.0.1:22"]).await;
+    let _device = sys
+        .start_device(dev, &["ssh=127.0.0.1:22", "rdp=127.0.0.1:3389"])
+        .await;
     let e = open_err(&sys.service_config("dev1", "x")).await;
-    assert!(matches!(e, StreamError::Rejected { .. }), "{e}");
-    assert!(
-        e.to_string().starts_with("device dev1 rejected stream 'x'"),
-        "{e}"
+    // The device's own reason reaches the admin, and what else it maps does not.
+    match &e {
+        StreamError::Rejected { reason, .. } => assert_eq!(
+            reason.as_deref(),
+            Some("no target is mapped for stream 'x'")
+        ),
+        other => panic!("expected a rejection, got: {other}"),
+    }
+    assert_eq!(
+        e.to_string(),
+        "device dev1 rejected stream 'x': no target is mapped for stream 'x'"
+    );
+    assert_eq!(
+        rejected_detail(&sys, "dev1").await,
+        "device 'dev1' rejected stream 'x' (status 400): no target is mapped for stream 'x'"
     );
 }
 
@@ -108,11 +144,104 @@ async fn target_that_refuses_connections_rejects_the_stream() {
         .start_device(dev, &[&format!("ssh=127.0.0.1:{closed}")])
         .await;
     let e = open_err(&sys.service_config("dev1", "ssh")).await;
-    assert!(
-        e.to_string()
-            .starts_with("device dev1 rejected stream 'ssh'"),
-        "{e}"
+    let want =
+        format!("device dev1 rejected stream 'ssh': cannot connect to target 127.0.0.1:{closed}: ");
+    assert!(e.to_string().starts_with(&want), "{e}");
+    assert!(rejected_detail(&sys, "dev1")
+        .await
+        .contains(&format!("cannot connect to target 127.0.0.1:{closed}")),);
+}
+
+#[tokio::test]
+async fn a_device_at_its_stream_limit_says_so() {
+    let sys = System::start().await;
+    let dev = sys.add_device("dev1");
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = target.local_addr().unwrap();
+    let _target = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = target.accept().await {
+            held.push(tcp);
+        }
+    });
+    let mut config = e2e::device_config(dev, sys.connector(), &[&format!("ssh={addr}")]);
+    config.max_streams = 1;
+    let _device = e2e::spawn_device(config);
+    sys.wait_connected("dev1").await;
+    let _open = open_stream(&sys.service_config("dev1", "ssh"))
+        .await
+        .unwrap();
+    let e = open_err(&sys.service_config("dev1", "ssh")).await;
+    assert_eq!(
+        e.to_string(),
+        "device dev1 rejected stream 'ssh': the device is at its --max-streams limit (1 open)"
     );
+}
+
+/// Asks `dev1` for a stream, answers as a raw device rejecting it with `payload`, and
+/// returns what the service was told.
+async fn reject_next(sys: &System, io: &mut raw::Io, payload: Vec<u8>) -> StreamError {
+    let config = sys.service_config("dev1", "ssh");
+    let request = tokio::spawn(async move { request_stream(&config).await.map(|_| ()) });
+    let topic = match io.read().await.unwrap() {
+        Some(Packet::Publish(p)) => p.topic,
+        _ => panic!("the device got no stream request"),
+    };
+    let req = wire::parse_stream_request(&topic).unwrap();
+    assert!(req.wants_reason, "our hub asks for a reason");
+    let answer = wire::stream_response_topic(wire::REJECT, &req.rid);
+    let publish = Publish::new(answer, QoS::AtMostOnce, payload);
+    io.write(Packet::Publish(publish)).await.unwrap();
+    match request.await.unwrap() {
+        Err(e @ StreamError::Rejected { .. }) => e,
+        Err(other) => panic!("expected a rejection, got: {other}"),
+        Ok(()) => panic!("the stream was granted"),
+    }
+}
+
+/// An Azure-style device answers with an empty payload: the service gets today's generic
+/// message. A device's payload is cleaned and capped before the hub stores or passes it on.
+#[tokio::test]
+async fn a_device_that_gives_no_reason_gets_the_generic_message_and_reasons_are_cleaned() {
+    let sys = System::start().await;
+    let dev = sys.add_device("dev1");
+    let (mut io, code) = raw::connect_with_key(&sys, "dev1", &dev.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+
+    let e = reject_next(&sys, &mut io, Vec::new()).await;
+    assert!(matches!(e, StreamError::Rejected { reason: None, .. }));
+    assert_eq!(
+        e.to_string(),
+        "device dev1 rejected stream 'ssh' (the device maps no such name, its target is down, or it is at its stream limit)"
+    );
+    assert_eq!(
+        rejected_detail(&sys, "dev1").await,
+        "device 'dev1' rejected stream 'ssh' (status 400)"
+    );
+
+    let mut hostile = b"forged\r\nINFO all is well \x1b[2J\x00".to_vec();
+    hostile.extend(vec![b'a'; 4000]);
+    let e = reject_next(&sys, &mut io, hostile).await;
+    let StreamError::Rejected {
+        reason: Some(reason),
+        ..
+    } = &e
+    else {
+        panic!("expected a rejection with a reason, got: {e}");
+    };
+    assert!(
+        reason.starts_with("forged  INFO all is well  [2J"),
+        "{reason}"
+    );
+    assert!(reason.len() <= wire::MAX_REASON, "{}", reason.len());
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    let path = sys.hub.registry.path().to_path_buf();
+    let entries = stream_hub::activity::query(&path, Some("dev1"), 0).unwrap();
+    for entry in entries {
+        assert!(!entry.detail.chars().any(char::is_control), "{entry:?}");
+        assert!(entry.detail.len() < wire::MAX_REASON + 100, "{entry:?}");
+    }
 }
 
 #[tokio::test]
@@ -304,6 +433,30 @@ async fn binary_prints_one_line_naming_device_and_cause() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("SharedAccessKeyName") && !stderr.contains("c2VjcmV0LXNlY3JldA"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn binary_names_the_device_s_reason_for_a_rejection() {
+    let sys = System::start().await;
+    let dev = sys.add_device("dev1");
+    let _device = sys.start_device(dev, &["ssh=127.0.0.1:22"]).await;
+    let cs = expose(&sys.service_connection().to_secret_string());
+    let out = tokio::process::Command::new(bin("service-local-proxy"))
+        .args(["--stdio", "--device-id", "dev1", "--stream-name", "x"])
+        .arg("--ca-file")
+        .arg(sys.ca_file())
+        .env("SERVICE_CONNECTION_STRING", &cs)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("device dev1 rejected stream 'x': no target is mapped for stream 'x'"),
         "{stderr}"
     );
 }

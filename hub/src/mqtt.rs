@@ -220,7 +220,7 @@ async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow:
         Packet::Publish(publish) => {
             match wire::parse_stream_response(&publish.topic) {
                 Ok((status, rid)) => {
-                    if !hub.sessions.answer(device, &rid, status) {
+                    if !hub.sessions.answer(device, &rid, status, &publish.payload) {
                         tracing::debug!(
                             rid,
                             "answer to no waiting request (too late, or not ours)"

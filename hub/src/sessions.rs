@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use device_streams_protocol::Secret;
+use device_streams_protocol::{wire, Secret};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,15 @@ pub struct Outgoing {
     pub topic: Secret,
 }
 
+/// A device's answer to a stream request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Why the device rejected the stream, as it said, cleaned ([`wire::clean_reason`]);
+    /// `None` from a device that gives none (Azure's SDKs).
+    pub reason: Option<String>,
+}
+
 struct Handle {
     generation: u64,
     tx: mpsc::Sender<Outgoing>,
@@ -45,7 +54,7 @@ struct Handle {
 
 struct Waiter {
     device: String,
-    tx: oneshot::Sender<u16>,
+    tx: oneshot::Sender<Answer>,
 }
 
 #[derive(Default)]
@@ -132,14 +141,14 @@ impl Sessions {
         self.lock().devices.len()
     }
 
-    /// Publishes a stream request to `device` and waits for its answer (the status code).
+    /// Publishes a stream request to `device` and waits for its answer.
     /// `make_topic` gets the request id the hub chose.
     pub async fn request(
         &self,
         device: &str,
         make_topic: impl FnOnce(&str) -> Secret,
         timeout: Duration,
-    ) -> Result<u16, RequestError> {
+    ) -> Result<Answer, RequestError> {
         let rid = self.next.fetch_add(1, Ordering::Relaxed).to_string();
         let (tx, rx) = oneshot::channel();
         {
@@ -165,19 +174,21 @@ impl Sessions {
         let answer = tokio::time::timeout(timeout, rx).await;
         self.lock().waiters.remove(&rid);
         match answer {
-            Ok(Ok(status)) => Ok(status),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(RequestError::Disconnected(device.to_string())),
             Err(_) => Err(RequestError::Timeout(device.to_string(), timeout)),
         }
     }
 
-    /// A device's answer; answers to another device's requests are ignored.
-    pub fn answer(&self, device: &str, rid: &str, status: u16) -> bool {
+    /// A device's answer, with its payload (a rejection's reason, from our device proxy);
+    /// answers to another device's requests are ignored.
+    pub fn answer(&self, device: &str, rid: &str, status: u16, payload: &[u8]) -> bool {
         let mut inner = self.lock();
         match inner.waiters.get(rid) {
             Some(w) if w.device == device => {
                 let waiter = inner.waiters.remove(rid);
-                waiter.is_some_and(|w| w.tx.send(status).is_ok())
+                let reason = wire::clean_reason(payload);
+                waiter.is_some_and(|w| w.tx.send(Answer { status, reason }).is_ok())
             }
             _ => false,
         }
@@ -204,9 +215,11 @@ mod tests {
         });
         let out = reg.rx.recv().await.unwrap();
         let rid = out.topic.expose().to_string();
-        assert!(!sessions.answer("dev2", &rid, 200));
-        assert!(sessions.answer("dev1", &rid, 400));
-        assert_eq!(req.await.unwrap(), Ok(400));
+        assert!(!sessions.answer("dev2", &rid, 200, b""));
+        assert!(sessions.answer("dev1", &rid, 400, b"no target\x1b[2J"));
+        let answer = req.await.unwrap().unwrap();
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.reason.as_deref(), Some("no target [2J"));
 
         let err = sessions
             .request(

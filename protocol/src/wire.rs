@@ -25,6 +25,16 @@ pub const HALF_CLOSE_HEADER: &str = "x-device-streams-half-close";
 pub const PING_INTERVAL_HEADER: &str = "x-device-streams-ping-interval-ms";
 /// Payload of the Ping that says "no more data in this direction" once half-close is agreed.
 pub const EOF_PING: &[u8] = b"device-streams:eof";
+/// Property our hub adds to its stream request topics: it reads a rejecting device's
+/// reason from the answer's payload. Azure's hub never sends it, and its answers are
+/// empty, so a device answers with a payload only when the request carries this.
+pub const REASON_PROPERTY: &str = "$x-reason";
+/// In our hub's rejected answer (`iothub-streaming-is-accepted: False`): the device's
+/// reason. Azure's clients ignore a header they do not know.
+pub const REASON_HEADER: &str = "x-device-streams-reason";
+/// Most bytes of a rejection's reason that travel, so a device cannot make the hub store
+/// or forward more than a line.
+pub const MAX_REASON: usize = 256;
 
 /// What a device subscribes to in order to receive stream requests.
 pub const STREAM_REQUEST_FILTER: &str = "$iothub/streams/POST/#";
@@ -71,6 +81,8 @@ pub struct StreamRequest {
     pub rid: String,
     pub url: String,
     pub auth: Secret,
+    /// The hub takes a reason with a rejection ([`REASON_PROPERTY`]).
+    pub wants_reason: bool,
 }
 
 /// MQTT user name a device connects with.
@@ -94,12 +106,13 @@ pub fn parse_stream_request(topic: &str) -> Result<StreamRequest, TopicError> {
     if !valid_stream_name(name) {
         return Err(TopicError::BadName);
     }
-    let (mut rid, mut url, mut auth) = (None, None, None);
+    let (mut rid, mut url, mut auth, mut reason) = (None, None, None, None);
     for (k, v) in properties(query) {
         let slot = match k {
             "$rid" => &mut rid,
             "$url" => &mut url,
             "$auth" => &mut auth,
+            REASON_PROPERTY => &mut reason,
             _ => continue,
         };
         *slot = Some(url_decode(v).map_err(|_| TopicError::BadEncoding)?);
@@ -111,17 +124,41 @@ pub fn parse_stream_request(topic: &str) -> Result<StreamRequest, TopicError> {
             .ok_or(TopicError::Missing("$rid"))?,
         url: url.ok_or(TopicError::Missing("$url"))?,
         auth: Secret::new(auth.ok_or(TopicError::Missing("$auth"))?),
+        wants_reason: reason.as_deref() == Some("1"),
     })
 }
 
-/// The topic a hub publishes a stream request on.
+/// The topic our hub publishes a stream request on; it takes a reason with a rejection.
 pub fn stream_request_topic(name: &str, rid: &str, url: &str, auth: &Secret) -> Secret {
     Secret::new(format!(
-        "{STREAM_REQUEST_PREFIX}{name}/?$rid={}&$url={}&$auth={}",
+        "{STREAM_REQUEST_PREFIX}{name}/?$rid={}&$url={}&$auth={}&{REASON_PROPERTY}=1",
         url_encode(rid),
         url_encode(url),
         url_encode(auth.expose())
     ))
+}
+
+/// A rejection's reason made fit to log, store and show: valid UTF-8, control characters
+/// (which could forge log lines or drive a terminal) as spaces, bidirectional overrides
+/// (which could make a line read other than it is) dropped, trimmed, at most
+/// [`MAX_REASON`] bytes. `None` if nothing is left. The text comes from a device, so
+/// every party applies this to what it receives, not only to what it sends.
+pub fn clean_reason(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut clean = String::with_capacity(text.len().min(MAX_REASON));
+    for c in text.chars() {
+        let c = match c {
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => continue,
+            c if c.is_control() => ' ',
+            c => c,
+        };
+        if clean.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        clean.push(c);
+    }
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_string())
 }
 
 /// The topic a device answers a stream request on: 200 accepts, 400 rejects.
@@ -263,6 +300,46 @@ mod tests {
             Ok((200, "5".into()))
         );
         assert!(parse_stream_response("$iothub/streams/res/abc/?$rid=1").is_err());
+    }
+
+    #[test]
+    fn our_request_topic_asks_for_a_reason_and_azure_s_does_not() {
+        let topic = stream_request_topic("ssh", "42", "wss://h:1/bridges/x", &Secret::new("t"));
+        assert!(topic.expose().ends_with("&$x-reason=1"));
+        let ours = parse_stream_request(topic.expose()).unwrap();
+        assert!(ours.wants_reason);
+        assert_eq!((ours.name.as_str(), ours.rid.as_str()), ("ssh", "42"));
+
+        let azure = "$iothub/streams/POST/ssh/?$rid=42&$url=wss%3A%2F%2Fh%2Fb&$auth=t&$ip=10.0.0.1";
+        assert!(!parse_stream_request(azure).unwrap().wants_reason);
+        // Only the value we send turns it on; the property may sit anywhere.
+        let other = "$iothub/streams/POST/ssh/?$x-reason=0&$rid=1&$url=u&$auth=t";
+        assert!(!parse_stream_request(other).unwrap().wants_reason);
+        let first = "$iothub/streams/POST/ssh/?$x-reason=1&$rid=1&$url=u&$auth=t";
+        assert!(parse_stream_request(first).unwrap().wants_reason);
+    }
+
+    #[test]
+    fn reasons_are_cleaned_and_capped() {
+        assert_eq!(clean_reason(b""), None);
+        assert_eq!(clean_reason(b" \r\n\t "), None);
+        assert_eq!(
+            clean_reason(b"cannot connect\r\nto\x1b[31m target").as_deref(),
+            Some("cannot connect  to [31m target")
+        );
+        assert_eq!(
+            clean_reason("a\u{202e}b\u{85}c".as_bytes()).as_deref(),
+            Some("ab c")
+        );
+        assert_eq!(
+            clean_reason(b"bad \xff utf8").as_deref(),
+            Some("bad \u{fffd} utf8")
+        );
+        let long = clean_reason("é".repeat(400).as_bytes()).unwrap();
+        assert_eq!(long.len(), MAX_REASON);
+        assert!(long.chars().all(|c| c == 'é'));
+        let odd = clean_reason(format!("x{}", "é".repeat(400)).as_bytes()).unwrap();
+        assert!(odd.len() <= MAX_REASON && odd.len() > MAX_REASON - 2);
     }
 
     #[test]

@@ -31,8 +31,13 @@ use crate::websocket::{self, ClientStream};
 
 type Io = MqttIo<ClientStream>;
 
-/// An answer to the hub: (status, request id).
-pub(crate) type Answer = (u16, String);
+/// An answer to the hub.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub rid: String,
+    /// Sent as the answer's payload; only for a hub that asked for it (Azure's answers are empty).
+    pub reason: Option<String>,
+}
 
 /// What the control loop hands requests to, and takes answers from.
 pub(crate) struct Channels {
@@ -184,8 +189,8 @@ async fn session(
                 }
                 within(keep_alive, "PINGREQ", async { Ok(io.write(Packet::PingReq).await?) }).await?;
             }
-            Some((status, rid)) = ch.answers_rx.recv() => {
-                within(keep_alive, "answering a stream request", answer(&mut io, status, &rid)).await?;
+            Some(a) = ch.answers_rx.recv() => {
+                within(keep_alive, "answering a stream request", answer(&mut io, a)).await?;
             }
             packet = io.read() => match packet.context("control channel")? {
                 None => bail!("hub closed the control channel"),
@@ -201,9 +206,10 @@ async fn disconnect(io: &mut Io) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.write(Packet::Disconnect)).await;
 }
 
-async fn answer(io: &mut Io, status: u16, rid: &str) -> anyhow::Result<()> {
-    let topic = wire::stream_response_topic(status, rid);
-    let publish = Publish::new(topic, QoS::AtMostOnce, Vec::new());
+async fn answer(io: &mut Io, answer: Answer) -> anyhow::Result<()> {
+    let topic = wire::stream_response_topic(answer.status, &answer.rid);
+    let payload = answer.reason.map(String::into_bytes).unwrap_or_default();
+    let publish = Publish::new(topic, QoS::AtMostOnce, payload);
     Ok(io.write(Packet::Publish(publish)).await?)
 }
 
@@ -216,10 +222,13 @@ fn on_publish(settings: &Arc<Settings>, ch: &Channels, topic: &str) {
     };
     let incoming = IncomingStream::new(settings.clone(), request, ch.answers_tx.clone());
     if let Err(e) = ch.requests.try_send(incoming) {
-        let why = match e {
-            mpsc::error::TrySendError::Full(_) => "too many requests waiting to be served",
-            mpsc::error::TrySendError::Closed(_) => "the program no longer takes streams",
+        let (why, incoming) = match e {
+            mpsc::error::TrySendError::Full(i) => {
+                ("too many stream requests waiting on the device", i)
+            }
+            mpsc::error::TrySendError::Closed(i) => ("the device is shutting down", i),
         };
         tracing::warn!("rejecting stream request: {why}");
+        incoming.reject_now(why);
     }
 }

@@ -6,10 +6,13 @@
 //! arrives, while the program decides (and, typically, dials its own target): the hub
 //! pairs the stream when the device's side arrives, so that handshake is on the set-up's
 //! critical path. A rejection drops (aborts) the dial.
+//!
+//! A rejection's reason goes back to the hub only when the request asked for it
+//! ([`StreamRequest::wants_reason`], our hub): Azure's hub expects an empty answer.
 
 use std::sync::Arc;
 
-use device_streams_protocol::wire::{StreamRequest, ACCEPT, REJECT};
+use device_streams_protocol::wire::{self, StreamRequest, ACCEPT, REJECT};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -74,7 +77,7 @@ impl IncomingStream {
         let name = self.request.name.clone();
         let answers = self.answers.take();
         let sent = match answers {
-            Some(tx) => tx.send((ACCEPT, self.request.rid.clone())).await.is_ok(),
+            Some(tx) => tx.send(self.answer(ACCEPT, None)).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -96,11 +99,31 @@ impl IncomingStream {
     }
 
     /// Rejects the request; the hub tells the service the device refused the stream.
-    /// `reason` is for the device's side: the program should log it.
+    /// `reason` (one line, e.g. "no target is mapped for stream 'x'") reaches the service
+    /// when the hub supports it (ours does; Azure's does not), at most
+    /// [`wire::MAX_REASON`] bytes of it: say nothing there the admin should not read. The
+    /// program should log it too.
     pub async fn reject(mut self, reason: &str) {
-        let _ = reason;
         if let Some(tx) = self.answers.take() {
-            let _ = tx.send((REJECT, self.request.rid.clone())).await;
+            let _ = tx.send(self.answer(REJECT, Some(reason))).await;
+        }
+    }
+
+    /// Rejects without waiting: for the control loop, which must not block on its own queue.
+    pub(crate) fn reject_now(mut self, reason: &str) {
+        if let Some(tx) = self.answers.take() {
+            let _ = tx.try_send(self.answer(REJECT, Some(reason)));
+        }
+    }
+
+    fn answer(&self, status: u16, reason: Option<&str>) -> Answer {
+        let reason = reason
+            .filter(|_| self.request.wants_reason)
+            .and_then(|r| wire::clean_reason(r.as_bytes()));
+        Answer {
+            status,
+            rid: self.request.rid.clone(),
+            reason,
         }
     }
 }
@@ -108,7 +131,67 @@ impl IncomingStream {
 impl Drop for IncomingStream {
     fn drop(&mut self) {
         if let Some(tx) = self.answers.take() {
-            let _ = tx.try_send((REJECT, self.request.rid.clone()));
+            let reason = "the device program dropped the request unanswered";
+            let _ = tx.try_send(self.answer(REJECT, Some(reason)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use device_streams_protocol::{tls::provider, Secret};
+    use rustls::{ClientConfig, RootCertStore};
+
+    use super::*;
+    use crate::connector::Connector;
+
+    fn settings() -> Arc<Settings> {
+        let tls = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(Settings {
+            connection: "HostName=h;DeviceId=d;SharedAccessKey=a2V5"
+                .parse()
+                .unwrap(),
+            connector: Connector::new(Arc::new(tls), Duration::from_secs(1)),
+            keep_alive: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(1),
+            predial: false,
+        })
+    }
+
+    fn request(wants_reason: bool) -> StreamRequest {
+        StreamRequest {
+            name: "x".into(),
+            rid: "7".into(),
+            url: "wss://h/bridges/1".into(),
+            auth: Secret::new("t"),
+            wants_reason,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reason_travels_only_to_a_hub_that_asked_for_one() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let incoming = IncomingStream::new(settings(), request(true), tx.clone());
+        incoming.reject("no target\nis mapped").await;
+        let a = rx.recv().await.unwrap();
+        assert_eq!((a.status, a.rid.as_str()), (REJECT, "7"));
+        assert_eq!(a.reason.as_deref(), Some("no target is mapped"));
+
+        // Azure's hub: its answers stay empty.
+        let incoming = IncomingStream::new(settings(), request(false), tx.clone());
+        incoming.reject("no target is mapped").await;
+        assert_eq!(rx.recv().await.unwrap().reason, None);
+
+        drop(IncomingStream::new(settings(), request(true), tx));
+        let dropped = rx.recv().await.unwrap();
+        assert_eq!(dropped.status, REJECT);
+        assert!(dropped.reason.unwrap().contains("unanswered"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use device_streams_protocol::{
     sas::{self, SasError},
-    wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL},
+    wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL, REASON_HEADER},
     Secret,
 };
 use http::{header, Request, StatusCode};
@@ -30,7 +30,18 @@ fn with_causes(e: &hyper::Error) -> String {
     text
 }
 
+/// How a rejection reads: the device's own reason when the hub passed one on (ours does),
+/// else the usual causes (Azure's hub passes none).
+fn rejection(reason: &Option<String>) -> String {
+    match reason {
+        Some(r) => format!(": {r}"),
+        None => " (the device maps no such name, its target is down, or it is at its stream limit)"
+            .into(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StreamError {
     #[error("cannot reach the hub for device {device}: {cause}")]
     Unreachable { device: String, cause: DialError },
@@ -44,8 +55,13 @@ pub enum StreamError {
         status: StatusCode,
         message: String,
     },
-    #[error("device {device} rejected stream '{name}' (the device maps no such name, its target is down, or it is at its stream limit)")]
-    Rejected { device: String, name: String },
+    #[error("device {device} rejected stream '{name}'{}", rejection(.reason))]
+    Rejected {
+        device: String,
+        name: String,
+        /// The device's reason, as the hub passed it on; `None` from Azure.
+        reason: Option<String>,
+    },
     #[error("no answer from the hub about device {device} within {after:?}")]
     Timeout { device: String, after: Duration },
     #[error("hub accepted the stream to device {device} but sent no {0} header", .missing)]
@@ -160,9 +176,14 @@ pub(super) async fn request(
             })
     };
     if !get(HEADER_IS_ACCEPTED)?.eq_ignore_ascii_case("true") {
+        // Cleaned again: it is the device's text, and a hub is not trusted to have done so.
+        let reason = headers
+            .get(REASON_HEADER)
+            .and_then(|v| wire::clean_reason(v.as_bytes()));
         return Err(StreamError::Rejected {
             device: device(),
             name: route.stream_name.clone(),
+            reason,
         });
     }
     let granted = Granted {

@@ -3,11 +3,14 @@
 //! The call blocks until the device accepts or rejects the stream, or the response
 //! timeout passes. Accepted and rejected both answer 200 with
 //! `iothub-streaming-is-accepted: True|False`, as Azure does; everything else is an error
-//! status with a JSON body naming the device and the cause.
+//! status with a JSON body naming the device and the cause. A rejection carries the
+//! device's reason, when it gave one, in [`REASON_HEADER`], which Azure's clients ignore.
 
 use std::{sync::Arc, time::Duration};
 
-use device_streams_protocol::wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL};
+use device_streams_protocol::wire::{
+    self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL, REASON_HEADER,
+};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -94,18 +97,25 @@ pub async fn stream_request(
     let topic = |rid: &str| wire::stream_request_topic(&name, rid, &url, &device_token);
     let answer = hub.sessions.request(&device, topic, response_timeout).await;
     match answer {
-        Ok(wire::ACCEPT) => {
+        Ok(answer) if answer.status == wire::ACCEPT => {
             guard.armed = false;
             hub.streams.mark_accepted(&id);
             hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
             accepted(&url, service_token.expose())
         }
-        Ok(status) => {
+        Ok(answer) => {
+            let reason = answer.reason.as_deref();
             if let Some(mut info) = hub.streams.remove(&id) {
-                let msg = format!("device '{device}' rejected stream '{name}' (status {status})");
+                let status = answer.status;
+                let msg = match reason {
+                    Some(r) => {
+                        format!("device '{device}' rejected stream '{name}' (status {status}): {r}")
+                    }
+                    None => format!("device '{device}' rejected stream '{name}' (status {status})"),
+                };
                 info.record.end(Outcome::Rejected, msg);
             }
-            rejected()
+            rejected(reason)
         }
         Err(e) => {
             record = match hub.streams.remove(&id) {
@@ -220,10 +230,15 @@ fn accepted(url: &str, token: &str) -> Response<Body> {
     resp
 }
 
-fn rejected() -> Response<Body> {
+/// `reason` is already cleaned (no control characters), so it is a valid header value;
+/// UTF-8 beyond ASCII goes as its bytes, which our client reads back as UTF-8.
+fn rejected(reason: Option<&str>) -> Response<Body> {
     let mut resp = text(StatusCode::OK, "");
-    resp.headers_mut()
-        .insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("False"));
+    let h = resp.headers_mut();
+    h.insert(HEADER_IS_ACCEPTED, HeaderValue::from_static("False"));
+    if let Some(value) = reason.and_then(|r| HeaderValue::from_bytes(r.as_bytes()).ok()) {
+        h.insert(REASON_HEADER, value);
+    }
     resp
 }
 
