@@ -398,12 +398,14 @@ async fn stream_tokens_work_once() {
     assert_eq!(&buf, b"still here");
 }
 
-#[tokio::test]
-async fn binary_prints_one_line_naming_device_and_cause() {
-    let sys = System::start().await;
+/// Runs `service-local-proxy --stdio ARGS` against `sys`, expects it to fail (exit 1) with
+/// one line on stderr, and returns that line.
+async fn stdio_proxy_fails(sys: &System, args: &[&str]) -> String {
     let cs = expose(&sys.service_connection().to_secret_string());
     let out = tokio::process::Command::new(bin("service-local-proxy"))
-        .args(["--stdio", "--device-id", "ghost", "--ca-file"])
+        .arg("--stdio")
+        .args(args)
+        .arg("--ca-file")
         .arg(sys.ca_file())
         .env("SERVICE_CONNECTION_STRING", &cs)
         .stdin(std::process::Stdio::null())
@@ -411,8 +413,15 @@ async fn binary_prints_one_line_naming_device_and_cause() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn binary_prints_one_line_naming_device_and_cause() {
+    let sys = System::start().await;
+    let stderr = stdio_proxy_fails(&sys, &["--device-id", "ghost"]).await;
     assert!(
         stderr.contains("ghost") && stderr.contains("not registered"),
         "{stderr}"
@@ -442,19 +451,7 @@ async fn binary_names_the_device_s_reason_for_a_rejection() {
     let sys = System::start().await;
     let dev = sys.add_device("dev1");
     let _device = sys.start_device(dev, &["ssh=127.0.0.1:22"]).await;
-    let cs = expose(&sys.service_connection().to_secret_string());
-    let out = tokio::process::Command::new(bin("service-local-proxy"))
-        .args(["--stdio", "--device-id", "dev1", "--stream-name", "x"])
-        .arg("--ca-file")
-        .arg(sys.ca_file())
-        .env("SERVICE_CONNECTION_STRING", &cs)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = stdio_proxy_fails(&sys, &["--device-id", "dev1", "--stream-name", "x"]).await;
     assert!(
         stderr.contains("device dev1 rejected stream 'x': no target is mapped for stream 'x'"),
         "{stderr}"

@@ -16,37 +16,17 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use clap::Args;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::config::Retention;
 
 /// Records the writer takes into one transaction at most.
 const BATCH: usize = 4096;
 
 /// How often the writer prunes the table (also after every [`BATCH`] records).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// How much of the activity log the hub keeps.
-#[derive(Debug, Clone, Args)]
-pub struct Retention {
-    /// Delete activity records older than this.
-    #[arg(long = "activity-max-age", env = "STREAM_HUB_ACTIVITY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "30days")]
-    pub max_age: Duration,
-    /// Keep at most this many activity records (about 200 bytes each on disk), the newest.
-    #[arg(
-        long = "activity-max-records",
-        env = "STREAM_HUB_ACTIVITY_MAX_RECORDS",
-        default_value_t = 1_000_000
-    )]
-    pub max_records: u64,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        crate::config::flag_defaults()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -161,7 +161,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
-    pub retention: crate::activity::Retention,
+    pub retention: crate::config::Retention,
 }
 
 /// Runs the hub until `shutdown`: the TLS port, and the admin listener if asked for.

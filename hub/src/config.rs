@@ -81,6 +81,27 @@ pub fn flag_defaults<T: Args + FromArgMatches>() -> T {
     }
 }
 
+/// How much of the activity log the hub keeps.
+#[derive(Debug, Clone, Args)]
+pub struct Retention {
+    /// Delete activity records older than this.
+    #[arg(long = "activity-max-age", env = "STREAM_HUB_ACTIVITY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "30days")]
+    pub max_age: Duration,
+    /// Keep at most this many activity records (about 200 bytes each on disk), the newest.
+    #[arg(
+        long = "activity-max-records",
+        env = "STREAM_HUB_ACTIVITY_MAX_RECORDS",
+        default_value_t = 1_000_000
+    )]
+    pub max_records: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `host[:port]` as the connection strings name the hub; SAS resources are checked against it.
@@ -91,7 +112,7 @@ pub struct Config {
     pub streaming_base: String,
     pub limits: Limits,
     /// How much of the activity log to keep.
-    pub retention: crate::activity::Retention,
+    pub retention: Retention,
     /// Whether `/metrics` and `/healthz` are on the main port (not when an admin listener serves them).
     pub ops_on_main_port: bool,
 }

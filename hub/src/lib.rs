@@ -1,11 +1,12 @@
 //! `stream-hub`: a self-hosted stand-in for Azure IoT Hub's device streams.
 //!
 //! Layout:
-//! - [`config`]: names the hub answers to and every limit it enforces.
+//! - [`config`]: names the hub answers to, every limit it enforces, how much log it keeps.
 //! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it.
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
+//! - [`tls`]: the server certificate and rustls config.
 //! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits;
 //!   [`refusal`]: every "no" the REST endpoints give, as status, error code and outcome.
 //! - [`stream`]: a stream's whole life — the service's request, the table of pending

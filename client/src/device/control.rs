@@ -26,18 +26,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{incoming::IncomingStream, Settings, Status};
+use super::{
+    incoming::{Answer, IncomingStream},
+    Settings, Status,
+};
 use crate::websocket::{self, ClientStream};
 
 type Io = MqttIo<ClientStream>;
-
-/// An answer to the hub.
-pub(crate) struct Answer {
-    pub status: u16,
-    pub rid: String,
-    /// Sent as the answer's payload; only for a hub that asked for it (Azure's answers are empty).
-    pub reason: Option<String>,
-}
 
 /// What the control loop hands requests to, and takes answers from.
 pub(crate) struct Channels {

@@ -16,12 +16,20 @@ use device_streams_protocol::wire::{self, StreamRequest, ACCEPT, REJECT};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{control::Answer, Settings};
+use super::Settings;
 use crate::{
     connector::Reusable,
     stream::Stream,
     websocket::{self, WsError},
 };
+
+/// An answer to the hub.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub rid: String,
+    /// Sent as the answer's payload; only for a hub that asked for it (Azure's answers are empty).
+    pub reason: Option<String>,
+}
 
 /// Why an accepted stream could not be opened.
 #[derive(Debug, thiserror::Error)]

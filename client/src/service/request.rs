@@ -106,29 +106,7 @@ pub(super) async fn request(
     // Without shutdown: once the request is answered the connection comes back idle.
     let driver = tokio::spawn(conn.without_shutdown());
 
-    let host = cs.host.to_string();
-    let token =
-        sas::sign_for(&host, &cs.key, client.token_ttl, Some(&cs.policy)).map_err(|cause| {
-            StreamError::Sign {
-                device: device(),
-                cause,
-            }
-        })?;
-    let secs = |d: Duration| d.as_secs().max(1).to_string();
-    let request = Request::post(wire::stream_request_path(
-        &route.device_id,
-        &route.stream_name,
-    ))
-    .header(header::HOST, &host)
-    .header(header::AUTHORIZATION, token.expose())
-    .header(header::CONTENT_LENGTH, "0")
-    .header(wire::HEADER_CONNECT_TIMEOUT, secs(client.connect_timeout))
-    .header(wire::HEADER_RESPONSE_TIMEOUT, secs(client.response_timeout))
-    .body(Empty::<Bytes>::new())
-    .map_err(|_| StreamError::Incomplete {
-        device: device(),
-        missing: "valid request",
-    })?;
+    let request = build_request(client, route)?;
     // The hub answers within the response timeout; allow it a little extra for the network.
     let limit = client.response_timeout + client.connector.timeout;
     let response = tokio::time::timeout(limit, sender.send_request(request))
@@ -158,11 +136,55 @@ pub(super) async fn request(
         }
     };
 
+    let granted = read_answer(route, status, &headers, &body)?;
+    Ok((granted, reuse))
+}
+
+/// The stream request, signed with a fresh token.
+fn build_request(
+    client: &ServiceClient,
+    route: &Route,
+) -> Result<Request<Empty<Bytes>>, StreamError> {
+    let device = || route.device_id.clone();
+    let cs = &client.connection;
+    let host = cs.host.to_string();
+    let token =
+        sas::sign_for(&host, &cs.key, client.token_ttl, Some(&cs.policy)).map_err(|cause| {
+            StreamError::Sign {
+                device: device(),
+                cause,
+            }
+        })?;
+    let secs = |d: Duration| d.as_secs().max(1).to_string();
+    Request::post(wire::stream_request_path(
+        &route.device_id,
+        &route.stream_name,
+    ))
+    .header(header::HOST, &host)
+    .header(header::AUTHORIZATION, token.expose())
+    .header(header::CONTENT_LENGTH, "0")
+    .header(wire::HEADER_CONNECT_TIMEOUT, secs(client.connect_timeout))
+    .header(wire::HEADER_RESPONSE_TIMEOUT, secs(client.response_timeout))
+    .body(Empty::<Bytes>::new())
+    .map_err(|_| StreamError::Incomplete {
+        device: device(),
+        missing: "valid request",
+    })
+}
+
+/// What the hub's answer says: the stream's URL and token, or why there is none.
+fn read_answer(
+    route: &Route,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Granted, StreamError> {
+    let device = || route.device_id.clone();
     if status != StatusCode::OK {
         return Err(StreamError::Refused {
             device: device(),
             status,
-            message: error_message(&body),
+            message: error_message(body),
         });
     }
     let get = |name: &'static str| {
@@ -186,11 +208,10 @@ pub(super) async fn request(
             reason,
         });
     }
-    let granted = Granted {
+    Ok(Granted {
         url: get(HEADER_URL)?,
         token: Secret::new(get(HEADER_AUTH_TOKEN)?),
-    };
-    Ok((granted, reuse))
+    })
 }
 
 type Driver =

@@ -74,7 +74,7 @@ pub async fn stream_request(
         timeout_header(req.headers(), wire::HEADER_RESPONSE_TIMEOUT, default, max);
     let open = hub.recorder();
     let open = open.open(&device, &name, &policy);
-    let Ok(mut record) = tokio::time::timeout(response_timeout, open).await else {
+    let Ok(record) = tokio::time::timeout(response_timeout, open).await else {
         return log_behind(&device).response();
     };
     let slot = match admit(&hub, &device) {
@@ -82,21 +82,37 @@ pub async fn stream_request(
         Err(refusal) => return refuse(record, refusal),
     };
 
-    let id = Streams::new_id();
+    let timeouts = (connect_timeout, response_timeout);
+    ask_device(
+        &hub,
+        &device,
+        &name,
+        StreamInfo::pending(slot, record),
+        timeouts,
+    )
+    .await
+}
+
+/// Publishes the stream request into the device's session and answers with what the
+/// device said: accepted (the stream's URL and the service's token), rejected (with the
+/// device's reason, when it gave one), or a refusal when it did not answer.
+async fn ask_device(
+    hub: &Arc<Hub>,
+    device: &str,
+    name: &str,
+    info: StreamInfo,
+    (connect_timeout, response_timeout): (Duration, Duration),
+) -> Response<Body> {
+    let id = info.id.clone();
     let url = format!("{}{}{id}", hub.config.streaming_base, wire::BRIDGES_PREFIX);
-    let (device_token, service_token) = hub.streams.create(StreamInfo {
-        id: id.clone(),
-        slot,
-        record,
-    });
+    let (device_token, service_token) = hub.streams.create(info);
     let mut guard = PendingGuard {
         streams: &hub.streams,
         id: id.clone(),
         armed: true,
     };
-    let topic = |rid: &str| wire::stream_request_topic(&name, rid, &url, &device_token);
-    let answer = hub.sessions.request(&device, topic, response_timeout).await;
-    match answer {
+    let topic = |rid: &str| wire::stream_request_topic(name, rid, &url, &device_token);
+    match hub.sessions.request(device, topic, response_timeout).await {
         Ok(answer) if answer.status == wire::ACCEPT => {
             guard.armed = false;
             hub.streams.mark_accepted(&id);
@@ -107,23 +123,19 @@ pub async fn stream_request(
             let reason = answer.reason.as_deref();
             if let Some(mut info) = hub.streams.remove(&id) {
                 let status = answer.status;
-                let msg = match reason {
-                    Some(r) => {
-                        format!("device '{device}' rejected stream '{name}' (status {status}): {r}")
-                    }
-                    None => format!("device '{device}' rejected stream '{name}' (status {status})"),
-                };
+                let mut msg =
+                    format!("device '{device}' rejected stream '{name}' (status {status})");
+                if let Some(r) = reason {
+                    msg = format!("{msg}: {r}");
+                }
                 info.record.end(Outcome::Rejected, msg);
             }
             rejected(reason)
         }
-        Err(e) => {
-            record = match hub.streams.remove(&id) {
-                Some(info) => info.record,
-                None => return Refusal::from(e).response(),
-            };
-            refuse(record, e.into())
-        }
+        Err(e) => match hub.streams.remove(&id) {
+            Some(info) => refuse(info.record, e.into()),
+            None => Refusal::from(e).response(),
+        },
     }
 }
 

@@ -108,6 +108,17 @@ pub struct StreamInfo {
     pub record: StreamRecord,
 }
 
+impl StreamInfo {
+    /// A new stream, under a fresh random id.
+    pub fn pending(slot: Slot, record: StreamRecord) -> Self {
+        StreamInfo {
+            id: Streams::new_id(),
+            slot,
+            record,
+        }
+    }
+}
+
 /// The waiting side's WebSocket meets the other's here.
 pub struct Paired {
     pub ws: ServerWs,
