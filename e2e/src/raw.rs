@@ -50,18 +50,29 @@ pub async fn connect_with_key(
     device: &str,
     key: &super::Secret,
 ) -> (Io, ConnectReturnCode) {
+    let expiry = device_streams_protocol::sas::unix_now() + 60;
+    connect_until(sys, device, key, expiry).await
+}
+
+/// [`connect_with_key`] with a token that expires at `expiry` (Unix seconds).
+pub async fn connect_until(
+    sys: &super::System,
+    device: &str,
+    key: &super::Secret,
+    expiry: u64,
+) -> (Io, ConnectReturnCode) {
     let host = sys.hostname();
     let resource = device_streams_protocol::sas::device_resource(&host, device);
-    let token = device_streams_protocol::sas::sign_for(
-        &resource,
-        key,
-        std::time::Duration::from_secs(60),
-        None,
-    )
-    .expect("sign");
+    let token = device_streams_protocol::sas::sign(&resource, key, expiry, None).expect("sign");
     let mut io = open(&sys.connector(), &host).await;
     let code = connect(&mut io, &host, device, token.expose()).await;
     (io, code)
+}
+
+/// Reads until the hub closes the channel; false if it is still open after `limit`.
+pub async fn closed_within(io: &mut Io, limit: std::time::Duration) -> bool {
+    let until_closed = async { while let Ok(Some(_)) = io.read().await {} };
+    tokio::time::timeout(limit, until_closed).await.is_ok()
 }
 
 pub async fn subscribe(io: &mut Io) {

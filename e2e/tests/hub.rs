@@ -129,6 +129,58 @@ async fn a_device_on_its_secondary_key_survives_rotation_of_the_primary() {
     }
 }
 
+/// Rotating the key a device signed in with cuts its control session at once: a stolen
+/// key stops working for sessions already open, not only for new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_key_a_device_signed_in_with_cuts_its_session() {
+    let sys = System::start().await;
+    let dir = sys.data().path;
+    let primary: DeviceConnectionString = hub_cli(&dir, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (mut io, code) = raw::connect_with_key(&sys, "dev1", &primary.key).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+    assert!(sys.hub.is_connected("dev1"));
+
+    hub_cli(&dir, &["device", "rotate-key", "dev1"]);
+    assert!(
+        raw::closed_within(&mut io, Duration::from_secs(2)).await,
+        "the session on the rotated key is still open"
+    );
+    assert!(eventually(Duration::from_secs(1), || !sys.hub.is_connected("dev1")).await);
+}
+
+/// A device's control session ends when its SAS token expires, so a token cannot keep a
+/// session going past its `se`; a token living longer than the hub allows is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_session_ends_when_its_token_expires() {
+    let sys = System::start_with(Limits {
+        max_token_lifetime: Duration::from_secs(3600),
+        ..Limits::default()
+    })
+    .await;
+    let dev = sys.add_device("dev1");
+    let now = device_streams_protocol::sas::unix_now();
+    let (_io, code) = raw::connect_until(&sys, "dev1", &dev.key, now + 7200).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (_io, code) = raw::connect_until(&sys, "dev1", &dev.key, u64::MAX).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+
+    // `se` is in whole seconds: this token has between 1 and 2 s left.
+    let now = device_streams_protocol::sas::unix_now();
+    let (mut io, code) = raw::connect_until(&sys, "dev1", &dev.key, now + 2).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+    assert!(sys.hub.is_connected("dev1"));
+    assert!(
+        raw::closed_within(&mut io, Duration::from_secs(3)).await,
+        "the session outlived its token"
+    );
+    assert!(eventually(Duration::from_secs(1), || !sys.hub.is_connected("dev1")).await);
+}
+
 #[tokio::test]
 async fn policies_grant_exactly_their_rights() {
     let sys = System::start().await;

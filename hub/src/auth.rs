@@ -1,6 +1,8 @@
 //! Checking SAS tokens against the registry: devices on the control channel, services
 //! on the REST API. Errors say what was wrong, never echo the token.
 
+use std::time::Duration;
+
 use device_streams_protocol::{
     sas::{unix_now, url_decode, SasError, SasToken},
     wire::valid_device_id,
@@ -30,6 +32,10 @@ pub enum AuthError {
     BadSignature,
     #[error("SAS token expired {0}s ago")]
     Expired(u64),
+    /// Lifetimes as humantime text; the token's expiry itself is not secret, but the
+    /// message needs no more than the two lengths.
+    #[error("SAS token lifetime of {0} exceeds the hub's maximum of {1} (--max-token-lifetime)")]
+    LifetimeTooLong(String, String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -54,22 +60,59 @@ fn is_this_hub(token_host: &str, hub_names: &[impl AsRef<str>]) -> bool {
         .any(|name| token_host.eq_ignore_ascii_case(name.as_ref()))
 }
 
-/// Either key verifies, so keys can be rotated without downtime.
-fn verify_either(token: &SasToken, primary: &Secret, secondary: &Secret) -> Result<(), AuthError> {
-    let now = unix_now();
-    match token.verify(primary, now) {
-        Err(SasError::BadSignature) => Ok(token.verify(secondary, now)?),
-        other => Ok(other?),
-    }
+/// Which of a device's or policy's two keys verified a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySlot {
+    Primary,
+    Secondary,
 }
 
-/// Checks a device's CONNECT password: resource `<host>/devices/<id>`, device enabled, signature, expiry.
+/// What a device's token proved: a session holds the device to both, ending when the
+/// token expires or when the key that signed it stops being one of the device's keys.
+/// `Debug` is safe: a `Secret` prints as a mask.
+#[derive(Debug)]
+pub struct DeviceLogin {
+    /// The token's `se`, in Unix seconds.
+    pub expiry: u64,
+    pub slot: KeySlot,
+    /// The key's value at CONNECT (a rotation replaces the value, not the slot).
+    pub key: Secret,
+}
+
+/// Either key verifies, so keys can be rotated without downtime. A token valid for longer
+/// than `max_lifetime` is refused: a stolen one would otherwise open sessions for as long
+/// as its signer chose (`se=2^64-1`: forever), rotation being the only way to stop it.
+fn verify_either(
+    token: &SasToken,
+    primary: &Secret,
+    secondary: &Secret,
+    max_lifetime: Duration,
+) -> Result<KeySlot, AuthError> {
+    let now = unix_now();
+    let slot = match token.verify(primary, now) {
+        Err(SasError::BadSignature) => token.verify(secondary, now).map(|()| KeySlot::Secondary),
+        other => other.map(|()| KeySlot::Primary),
+    }?;
+    // Checked only once the signature holds, so that a forger learns nothing from it.
+    let lifetime = token.expiry.saturating_sub(now);
+    if lifetime > max_lifetime.as_secs() {
+        return Err(AuthError::LifetimeTooLong(
+            humantime::format_duration(Duration::from_secs(lifetime)).to_string(),
+            humantime::format_duration(max_lifetime).to_string(),
+        ));
+    }
+    Ok(slot)
+}
+
+/// Checks a device's CONNECT password: resource `<host>/devices/<id>`, device enabled,
+/// signature, expiry and lifetime at most `max_lifetime`.
 pub fn device(
     registry: &Registry,
     hub_names: &[impl AsRef<str>],
+    max_lifetime: Duration,
     device_id: &str,
     token: &str,
-) -> Result<(), AuthError> {
+) -> Result<DeviceLogin, AuthError> {
     let token = SasToken::parse(token)?;
     // A path the hub would read differently from a normalising reader (`x/../devices/d`,
     // `devices/d/more`, an id of `..`) could stretch a token to another device; only the
@@ -93,13 +136,29 @@ pub fn device(
     if !device.enabled {
         return Err(AuthError::DisabledDevice(device_id.to_string()));
     }
-    verify_either(&token, &device.primary_key, &device.secondary_key)
+    let slot = verify_either(
+        &token,
+        &device.primary_key,
+        &device.secondary_key,
+        max_lifetime,
+    )?;
+    let key = match slot {
+        KeySlot::Primary => device.primary_key,
+        KeySlot::Secondary => device.secondary_key,
+    };
+    Ok(DeviceLogin {
+        expiry: token.expiry,
+        slot,
+        key,
+    })
 }
 
-/// Checks a service's `Authorization` header and that its policy has `right`; returns the policy name.
+/// Checks a service's `Authorization` header (lifetime at most `max_lifetime`) and that
+/// its policy has `right`; returns the policy name.
 pub fn service(
     registry: &Registry,
     hub_names: &[impl AsRef<str>],
+    max_lifetime: Duration,
     header: &str,
     right: Right,
 ) -> Result<String, AuthError> {
@@ -113,7 +172,12 @@ pub fn service(
     let policy = registry
         .policy(&name)?
         .ok_or_else(|| AuthError::UnknownPolicy(name.clone()))?;
-    verify_either(&token, &policy.primary_key, &policy.secondary_key)?;
+    verify_either(
+        &token,
+        &policy.primary_key,
+        &policy.secondary_key,
+        max_lifetime,
+    )?;
     if !policy.allows(right) {
         return Err(AuthError::MissingRight(name, right.name()));
     }
@@ -124,6 +188,8 @@ pub fn service(
 mod tests {
     use super::*;
     use device_streams_protocol::sas::{device_resource, sign};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();
@@ -143,10 +209,11 @@ mod tests {
             None,
         )
         .unwrap();
-        device(&reg, &["hub:8443"], "dev1", good.expose()).unwrap();
-        device(&reg, &["HUB:8443"], "dev1", good.expose()).unwrap();
+        let login = device(&reg, &["hub:8443"], DAY, "dev1", good.expose()).unwrap();
+        assert_eq!((login.slot, login.expiry), (KeySlot::Primary, future));
+        device(&reg, &["HUB:8443"], DAY, "dev1", good.expose()).unwrap();
         assert!(matches!(
-            device(&reg, &["hub"], "dev1", good.expose()),
+            device(&reg, &["hub"], DAY, "dev1", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         let second = sign(
@@ -156,7 +223,7 @@ mod tests {
             None,
         )
         .unwrap();
-        device(&reg, &["hub:8443"], "dev1", second.expose()).unwrap();
+        device(&reg, &["hub:8443"], DAY, "dev1", second.expose()).unwrap();
 
         let other_key = crate::registry::new_key();
         let bad = sign(
@@ -167,7 +234,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            device(&reg, &["hub:8443"], "dev1", bad.expose()),
+            device(&reg, &["hub:8443"], DAY, "dev1", bad.expose()),
             Err(AuthError::BadSignature)
         ));
         let old = sign(
@@ -178,19 +245,19 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            device(&reg, &["hub:8443"], "dev1", old.expose()),
+            device(&reg, &["hub:8443"], DAY, "dev1", old.expose()),
             Err(AuthError::Expired(_))
         ));
         assert!(matches!(
-            device(&reg, &["hub:8443"], "dev2", good.expose()),
+            device(&reg, &["hub:8443"], DAY, "dev2", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         assert!(matches!(
-            device(&reg, &["elsewhere"], "dev1", good.expose()),
+            device(&reg, &["elsewhere"], DAY, "dev1", good.expose()),
             Err(AuthError::WrongResource(_))
         ));
         reg.set_enabled("dev1", false).unwrap();
-        let err = device(&reg, &["hub:8443"], "dev1", good.expose()).unwrap_err();
+        let err = device(&reg, &["hub:8443"], DAY, "dev1", good.expose()).unwrap_err();
         assert!(matches!(err, AuthError::DisabledDevice(_)));
         assert!(!err.to_string().contains(good.expose()));
     }
@@ -203,22 +270,22 @@ mod tests {
         let exp = unix_now() + 60;
         let t = sign("hub:8443", &full.primary_key, exp, Some("service")).unwrap();
         assert_eq!(
-            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect).unwrap(),
+            service(&reg, &["hub:8443"], DAY, t.expose(), Right::ServiceConnect).unwrap(),
             "service"
         );
         let t = sign("hub:8443", &read.primary_key, exp, Some("reader")).unwrap();
         assert!(matches!(
-            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], DAY, t.expose(), Right::ServiceConnect),
             Err(AuthError::MissingRight(_, "service-connect"))
         ));
         let t = sign("hub:8443", &full.primary_key, exp, None).unwrap();
         assert!(matches!(
-            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], DAY, t.expose(), Right::ServiceConnect),
             Err(AuthError::NoPolicy)
         ));
         let t = sign("hub:8443", &full.primary_key, exp, Some("nobody")).unwrap();
         assert!(matches!(
-            service(&reg, &["hub:8443"], t.expose(), Right::ServiceConnect),
+            service(&reg, &["hub:8443"], DAY, t.expose(), Right::ServiceConnect),
             Err(AuthError::UnknownPolicy(_))
         ));
     }
@@ -232,7 +299,7 @@ mod tests {
         let exp = unix_now() + 60;
         let check = |hub: &str, sr: &str| {
             let t = sign(sr, &p.primary_key, exp, Some("service")).unwrap();
-            service(&reg, &[hub], t.expose(), Right::ServiceConnect)
+            service(&reg, &[hub], DAY, t.expose(), Right::ServiceConnect)
         };
         check("localhost:8443", "localhost:8443").unwrap();
         check("localhost:8443", "LocalHost:8443").unwrap();
@@ -264,7 +331,7 @@ mod tests {
         let hub = "localhost:8443";
         let check = |id: &str, key: &Secret, resource: &str| {
             let t = sign(resource, key, exp, None).unwrap();
-            device(&reg, &[hub], id, t.expose())
+            device(&reg, &[hub], DAY, id, t.expose())
         };
         for (id, key, resource) in [
             (
@@ -314,6 +381,45 @@ mod tests {
         check("a:b@c", &odd.primary_key, &device_resource(hub, "a:b@c")).unwrap();
         check("a:b@c", &odd.primary_key, "localhost:8443/devices/a:b@c").unwrap();
         check("a:b@c", &odd.primary_key, "localhost:8443/devices/a%3Ab@c").unwrap();
+    }
+
+    /// `se` far ahead once made a token good forever; now its lifetime is capped, for
+    /// devices and services alike, and the error names lengths, not the token.
+    #[test]
+    fn tokens_living_longer_than_the_maximum_are_refused() {
+        let (_dir, reg) = registry();
+        let dev = reg.add_device("dev1").unwrap();
+        let pol = reg.add_policy("service", &[Right::ServiceConnect]).unwrap();
+        let resource = device_resource("hub:8443", "dev1");
+        let hour = Duration::from_secs(3600);
+        for se in [u64::MAX, unix_now() + 2 * 3600] {
+            let t = sign(&resource, &dev.primary_key, se, None).unwrap();
+            let err = device(&reg, &["hub:8443"], hour, "dev1", t.expose()).unwrap_err();
+            assert!(matches!(err, AuthError::LifetimeTooLong(..)), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("exceeds the hub's maximum of 1h"), "{msg}");
+            assert!(!msg.contains(&se.to_string()), "{msg}");
+
+            let t = sign("hub:8443", &pol.primary_key, se, Some("service")).unwrap();
+            let err =
+                service(&reg, &["hub:8443"], hour, t.expose(), Right::ServiceConnect).unwrap_err();
+            assert!(matches!(err, AuthError::LifetimeTooLong(..)), "{err}");
+        }
+        // Within the limit: taken, and the login says when it ends and which key signed it.
+        let se = unix_now() + 3000;
+        let t = sign(&resource, &dev.secondary_key, se, None).unwrap();
+        let login = device(&reg, &["hub:8443"], hour, "dev1", t.expose()).unwrap();
+        assert_eq!(login.expiry, se);
+        assert_eq!(login.slot, KeySlot::Secondary);
+        assert_eq!(login.key, dev.secondary_key);
+        let t = sign("hub:8443", &pol.primary_key, se, Some("service")).unwrap();
+        service(&reg, &["hub:8443"], hour, t.expose(), Right::ServiceConnect).unwrap();
+        // A forged token hears about its signature, not its lifetime.
+        let forged = sign(&resource, &crate::registry::new_key(), u64::MAX, None).unwrap();
+        assert!(matches!(
+            device(&reg, &["hub:8443"], hour, "dev1", forged.expose()),
+            Err(AuthError::BadSignature)
+        ));
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct Limits {
     /// WebSocket ping interval on streams; a side silent for two intervals is cut.
     #[arg(long, env = "STREAM_HUB_STREAM_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub stream_ping_interval: Duration,
+    /// Longest a device's or service's SAS token may still be valid when presented
+    /// (its `se` minus now); a longer-lived token is refused. A device's control session
+    /// also ends when its token expires, so this bounds how long a stolen token is useful.
+    #[arg(long, env = "STREAM_HUB_MAX_TOKEN_LIFETIME", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub max_token_lifetime: Duration,
     /// Largest MQTT packet from a device (not a flag: the protocol fixes it).
     #[arg(skip = device_streams_protocol::mqtt::MAX_PACKET)]
     pub max_mqtt_packet: usize,
@@ -168,6 +173,7 @@ mod tests {
         assert_eq!(limits.tls_handshake, Duration::from_secs(10));
         assert_eq!(limits.max_stream_timeout, Duration::from_secs(300));
         assert_eq!(limits.stream_idle_timeout, None);
+        assert_eq!(limits.max_token_lifetime, Duration::from_secs(24 * 3600));
         assert_eq!(
             limits.max_mqtt_packet,
             device_streams_protocol::mqtt::MAX_PACKET

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use device_streams_protocol::ws::WsStream;
 use device_streams_protocol::{
     mqtt::MqttIo,
+    sas::unix_now,
     wire::{self, MQTT_WS_SUBPROTOCOL},
 };
 use http::{Request, Response};
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    auth::{self, AuthError},
+    auth::{self, AuthError, DeviceLogin},
     http::{accept_upgrade, upgraded, Body, Conn, ServerWs, Upgrade},
     metrics::AuthKind,
     sessions::Outgoing,
@@ -75,12 +76,20 @@ async fn serve(hub: Arc<Hub>, on_upgrade: Upgrade) -> anyhow::Result<()> {
     };
     let device = connect.client_id.clone();
     tracing::Span::current().record("device", device.as_str());
-    if let Err((code, why)) = authenticate(&hub, &connect).and_then(|()| room_for(&hub, &device)) {
-        let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
-        io.shutdown().await;
-        bail!("device '{device}' refused: {why}");
-    }
-    let registration = hub.sessions.register(&device, &hub.shutdown);
+    let login = match authenticate(&hub, &connect).and_then(|l| room_for(&hub, &device).map(|()| l))
+    {
+        Ok(login) => login,
+        Err((code, why)) => {
+            let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
+            io.shutdown().await;
+            bail!("device '{device}' refused: {why}");
+        }
+    };
+    // The session lasts no longer than the token that opened it: past `se` the device
+    // must sign a new one (our device proxy reconnects at 80% of its token's life).
+    let token_left = Duration::from_secs(login.expiry.saturating_sub(unix_now()));
+    let expires = Instant::now().checked_add(token_left);
+    let registration = hub.sessions.register(&device, login.key, &hub.shutdown);
     if let Err(e) = hub.registry.touch_device(&device) {
         tracing::warn!("could not record the connection time: {e}");
     }
@@ -102,6 +111,7 @@ async fn serve(hub: Arc<Hub>, on_upgrade: Upgrade) -> anyhow::Result<()> {
             registration.rx,
             &registration.cancel,
             keep_alive,
+            expires,
         )
         .await
     }
@@ -123,7 +133,7 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
     Ok(())
 }
 
-fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, String)> {
+fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectReturnCode, String)> {
     let device = &connect.client_id;
     if !wire::valid_device_id(device) {
         return Err((
@@ -139,7 +149,9 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<(), (ConnectReturnCode, 
         let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
-    auth::device(&hub.registry, &hub.config.names, device, &login.password).map_err(|e| {
+    let max_lifetime = hub.config.limits.max_token_lifetime;
+    let names = &hub.config.names;
+    auth::device(&hub.registry, names, max_lifetime, device, &login.password).map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {
             AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
@@ -159,7 +171,8 @@ async fn write(io: &mut Io, packet: Packet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves an authenticated session until it ends; returns why it ended.
+/// Serves an authenticated session until it ends (at the latest at `expires`, when its
+/// token does; `None`: beyond what the clock can hold); returns why it ended.
 async fn run(
     hub: &Hub,
     device: &str,
@@ -167,14 +180,23 @@ async fn run(
     mut requests: mpsc::Receiver<Outgoing>,
     cancel: &CancellationToken,
     keep_alive: Duration,
+    expires: Option<Instant>,
 ) -> anyhow::Result<&'static str> {
+    let token_expiry = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(token_expiry);
     let mut deadline = Instant::now() + keep_alive;
     // Stream requests wait until the device has subscribed to them: one published
     // between CONNACK and SUBACK would reach a device not yet ready for it.
     let mut subscribed = false;
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, replaced by a newer connection, or hub shutting down)"),
+            () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
+            () = &mut token_expiry => return Ok("device token expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
             Some(out) = requests.recv(), if subscribed => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());

@@ -86,7 +86,15 @@ async fn serve(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    auth::service(&hub.registry, &hub.config.names, header, right).map_err(|e| {
+    let max_lifetime = hub.config.limits.max_token_lifetime;
+    auth::service(
+        &hub.registry,
+        &hub.config.names,
+        max_lifetime,
+        header,
+        right,
+    )
+    .map_err(|e| {
         let refusal = Refusal::from(e);
         if refusal.is_auth_failure() {
             hub.metrics.auth_failure(AuthKind::Service);

@@ -1,6 +1,8 @@
 //! Revocation takes effect at once: disabling or deleting a device — from the CLI, which
 //! writes the same database, or from the admin REST API — cuts its control connection and
-//! its open streams within a second, and its reconnects are refused at CONNECT.
+//! its open streams within a second, and its reconnects are refused at CONNECT. Rotating
+//! the key a control session signed in with cuts that session the same way (a session on
+//! the other key stays); its open streams, authorised by their own stream tokens, go on.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +11,8 @@ use crate::Hub;
 /// How often the hub checks whether another process changed the registry.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Cuts every connected or streaming device that is no longer registered and enabled.
+/// Cuts every connected or streaming device that is no longer registered and enabled,
+/// and every control session whose key is no longer one of its device's keys.
 pub fn enforce(hub: &Hub) {
     let mut devices = hub.sessions.devices();
     devices.extend(hub.streams.devices());
@@ -17,8 +20,14 @@ pub fn enforce(hub: &Hub) {
     devices.dedup();
     for id in devices {
         let allowed = match hub.registry.device(&id) {
-            Ok(Some(device)) => device.enabled,
-            Ok(None) => false,
+            Ok(Some(device)) if device.enabled => {
+                let keys = [&device.primary_key, &device.secondary_key];
+                if hub.sessions.disconnect_unless_key(&id, &keys) {
+                    tracing::info!(device = %id, "control connection cut: the key it signed in with was rotated");
+                }
+                true
+            }
+            Ok(Some(_)) | Ok(None) => false,
             Err(e) => {
                 tracing::warn!("cannot check device '{id}' against the registry: {e}");
                 continue;

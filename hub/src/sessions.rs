@@ -50,6 +50,9 @@ struct Handle {
     generation: u64,
     tx: mpsc::Sender<Outgoing>,
     cancel: CancellationToken,
+    /// The device key the session's token was signed with, so that rotating it away cuts
+    /// the session ([`Sessions::disconnect_unless_key`]). A `Secret`: never logged.
+    key: Secret,
 }
 
 struct Waiter {
@@ -81,8 +84,8 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a session for `device`, ending any earlier one.
-    pub fn register(&self, device: &str, parent: &CancellationToken) -> Registration {
+    /// Registers a session for `device`, signed in with `key`, ending any earlier one.
+    pub fn register(&self, device: &str, key: Secret, parent: &CancellationToken) -> Registration {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE);
         let cancel = parent.child_token();
@@ -92,6 +95,7 @@ impl Sessions {
                 generation,
                 tx,
                 cancel: cancel.clone(),
+                key,
             },
         );
         if let Some(old) = old {
@@ -121,6 +125,24 @@ impl Sessions {
     /// Cuts a device's control session (it was disabled or deleted).
     pub fn disconnect(&self, device: &str) -> bool {
         match self.lock().devices.remove(device) {
+            Some(handle) => {
+                handle.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cuts a device's control session if the key it signed in with is none of `keys`
+    /// (the device's keys now: one was rotated). Checked and cut under one lock, so a
+    /// session that has just reconnected with a current key is left alone.
+    pub fn disconnect_unless_key(&self, device: &str, keys: &[&Secret]) -> bool {
+        let mut inner = self.lock();
+        let stale = inner
+            .devices
+            .get(device)
+            .is_some_and(|h| !keys.contains(&&h.key));
+        match stale.then(|| inner.devices.remove(device)).flatten() {
             Some(handle) => {
                 handle.cancel.cancel();
                 true
@@ -203,7 +225,7 @@ mod tests {
     async fn requests_are_answered_only_by_their_device() {
         let sessions = std::sync::Arc::new(Sessions::default());
         let root = CancellationToken::new();
-        let mut reg = sessions.register("dev1", &root);
+        let mut reg = sessions.register("dev1", Secret::new("k1"), &root);
         let s = sessions.clone();
         let req = tokio::spawn(async move {
             s.request(
@@ -230,11 +252,26 @@ mod tests {
             .await;
         assert_eq!(err, Err(RequestError::NotConnected("nobody".into())));
 
-        let replaced = sessions.register("dev1", &root);
+        let replaced = sessions.register("dev1", Secret::new("k2"), &root);
         assert!(reg.cancel.is_cancelled());
         sessions.unregister("dev1", reg.generation); // stale: must not remove the new one
         assert!(sessions.is_connected("dev1"));
         sessions.unregister("dev1", replaced.generation);
         assert!(!sessions.is_connected("dev1"));
+    }
+
+    #[test]
+    fn a_session_is_cut_when_its_key_is_no_longer_the_devices() {
+        let sessions = Sessions::default();
+        let root = CancellationToken::new();
+        let [k1, k2, k3] = ["k1", "k2", "k3"].map(Secret::new);
+        let reg = sessions.register("dev1", k1.clone(), &root);
+        assert!(!sessions.disconnect_unless_key("dev1", &[&k1, &k2]));
+        assert!(!sessions.disconnect_unless_key("dev1", &[&k3, &k1]));
+        assert!(!reg.cancel.is_cancelled());
+        assert!(sessions.disconnect_unless_key("dev1", &[&k3, &k2]));
+        assert!(reg.cancel.is_cancelled());
+        assert!(!sessions.is_connected("dev1"));
+        assert!(!sessions.disconnect_unless_key("nobody", &[]));
     }
 }

@@ -153,6 +153,7 @@ fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<Stri
     auth::service(
         &hub.registry,
         &hub.config.names,
+        hub.config.limits.max_token_lifetime,
         header,
         Right::ServiceConnect,
     )
