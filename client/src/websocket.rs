@@ -116,18 +116,14 @@ pub async fn dial(connector: &Connector, url: &str) -> Result<Reusable, WsError>
     Ok(Reusable { host, port, tls })
 }
 
-/// [`connect`], optionally offering half-close and on a connection to reuse; returns
-/// whether the server agreed to half-close, and the ping interval it announced.
-async fn handshake(
-    connector: &Connector,
+/// The upgrade request for `url`, with the stream's token, subprotocol and half-close offer.
+fn upgrade_request(
     url: &str,
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
     half_close: bool,
-    reuse: Option<Reusable>,
-) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
+) -> Result<tungstenite::handshake::client::Request, WsError> {
     let bad_url = || bad_url(url);
-    let (host, port) = host_and_port(url)?;
     let mut request = url.into_client_request().map_err(|_| bad_url())?;
     let headers = request.headers_mut();
     if let Some(token) = bearer {
@@ -144,6 +140,21 @@ async fn handshake(
             HeaderValue::from_str(proto).map_err(|_| bad_url())?,
         );
     }
+    Ok(request)
+}
+
+/// [`connect`], optionally offering half-close and on a connection to reuse; returns
+/// whether the server agreed to half-close, and the ping interval it announced.
+async fn handshake(
+    connector: &Connector,
+    url: &str,
+    bearer: Option<&Secret>,
+    subprotocol: Option<&str>,
+    half_close: bool,
+    reuse: Option<Reusable>,
+) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
+    let (host, port) = host_and_port(url)?;
+    let request = upgrade_request(url, bearer, subprotocol, half_close)?;
     let tls = match reuse {
         Some(r) if r.leads_to(&host, port) => r.tls,
         _ => connector.connect(&host, port).await?,

@@ -72,6 +72,16 @@ pub fn parse_with_matches<A: Parser>(name: &str) -> (A, ArgMatches) {
     }
 }
 
+/// Parses the command line and `--config FILE` again, for a reload (SIGHUP): the file may
+/// have changed since the start; the command line and environment have not. Errors are
+/// returned, never exit the running process.
+pub fn reparse<A: Parser>() -> anyhow::Result<A> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cmd = crate::config_file::apply(with_generators(A::command()), &args)?;
+    let matches = cmd.try_get_matches_from(args)?;
+    Ok(A::from_arg_matches(&matches)?)
+}
+
 const MAN: &str = "man";
 const COMPLETIONS: &str = "completions";
 const SHELL: &str = "shell";

@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM become one `CancellationToken` that every entry point watches.
+//! SIGINT/SIGTERM become one `CancellationToken` that every entry point watches; SIGHUP
+//! asks a running process to re-read what can change under it ([`on_hangup`]).
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,5 +40,30 @@ pub async fn drain(tracker: &tokio_util::task::TaskTracker, grace: std::time::Du
             "{} tasks (open streams, connections) still running after the grace period; ending them",
             tracker.len()
         );
+    }
+}
+
+/// Calls `reload` on every SIGHUP until `shutdown` (the usual "re-read your files" signal:
+/// `systemctl reload`, `kill -HUP`).
+pub async fn on_hangup(mut reload: impl FnMut(), shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return tracing::warn!("cannot watch SIGHUP; reloading needs a restart");
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = hup.recv() => match got {
+                    Some(()) => reload(),
+                    None => return,
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (&mut reload, shutdown);
     }
 }

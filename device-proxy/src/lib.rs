@@ -8,19 +8,26 @@
 //! - [`stream`]: one admitted stream: dial the target, accept, splice.
 //!
 //! Entry point: [`run`], which returns once `shutdown` is cancelled and open streams
-//! have finished (or the grace period has passed).
+//! have finished (or the grace period has passed). On SIGHUP it re-reads its map
+//! ([`Config::reload_targets`]); streams already open keep the target they dialed.
 #![forbid(unsafe_code)]
 
 pub mod stream;
 pub mod targets;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use device_streams::{
     device::{IncomingStream, Status},
     DeviceClient,
 };
-use device_streams_common::{sd_notify, shutdown::drain};
+use device_streams_common::{
+    sd_notify,
+    shutdown::{drain, on_hangup},
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -37,12 +44,37 @@ pub struct Config {
     pub max_streams: usize,
     /// How long open streams may go on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Reads the map again (on SIGHUP); `None`: the map never changes.
+    pub reload_targets: Option<Reload>,
 }
+
+/// Reads the target map again, e.g. from the command line and a config file that changed.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Targets> + Send + Sync>;
 
 /// What every stream task shares.
 struct Shared {
-    targets: Targets,
+    targets: RwLock<Arc<Targets>>,
     target_timeout: Duration,
+}
+
+impl Shared {
+    /// The map as it is now; a reload swaps it for new requests.
+    fn targets(&self) -> Arc<Targets> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn reload(&self, read: &Reload) {
+        match read() {
+            Ok(targets) => {
+                tracing::info!(map = %targets.names().join(", "), "map reloaded (SIGHUP)");
+                *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(targets);
+            }
+            Err(e) => tracing::error!("map not reloaded (SIGHUP), keeping the old one: {e:#}"),
+        }
+    }
 }
 
 /// Serves stream requests until `shutdown`, then lets open streams finish within the grace period.
@@ -50,9 +82,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_streams));
     let shared = Arc::new(Shared {
-        targets: config.targets,
+        targets: RwLock::new(Arc::new(config.targets)),
         target_timeout: config.target_timeout,
     });
+    if let Some(read) = config.reload_targets {
+        let shared = shared.clone();
+        tracker.spawn(on_hangup(move || shared.reload(&read), shutdown.clone()));
+    }
     let hub = config.client.hub();
     let mut incoming = config.client.start(shutdown.clone());
     tracker.spawn(tell_systemd(incoming.status(), hub));
@@ -90,11 +126,12 @@ fn admit(
     request: &IncomingStream,
 ) -> Result<OwnedSemaphorePermit, Refusal> {
     let name = request.name();
-    if shared.targets.get(name).is_none() {
+    let targets = shared.targets();
+    if targets.get(name).is_none() {
         return Err(Refusal {
             log: format!(
                 "stream name '{name}' is not in this device's --map (it maps: {})",
-                shared.targets.names().join(", ")
+                targets.names().join(", ")
             ),
             answer: format!("no target is mapped for stream '{name}'"),
         });

@@ -102,5 +102,9 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
         target_timeout: args.target_timeout,
         max_streams: args.max_streams,
         shutdown_grace: args.shutdown_grace,
+        reload_targets: Some(Box::new(|| {
+            let args: Args = cli::reparse()?;
+            Targets::new(args.map).context("--map")
+        })),
     })
 }

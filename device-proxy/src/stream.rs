@@ -17,7 +17,8 @@ pub(crate) async fn serve(
     request: IncomingStream,
     _slot: OwnedSemaphorePermit,
 ) {
-    let Some(target) = shared.targets.get(request.name()) else {
+    let targets = shared.targets();
+    let Some(target) = targets.get(request.name()) else {
         let why = format!("no target is mapped for stream '{}'", request.name());
         return request.reject(&why).await;
     };

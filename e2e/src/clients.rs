@@ -145,6 +145,7 @@ impl DeviceConfig {
             target_timeout: self.target_timeout,
             max_streams: self.max_streams,
             shutdown_grace: self.shutdown_grace,
+            reload_targets: None,
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub use crate::eventually;
+pub use crate::{eventually, eventually_async};
 
 /// A TCP server on loopback; `open` counts the connections it holds right now.
 pub struct Peer {
@@ -286,11 +286,15 @@ impl HubProcess {
 
     /// `stream-hub serve` with `--shutdown-grace grace`.
     pub fn serve(&self, grace: &str) -> Child {
+        self.serve_with(&["--shutdown-grace", grace])
+    }
+
+    /// `stream-hub serve` on this data directory and port, with `extra` flags.
+    pub fn serve_with(&self, extra: &[&str]) -> Child {
         let dir = self.dir.display().to_string();
         let listen = self.listen();
-        let args = ["serve", "--data-dir", &dir, "--listen", &listen];
-        let mut args = args.to_vec();
-        args.extend(["--shutdown-grace", grace]);
+        let mut args = vec!["serve", "--data-dir", &dir, "--listen", &listen];
+        args.extend(extra);
         spawn(&crate::bin("stream-hub"), &args, &[])
     }
 

@@ -256,7 +256,8 @@ fn launch(
 ) -> (Arc<Hub>, CancellationToken, HubTask) {
     let port = listener.local_addr().expect("addr").port();
     let registry = data.registry().expect("registry");
-    let tls = stream_hub::tls::server_config(&data.cert_file(), &data.key_file()).expect("tls");
+    let certs = stream_hub::tls::CertStore::open(&data.cert_file(), &data.key_file()).expect("tls");
+    let tls = stream_hub::tls::server_config(Arc::new(certs)).expect("tls");
     let hostname = data.hostname(&registry).expect("hostname");
     let mut config = Config::new(hostname, port, streaming_url, limits);
     for alias in aliases {

@@ -213,3 +213,48 @@ async fn a_side_without_half_close_still_ends_the_stream_with_close() {
         "a Close from a side without half-close must end the stream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_device_proxy_rereads_its_map_and_keeps_open_streams() {
+    let sys = System::start().await;
+    let (first, second) = (Peer::echo().await, Peer::echo().await);
+    let cs = expose(&sys.add_device("dev1").to_secret_string());
+    let ca = sys.ca_file().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("device.toml");
+    let write_map = |map: &[String]| {
+        let entries: Vec<String> = map.iter().map(|m| format!("\"{m}\"")).collect();
+        std::fs::write(&file, format!("map = [{}]\n", entries.join(", "))).unwrap();
+    };
+    write_map(&[format!("echo={}", first.addr)]);
+    let config_arg = file.display().to_string();
+    let child = fault::spawn(
+        &bin("device-local-proxy"),
+        &["--ca-file", &ca, "--config", &config_arg],
+        &[("DEVICE_CONNECTION_STRING", cs)],
+    );
+    sys.wait_connected("dev1").await;
+    let echo = sys.service_config("dev1", "echo");
+    let other = sys.service_config("dev1", "other");
+    let mut open = open_stream(&echo).await.unwrap();
+    round_trip(&mut open, b"before").await;
+    assert!(
+        open_stream(&other).await.is_err(),
+        "'other' is not mapped yet"
+    );
+
+    // A broken file is refused and the old map stays.
+    std::fs::write(&file, "map = [\"no-port-here\"]\n").unwrap();
+    fault::signal(&child, "HUP");
+    // The new map: 'other' is served, 'echo' no longer; the open stream is untouched.
+    write_map(&[format!("other={}", second.addr)]);
+    fault::signal(&child, "HUP");
+    let mut served = retry("a stream to the newly mapped name", || open_stream(&other)).await;
+    round_trip(&mut served, b"new target").await;
+    assert!(open_stream(&echo).await.is_err(), "'echo' is still mapped");
+    round_trip(&mut open, b"after the reload").await;
+    assert!(
+        sys.hub.is_connected("dev1"),
+        "the reload dropped the control channel"
+    );
+}

@@ -1,7 +1,7 @@
 //! `stream-hub`'s command line: the clap definitions (their doc comments are the help)
 //! and `serve`; the other sub-commands are in [`crate::commands`].
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -85,6 +85,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Issue a new server certificate from the data directory's CA, for the hub's host name
+    /// and the names given (a running hub serves it within seconds; proxies keep trusting
+    /// ca.pem). Not for --tls-cert certificates, which their own CA issues.
+    Cert {
+        /// Another DNS name or IP address the certificate should cover; repeatable.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// Run the hub.
     Serve(Box<ServeArgs>),
 }
@@ -158,10 +166,27 @@ pub struct ServeArgs {
     /// Serve /metrics and /healthz on this plain-HTTP address instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain to serve instead of the data directory's (e.g. an ACME
+    /// client's fullchain.pem); re-read when it changes and on SIGHUP.
+    #[arg(long, env = "STREAM_HUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "STREAM_HUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
     pub retention: crate::config::Retention,
+}
+
+/// The certificate to serve: `--tls-cert`/`--tls-key`, else the data directory's own.
+fn cert_store(dir: &DataDir, args: &ServeArgs) -> anyhow::Result<Arc<crate::tls::CertStore>> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => (dir.cert_file(), dir.key_file()),
+    };
+    let store = crate::tls::CertStore::open(&cert, &key).context("--tls-cert/--tls-key")?;
+    Ok(Arc::new(store))
 }
 
 /// Runs the hub until `shutdown`: the TLS port, and the admin listener if asked for.
@@ -172,7 +197,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = dir.registry()?;
     let hostname = dir.hostname(&registry)?;
-    let tls = crate::tls::server_config(&dir.cert_file(), &dir.key_file())?;
+    let certs = cert_store(dir, &args)?;
+    let tls = crate::tls::server_config(certs.clone())?;
     let mut config = Config::new(
         hostname,
         args.listen.port(),
@@ -196,6 +222,11 @@ pub async fn serve(
         None => None,
     };
     let hub = Hub::new(config, registry, shutdown)?;
+    hub.tracker
+        .spawn(crate::tls::watch(certs.clone(), hub.shutdown.clone()));
+    let reload = move || certs.reload_logged("SIGHUP");
+    let hangups = device_streams_common::shutdown::on_hangup(reload, hub.shutdown.clone());
+    hub.tracker.spawn(hangups);
     if let Some(admin) = admin {
         let run = crate::admin::run(admin, hub.clone());
         hub.tracker.spawn(async move {

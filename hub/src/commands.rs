@@ -11,7 +11,7 @@ use device_streams_protocol::{
 };
 
 use crate::{
-    activity,
+    activity, certs,
     cli::{Command, DeviceCommand, PolicyCommand},
     init::{self, DataDir},
     registry::{Device, Policy, Registry, Right},
@@ -60,6 +60,17 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
             since,
             json,
         } => logs(dir, device.as_deref(), since, json),
+        Command::Cert { names } => {
+            let registry = dir.registry()?;
+            let host = dir.host(&registry)?;
+            let covered = certs::reissue(dir, &host.host, &host.host, &names)?;
+            println!(
+                "{}: a new certificate for {}",
+                dir.cert_file().display(),
+                covered.join(", ")
+            );
+            Ok(())
+        }
         Command::Serve(_) => anyhow::bail!("serve runs through cli::serve"),
     }
 }

@@ -16,14 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::certs;
+use crate::registry::{make_private, set_mode, Registry, Right, DB_FILE};
 use anyhow::Context;
 use device_streams_protocol::connection_string::HostName;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-
-use crate::registry::{make_private, set_mode, Registry, Right, DB_FILE};
 
 pub const HOSTNAME_SETTING: &str = "hostname";
 /// The policy `init` creates, with every right.
@@ -157,12 +153,12 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
     }
     create_private_dir(&dir.path)?;
 
-    let (ca_pem, ca_key_pem, cert_pem, key_pem) =
-        certificates(&host.host).context("generating certificates")?;
-    write_file(&dir.ca_file(), &ca_pem)?;
-    write_file(&dir.path.join("ca-key.pem"), &ca_key_pem)?;
-    write_file(&dir.cert_file(), &format!("{cert_pem}{ca_pem}"))?;
-    write_file(&dir.key_file(), &key_pem)?;
+    let issued = certs::new_ca_and_server(&host.host).context("generating certificates")?;
+    write_file(&dir.ca_file(), &issued.ca_pem)?;
+    write_file(&dir.path.join("ca-key.pem"), &issued.ca_key_pem)?;
+    let chain = format!("{}{}", issued.cert_pem, issued.ca_pem);
+    write_file(&dir.cert_file(), &chain)?;
+    write_file(&dir.key_file(), &issued.key_pem)?;
 
     let registry = Registry::open(&dir.path.join(DB_FILE))?;
     registry.set_setting(HOSTNAME_SETTING, &host.to_string())?;
@@ -175,36 +171,4 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
-}
-
-/// A CA and a server certificate for `host` (plus the loopback addresses for `localhost`).
-fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("stream-hub CA for {host}"));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key)?;
-
-    let mut names = vec![host.to_string()];
-    if host == "localhost" {
-        names.extend(["127.0.0.1".to_string(), "::1".to_string()]);
-    }
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(names)?;
-    params.distinguished_name.push(DnType::CommonName, host);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    Ok((
-        ca_cert.pem(),
-        ca_key.serialize_pem(),
-        cert.pem(),
-        key.serialize_pem(),
-    ))
 }

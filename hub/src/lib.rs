@@ -6,7 +6,8 @@
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
-//! - [`tls`]: the server certificate and rustls config.
+//! - [`tls`]: the rustls server config, whose certificate reloads under a running hub;
+//!   [`certs`]: the CA and server certificate `init` makes and `stream-hub cert` re-issues.
 //! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits;
 //!   [`refusal`]: every "no" the REST endpoints give, as status, error code and outcome.
 //! - [`stream`]: a stream's whole life — the service's request, the table of pending
@@ -22,6 +23,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;

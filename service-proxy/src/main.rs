@@ -83,45 +83,62 @@ struct Args {
     log_format: logging::LogFormat,
 }
 
+/// Which local connections become streams, and along which routes.
+enum Mode {
+    /// One stream on stdin/stdout.
+    Stdio(Route),
+    /// A listener whose every connection is a stream along the route.
+    Listen(SocketAddr, Route),
+    /// Several listeners, each with its own route (`--forward`).
+    Forward(Vec<Forward>),
+}
+
 fn main() -> ExitCode {
     let (args, matches) = cli::parse_with_matches::<Args>("service-local-proxy");
     // In --stdio mode stdout carries the stream, so only warnings go to stderr by default.
     logging::init(args.log_format, if args.stdio { "warn" } else { "info" });
-    let (stdio, listen) = (args.stdio, args.listen);
-    let forwards = args.forward.clone();
     cli::main(
         "service-local-proxy",
-        config(args, &matches),
-        |(config, route), shutdown| async move {
+        hub_and_mode(args, &matches),
+        |(config, mode), shutdown| async move {
             let config = Arc::new(config);
-            if stdio {
-                return service_local_proxy::run_stdio(config, route, shutdown).await;
+            match mode {
+                Mode::Stdio(route) => service_local_proxy::run_stdio(config, route, shutdown).await,
+                Mode::Forward(forwards) => {
+                    let bound = forward::bind(&forwards).await?;
+                    sd_notify::ready(&format!("listening for {} forwards", bound.len()));
+                    forward::serve(bound, config, shutdown).await
+                }
+                Mode::Listen(listen, route) => {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    sd_notify::ready(&format!("listening on {listen}"));
+                    service_local_proxy::run(listener, config, route, shutdown).await
+                }
             }
-            if !forwards.is_empty() {
-                let bound = forward::bind(&forwards).await?;
-                sd_notify::ready(&format!("listening for {} forwards", bound.len()));
-                return forward::serve(bound, config, shutdown).await;
-            }
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            sd_notify::ready(&format!("listening on {listen}"));
-            service_local_proxy::run(listener, config, route, shutdown).await
         },
     )
 }
 
-/// Which hub (and how), and — without --forward — the route of --device-id/--stream-name.
-fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<(Config, Route)> {
-    // With --forward each listener names its own device and stream (checked when parsed);
-    // then this route is never used.
-    let device_id = match (args.device_id, args.forward.is_empty()) {
-        (Some(id), _) => id,
-        (None, false) => String::new(),
-        (None, true) => anyhow::bail!("--device-id (or --forward) is required"),
-    };
+/// Which hub (and how) from the hub's flags, and which routes from the others.
+fn hub_and_mode(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<(Config, Mode)> {
+    let mode = mode(&args)?;
+    Ok((hub(args, matches)?, mode))
+}
+
+/// `--forward`'s routes (each checked when parsed), or `--device-id` and `--stream-name`
+/// for `--stdio` or `--listen`.
+fn mode(args: &Args) -> anyhow::Result<Mode> {
+    if !args.forward.is_empty() {
+        return Ok(Mode::Forward(args.forward.clone()));
+    }
+    let device_id = args
+        .device_id
+        .clone()
+        .context("--device-id (or --forward) is required")?;
     anyhow::ensure!(
-        !args.forward.is_empty() || wire::valid_device_id(&device_id),
+        wire::valid_device_id(&device_id),
         "--device-id: '{device_id}' is not a valid device id"
     );
     anyhow::ensure!(
@@ -129,6 +146,15 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<(Config, Rou
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
         args.stream_name
     );
+    let route = Route::new(device_id, args.stream_name.clone());
+    Ok(match args.stdio {
+        true => Mode::Stdio(route),
+        false => Mode::Listen(args.listen, route),
+    })
+}
+
+/// Which hub, with which credentials and timeouts, and how many connections.
+fn hub(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     let connection = cli::connection_string(
         &Args::command(),
         matches,
@@ -145,10 +171,9 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<(Config, Rou
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);
     }
-    let config = Config {
+    Ok(Config {
         client: client.build().context("--ca-file")?,
         max_connections: args.max_connections,
         shutdown_grace: args.shutdown_grace,
-    };
-    Ok((config, Route::new(device_id, args.stream_name)))
+    })
 }
