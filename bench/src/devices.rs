@@ -29,7 +29,7 @@ pub type Session = MqttIo<ClientStream>;
 /// Handshakes in flight at once.
 const PARALLEL: usize = 32;
 
-async fn connect_one(
+pub async fn connect_one(
     connector: &Connector,
     hostname: &str,
     id: &str,

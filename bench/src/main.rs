@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod devices;
+mod herd;
 mod measure;
 mod ours;
 mod procs;
@@ -58,6 +59,17 @@ struct Args {
     /// Idle devices for the memory-per-device figures (the smaller, then the larger).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     devices: Vec<usize>,
+    /// Instead of the table: the herd — this many devices on one hub, the hub killed for
+    /// --outage and started again; prints how long each device took to come back.
+    #[arg(long, default_value_t = 0)]
+    herd: usize,
+    /// How long the hub stays down in the herd run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    outage: Duration,
+    /// The devices' longest wait between reconnect attempts in the herd run (the device
+    /// proxy's --max-backoff).
+    #[arg(long, default_value_t = device_streams::device::defaults::MAX_BACKOFF.into())]
+    herd_max_backoff: humantime::Duration,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -76,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work)?;
     let target = target::Target::start().await?;
+    if args.herd > 0 {
+        return herd_table(&args, &target).await;
+    }
     let mut table = Table::default();
 
     // Phase 1: fresh processes; memory per idle stream first, so nothing earlier has
@@ -229,6 +244,35 @@ async fn main() -> anyhow::Result<()> {
     drop(sessions);
     eprintln!("stream failures during streams/s: {}", failures.join(", "));
     println!("{}", table.render(&PATHS));
+    Ok(())
+}
+
+/// `--herd N`: the return of N devices after an outage, as a table of its own.
+async fn herd_table(args: &Args, target: &target::Target) -> anyhow::Result<()> {
+    let work = args.work.join("herd");
+    std::fs::create_dir_all(&work)?;
+    eprintln!("registering {} devices", args.herd);
+    let mut ours = ours::Ours::start(&args.bin_dir, &work, target.addr, args.herd).await?;
+    let max_backoff = args.herd_max_backoff.into();
+    let herd = herd::run(&mut ours, args.outage, max_backoff).await?;
+    let secs = |q| herd.quantile(q).map(|d| d.as_secs_f64());
+    println!(
+        "| {} devices, hub down {:?}, device max backoff {:?} | seconds |",
+        herd.devices, args.outage, max_backoff
+    );
+    println!("|---|---|");
+    for (name, q) in [("back, p50", 0.5), ("back, p99", 0.99), ("back, last", 1.0)] {
+        let v = secs(q).map_or("-".to_string(), |s| format!("{s:.2}"));
+        println!("| {name} | {v} |");
+    }
+    println!(
+        "| not back within 2 × max backoff + 60 s | {} |",
+        herd.missing
+    );
+    println!(
+        "| failed attempts after the hub was back | {} |",
+        herd.failed_attempts
+    );
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub struct Registered {
 
 pub struct Ours {
     pub hub: Proc,
+    /// How to start the hub again (same data directory, same port).
+    hub_command: HubCommand,
     pub device: Proc,
     pub service: Proc,
     /// The service proxy's listening address: the tunnel's entrance.
@@ -62,18 +64,13 @@ impl Ours {
         }
         drop(registry);
 
-        let mut cmd = Command::new(bin.join("stream-hub"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data.path)
-            .arg("--listen")
-            .arg(loopback(hub_port).to_string())
-            .args(["--max-connections", "19000", "--max-streams", "10000"])
-            .args(["--max-streams-per-device", "2000"])
-            // The default (1,000/s) is a guard rail; the figure wanted here is capacity.
-            .args(["--max-new-streams-per-second", "100000"]);
-        let hub = Proc::spawn("hub", cmd, work)?;
-        wait_listening(loopback(hub_port), Duration::from_secs(10)).await?;
+        let hub_command = HubCommand {
+            bin: bin.to_path_buf(),
+            data_dir: data.path.clone(),
+            port: hub_port,
+            work: work.to_path_buf(),
+        };
+        let hub = hub_command.start().await?;
 
         let mut cmd = Command::new(bin.join("device-local-proxy"));
         cmd.env("DEVICE_CONNECTION_STRING", device_cs.expose())
@@ -97,6 +94,7 @@ impl Ours {
         wait_listening(entrance, Duration::from_secs(10)).await?;
         Ok(Ours {
             hub,
+            hub_command,
             device,
             service,
             entrance,
@@ -106,5 +104,44 @@ impl Ours {
                 idle,
             },
         })
+    }
+}
+
+/// `stream-hub serve` as the benchmark runs it.
+struct HubCommand {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    work: PathBuf,
+}
+
+impl HubCommand {
+    async fn start(&self) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(self.bin.join("stream-hub"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(loopback(self.port).to_string())
+            .args(["--max-connections", "25000", "--max-devices", "25000"])
+            .args(["--max-streams", "10000", "--max-streams-per-device", "2000"])
+            // The default (1,000/s) is a guard rail; the figure wanted here is capacity.
+            .args(["--max-new-streams-per-second", "100000"]);
+        let hub = Proc::spawn("hub", cmd, &self.work)?;
+        wait_listening(loopback(self.port), Duration::from_secs(10)).await?;
+        Ok(hub)
+    }
+}
+
+impl Ours {
+    /// Kills the hub (as a crash or a power cut would: no goodbye to anyone).
+    pub fn kill_hub(&mut self) {
+        self.hub.kill();
+    }
+
+    /// Starts the hub again on its port and data directory; returns once it listens.
+    pub async fn restart_hub(&mut self) -> anyhow::Result<()> {
+        self.hub = self.hub_command.start().await?;
+        Ok(())
     }
 }
