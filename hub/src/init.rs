@@ -177,6 +177,29 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why devices on Microsoft's SDKs could not use a hub named `hostname`, as one line for
+/// `init` to print, or `None` if they could. Their C SDK refuses a HostName without a dot
+/// (it splits the hub's name off the domain) and takes no port: it always dials 443
+/// (WebSocket) or 8883 (MQTT), and signs its tokens for the name without one.
+pub fn microsoft_sdk_warning(hostname: &str) -> Option<String> {
+    let host: HostName = hostname.parse().ok()?;
+    let mut why = Vec::new();
+    if !host.host.contains('.') {
+        why.push("it has no dot");
+    }
+    if host.to_string() != host.host {
+        why.push("it names a port (they always dial 443 or 8883)");
+    }
+    if why.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "warning: devices built on Microsoft's IoT SDKs cannot use --hostname '{hostname}': {} \
+         (see \"Devices built on Microsoft's SDKs\" in the README)",
+        why.join(", and ")
+    ))
+}
+
 /// A CA and a server certificate for `host` (plus the loopback addresses for `localhost`).
 fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> {
     let ca_key = KeyPair::generate()?;
@@ -207,4 +230,27 @@ fn certificates(host: &str) -> anyhow::Result<(String, String, String, String)> 
         cert.pem(),
         key.serialize_pem(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::microsoft_sdk_warning as warning;
+
+    #[test]
+    fn only_a_dotted_host_without_a_port_suits_microsoft_s_sdks() {
+        assert_eq!(warning("hub.example.com"), None);
+        let no_dot = warning("localhost").unwrap();
+        assert!(
+            no_dot.contains("no dot") && !no_dot.contains("port"),
+            "{no_dot}"
+        );
+        let port = warning("hub.example.com:443").unwrap();
+        assert!(
+            port.contains("names a port") && !port.contains("no dot"),
+            "{port}"
+        );
+        let both = warning("localhost:8443").unwrap();
+        assert!(both.contains("no dot, and it names a port"), "{both}");
+        assert!(!both.contains('\n'));
+    }
 }

@@ -7,11 +7,12 @@
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
 //! - [`tls`]: the server certificate and rustls config.
-//! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits;
+//! - [`server`]: the TLS ports' accept loop (the main port, and the MQTT port of
+//!   `serve --mqtt-listen`) and the main port's routing; [`http`] holds the shared HTTP bits;
 //!   [`refusal`]: every "no" the REST endpoints give, as status, error code and outcome.
 //! - [`stream`]: a stream's whole life — the service's request, the table of pending
 //!   streams and their tokens, the streaming endpoint, the relay, and its activity record.
-//! - [`mqtt`]: devices' control sessions; [`sessions`]: which devices are connected, and
+//! - [`mqtt`]: devices' control sessions, over WebSocket or straight over TLS; [`sessions`]: which devices are connected, and
 //!   requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
@@ -44,7 +45,7 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::{Config, Limits};
-pub use server::run;
+pub use server::{run, run_with};
 
 /// Everything the hub's tasks share.
 pub struct Hub {

@@ -21,3 +21,12 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Se
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The MQTT port's config: the same certificate, without the main port's ALPN. A client
+/// that offers ALPN names none of ours (`http/1.1`) there, and rustls refuses a handshake
+/// whose offered protocols it cannot match; with none configured it ignores the offer.
+pub fn for_mqtt(main: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::clone(main);
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
