@@ -15,10 +15,32 @@ pub enum LogFormat {
 /// CONNECT carries the device's SAS token).
 const CAPS: &[&str] = &["tungstenite=debug", "tokio_tungstenite=debug"];
 
+/// Dependencies' log targets that warn about what a remote peer did, once per connection,
+/// with nothing for an operator to act on: rustls warns whenever a client sends an IP
+/// address as its TLS server name (SNI), which OpenSSL-based clients, Microsoft's C SDK
+/// among them, do whenever they dial a hub by its IP. They are heard only at `debug`.
+const QUIET: &[&str] = &["rustls::msgs::handshake=off"];
+
 /// `RUST_LOG` (or `default` without it), with the caps above applied on top.
 pub fn filter(default: &str) -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    capped(filter)
+    quieted(capped(filter))
+}
+
+fn quieted(mut filter: EnvFilter) -> EnvFilter {
+    // `off` only ever narrows: a filter quieter than warn is not widened by it.
+    let wants_debug = filter
+        .max_level_hint()
+        .is_none_or(|hint| hint >= tracing_subscriber::filter::LevelFilter::DEBUG);
+    if wants_debug {
+        return filter;
+    }
+    for quiet in QUIET {
+        if let Ok(directive) = quiet.parse::<Directive>() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 fn capped(mut filter: EnvFilter) -> EnvFilter {
@@ -67,6 +89,21 @@ mod tests {
                 tracing::enabled!(target: "tungstenite::handshake", Level::TRACE)
             }
         })
+    }
+
+    #[test]
+    fn a_peer_s_ip_address_as_sni_is_heard_only_at_debug() {
+        let warns = |filter: &str| {
+            let subscriber = tracing_subscriber::registry().with(quieted(EnvFilter::new(filter)));
+            tracing::subscriber::with_default(
+                subscriber,
+                || tracing::enabled!(target: "rustls::msgs::handshake", Level::WARN),
+            )
+        };
+        assert!(!warns("info"));
+        assert!(!warns("warn"));
+        assert!(warns("debug"));
+        assert!(warns("info,rustls=debug"));
     }
 
     #[test]

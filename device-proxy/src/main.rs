@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, Parser};
 use device_local_proxy::{Config, Target, Targets};
-use device_streams::device::defaults;
+use device_streams::device::{defaults, MqttTransport};
 use device_streams::{protocol::Secret, DeviceClient};
 use device_streams_common::{cli, logging};
 
@@ -38,6 +38,17 @@ struct Args {
         required = true
     )]
     map: Vec<Target>,
+    /// How the control channel reaches the hub. `mqtt-ws`: MQTT over WebSocket on the
+    /// connection string's host:port, like everything else (the firewall-friendly one).
+    /// `mqtt`: MQTT straight over TLS to the connection string's host on --mqtt-port (Azure's
+    /// default device transport). HTTPS_PROXY applies to both; with `mqtt` it must allow
+    /// CONNECT to the MQTT port (many proxies allow only 443). Streams are WebSockets either way.
+    #[arg(long, env = "DEVICE_PROXY_TRANSPORT", value_enum, default_value_t = Transport::MqttWs)]
+    transport: Transport,
+    /// The hub's MQTT-over-TLS port, for --transport mqtt (Azure's is 8883; a stream-hub
+    /// serves it with `serve --mqtt-listen`). The connection string's port is not used for it.
+    #[arg(long, env = "DEVICE_PROXY_MQTT_PORT", default_value_t = defaults::MQTT_PORT)]
+    mqtt_port: u16,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket, MQTT handshakes, each).
     #[arg(long, env = "DEVICE_PROXY_CONNECT_TIMEOUT", default_value_t = defaults::TIMEOUT.into())]
     connect_timeout: humantime::Duration,
@@ -68,6 +79,14 @@ struct Args {
     log_format: logging::LogFormat,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Transport {
+    /// MQTT straight over TLS (port --mqtt-port).
+    Mqtt,
+    /// MQTT over WebSocket (the connection string's port).
+    MqttWs,
+}
+
 fn main() -> ExitCode {
     let (args, matches) = cli::parse_with_matches::<Args>("device-local-proxy");
     logging::init(args.log_format, "info");
@@ -92,6 +111,12 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
         .keep_alive(args.keep_alive.into())
         .token_ttl(args.token_ttl.into())
         .max_backoff(args.max_backoff.into())
+        .transport(match args.transport {
+            Transport::Mqtt => MqttTransport::Tls {
+                port: args.mqtt_port,
+            },
+            Transport::MqttWs => MqttTransport::WebSocket,
+        })
         .spares(!args.no_spare);
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);

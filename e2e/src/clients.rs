@@ -7,6 +7,7 @@ use std::{path::Path, time::Duration};
 use device_local_proxy::{Target, Targets};
 use device_streams::{
     connector::{proxy::ProxySettings, tls::client_config},
+    device::MqttTransport,
     protocol::connection_string::{DeviceConnectionString, ServiceConnectionString},
     service::Granted,
     Connector, DeviceClient, Route, ServiceClient, Stream, StreamError,
@@ -97,6 +98,7 @@ pub async fn request_stream(config: &ServiceConfig) -> Result<Granted, StreamErr
 pub struct DeviceConfig {
     pub connection: DeviceConnectionString,
     pub connector: Connector,
+    pub transport: MqttTransport,
     pub map: Vec<String>,
     pub target_timeout: Duration,
     pub keep_alive: Duration,
@@ -114,6 +116,7 @@ pub fn device_config(
     DeviceConfig {
         connection,
         connector,
+        transport: MqttTransport::default(),
         map: map.iter().map(|m| m.to_string()).collect(),
         target_timeout: Duration::from_secs(2),
         keep_alive: Duration::from_secs(30),
@@ -134,6 +137,7 @@ impl DeviceConfig {
             .collect();
         let client = DeviceClient::builder(self.connection)
             .connector(self.connector)
+            .transport(self.transport)
             .keep_alive(self.keep_alive)
             .token_ttl(self.token_ttl)
             .max_backoff(self.max_backoff)

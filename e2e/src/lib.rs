@@ -55,6 +55,8 @@ pub fn trace() {
 pub struct System {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The MQTT-over-TLS port (`serve --mqtt-listen`), when started with one.
+    pub mqtt_addr: Option<SocketAddr>,
     pub hub: Arc<Hub>,
     pub shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -94,18 +96,32 @@ impl System {
         Self::start_streaming(Limits::default(), true).await
     }
 
+    /// A hub that also serves MQTT straight over TLS on a port of its own
+    /// (`serve --mqtt-listen`), at [`System::mqtt_addr`].
+    pub async fn start_with_mqtt(limits: Limits) -> System {
+        let mqtt = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_full(limits, false, Some(mqtt)).await
+    }
+
     async fn start_streaming(limits: Limits, elsewhere: bool) -> System {
+        Self::start_full(limits, elsewhere, None).await
+    }
+
+    async fn start_full(limits: Limits, elsewhere: bool, mqtt: Option<TcpListener>) -> System {
         trace();
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mqtt_addr = mqtt.as_ref().map(|l| l.local_addr().expect("addr"));
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
         let streaming = elsewhere.then(|| format!("wss://127.0.0.1:{}", addr.port()));
-        let (hub, shutdown, task) = launch(&data, listener, limits, streaming, &[]);
+        let listeners = (listener, mqtt);
+        let (hub, shutdown, task) = launch(&data, listeners, limits, streaming, &[]);
         System {
             dir,
             addr,
+            mqtt_addr,
             hub,
             shutdown,
             task: Some(task),
@@ -123,10 +139,12 @@ impl System {
         let data = DataDir::new(dir.path().join("hub"));
         init::init(&data, &format!("localhost:{}", addr.port())).expect("init");
         let alias = format!("localhost:{}", fwd.addr.port());
-        let (hub, shutdown, task) = launch(&data, listener, Limits::default(), None, &[alias]);
+        let listeners = (listener, None);
+        let (hub, shutdown, task) = launch(&data, listeners, Limits::default(), None, &[alias]);
         let sys = System {
             dir,
             addr,
+            mqtt_addr: None,
             hub,
             shutdown,
             task: Some(task),
@@ -150,10 +168,15 @@ impl System {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("rebind the hub's port");
+        let mqtt = match self.mqtt_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.expect("rebind the MQTT port")),
+            None => None,
+        };
         let limits = self.hub.config.limits.clone();
         let streaming = Some(self.hub.config.streaming_base.clone());
         let aliases = self.hub.config.names[1..].to_vec();
-        let (hub, shutdown, task) = launch(&self.data(), listener, limits, streaming, &aliases);
+        let listeners = (listener, mqtt);
+        let (hub, shutdown, task) = launch(&self.data(), listeners, limits, streaming, &aliases);
         (self.hub, self.shutdown, self.task) = (hub, shutdown, Some(task));
     }
 
@@ -175,6 +198,13 @@ impl System {
 
     pub fn connector(&self) -> Connector {
         connector(&self.ca_file())
+    }
+
+    /// The MQTT-over-TLS port; panics if the hub was started without one.
+    pub fn mqtt_port(&self) -> u16 {
+        self.mqtt_addr
+            .expect("a hub started with an MQTT port (System::start_with_mqtt)")
+            .port()
     }
 
     /// Registers a device and returns its connection string.
@@ -247,9 +277,10 @@ impl Drop for System {
 
 type HubTask = JoinHandle<anyhow::Result<()>>;
 
+/// Starts a hub on its main listener and, if given, its MQTT-over-TLS listener.
 fn launch(
     data: &DataDir,
-    listener: TcpListener,
+    (listener, mqtt): (TcpListener, Option<TcpListener>),
     limits: Limits,
     streaming_url: Option<String>,
     aliases: &[String],
@@ -265,7 +296,7 @@ fn launch(
     }
     let shutdown = CancellationToken::new();
     let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
-    let task = tokio::spawn(stream_hub::run(listener, tls, hub.clone()));
+    let task = tokio::spawn(stream_hub::run_with(listener, mqtt, tls, hub.clone()));
     (hub, shutdown, task)
 }
 

@@ -1,7 +1,9 @@
-//! A bare MQTT-over-WebSocket client, for playing a device that misbehaves.
+//! A bare MQTT client speaking Azure's device protocol, over WebSocket ([`open`]) or
+//! straight over TLS ([`open_tls`]), for playing a device that misbehaves (or a device
+//! built on another SDK).
 
 use device_streams::websocket::{self, ClientStream};
-use device_streams::Connector;
+use device_streams::{connector::ClientTls, Connector};
 use device_streams_protocol::ws::WsStream;
 use device_streams_protocol::{
     mqtt::{MqttIo, MAX_PACKET},
@@ -11,8 +13,11 @@ use rumqttc::mqttbytes::{
     v4::{Connect, ConnectReturnCode, Packet, Subscribe},
     QoS,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub type Io = MqttIo<ClientStream>;
+/// A raw device's session straight over TLS (the hub's `--mqtt-listen` port).
+pub type TlsIo = MqttIo<ClientTls>;
 
 pub async fn open(connector: &Connector, hostname: &str) -> Io {
     let url = format!("wss://{hostname}{MQTT_WS_PATH}");
@@ -22,9 +27,18 @@ pub async fn open(connector: &Connector, hostname: &str) -> Io {
     MqttIo::new(WsStream::new(ws), MAX_PACKET)
 }
 
+/// A TLS connection to `host:port` carrying MQTT from its first byte, as Azure's 8883.
+pub async fn open_tls(connector: &Connector, host: &str, port: u16) -> TlsIo {
+    let tls = connector
+        .connect(host, port)
+        .await
+        .expect("TLS to the MQTT port");
+    MqttIo::new(tls, MAX_PACKET)
+}
+
 /// Sends CONNECT with `password` and returns the hub's CONNACK code.
-pub async fn connect(
-    io: &mut Io,
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut MqttIo<S>,
     hostname: &str,
     device: &str,
     password: &str,
@@ -69,13 +83,31 @@ pub async fn connect_until(
     (io, code)
 }
 
+/// [`connect_with_key`] straight over TLS, to the hub's MQTT port.
+pub async fn connect_tls_with_key(
+    sys: &super::System,
+    device: &str,
+    key: &super::Secret,
+) -> (TlsIo, ConnectReturnCode) {
+    let host = sys.hostname();
+    let resource = device_streams_protocol::sas::device_resource(&host, device);
+    let expiry = device_streams_protocol::sas::unix_now() + 60;
+    let token = device_streams_protocol::sas::sign(&resource, key, expiry, None).expect("sign");
+    let mut io = open_tls(&sys.connector(), "localhost", sys.mqtt_port()).await;
+    let code = connect(&mut io, &host, device, token.expose()).await;
+    (io, code)
+}
+
 /// Reads until the hub closes the channel; false if it is still open after `limit`.
-pub async fn closed_within(io: &mut Io, limit: std::time::Duration) -> bool {
+pub async fn closed_within<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut MqttIo<S>,
+    limit: std::time::Duration,
+) -> bool {
     let until_closed = async { while let Ok(Some(_)) = io.read().await {} };
     tokio::time::timeout(limit, until_closed).await.is_ok()
 }
 
-pub async fn subscribe(io: &mut Io) {
+pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(io: &mut MqttIo<S>) {
     let sub = Subscribe::new(wire::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
     io.write(Packet::Subscribe(sub))
         .await

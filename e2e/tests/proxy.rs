@@ -1,5 +1,5 @@
-//! Behind a corporate proxy: every connection (MQTT over WebSocket, the REST stream
-//! request, both streaming WebSockets) goes through a real tinyproxy with HTTP CONNECT and
+//! Behind a corporate proxy: every connection (MQTT over WebSocket or over TLS, the REST
+//! stream request, both streaming WebSockets) goes through a real tinyproxy with HTTP CONNECT and
 //! basic auth, and a wrong password is a clear error that does not show it.
 
 use std::{
@@ -70,6 +70,37 @@ async fn every_connection_goes_through_an_authenticating_proxy() {
     // side's WebSocket) and the device side's WebSocket.
     let connects = proxy.connects_to(&sys.hostname());
     assert!(connects >= 3, "{connects} CONNECTs through the proxy");
+}
+
+/// A device on MQTT straight over TLS tunnels its control channel to the MQTT port through
+/// the proxy too (a proxy that allows CONNECT to that port, as this one does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_goes_through_the_proxy_too() {
+    let proxy = tokio::task::spawn_blocking(|| Tinyproxy::start(CREDENTIALS))
+        .await
+        .unwrap();
+    let sys = System::start_with_mqtt(stream_hub::Limits::default()).await;
+    let connector = sys.connector().with_proxy(via(&proxy, CREDENTIALS));
+    let target = echo_target().await;
+    let mut config = device_config(
+        sys.add_device("dev1"),
+        connector,
+        &[&format!("echo={target}")],
+    );
+    config.transport = device_streams::device::MqttTransport::Tls {
+        port: sys.mqtt_port(),
+    };
+    let _device = spawn_device(config);
+    sys.wait_connected("dev1").await;
+    let mut stream = open_stream(&sys.service_config("dev1", "echo"))
+        .await
+        .unwrap();
+    e2e::round_trip(&mut stream, b"mqtt through the proxy").await;
+    let connects = proxy.connects_to(&format!("localhost:{}", sys.mqtt_port()));
+    assert!(
+        connects >= 1,
+        "no CONNECT to the MQTT port through the proxy"
+    );
 }
 
 #[tokio::test]

@@ -38,12 +38,21 @@ async fn nothing_secret_is_logged_even_at_trace_level() {
         .with_writer(move || writer.clone())
         .init();
 
-    let sys = System::start().await;
+    let sys = System::start_with_mqtt(stream_hub::Limits::default()).await;
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = echo.local_addr().unwrap();
     let dev = sys.add_device("dev1");
     let device_key = dev.key.expose().to_string();
     let _device = sys.start_device(dev, &[&format!("echo={target}")]).await;
+    // A second device on the MQTT-over-TLS port: its CONNECT carries a SAS token too.
+    let dev2 = sys.add_device("dev2");
+    let dev2_key = dev2.key.expose().to_string();
+    let mut dev2 = e2e::device_config(dev2, sys.connector(), &[&format!("echo={target}")]);
+    dev2.transport = device_streams::device::MqttTransport::Tls {
+        port: sys.mqtt_port(),
+    };
+    let _dev2 = e2e::spawn_device(dev2);
+    sys.wait_connected("dev2").await;
     let config = sys.service_config("dev1", "echo");
     let service_key = config.connection.key.expose().to_string();
 
@@ -84,6 +93,7 @@ async fn nothing_secret_is_logged_even_at_trace_level() {
     );
     for (what, secret) in [
         ("device key", device_key.as_str()),
+        ("MQTT-port device key", dev2_key.as_str()),
         ("service key", service_key.as_str()),
         ("stream token", stream_token.as_str()),
         ("wrong key", "d3Jvbmcta2V5LXdyb25nLWtleQ=="),

@@ -14,7 +14,8 @@ use crate::{
 };
 
 /// Self-hosted hub for Azure IoT Hub device streams: a device registry, the main endpoint
-/// (REST for services, MQTT over WebSocket for devices) and the streaming endpoint, on one TLS port.
+/// (REST for services, MQTT over WebSocket for devices) and the streaming endpoint, on one TLS port
+/// (and devices' MQTT straight over TLS on a second one with `serve --mqtt-listen`).
 #[derive(Parser)]
 #[command(version = device_streams_common::version!(), about)]
 pub struct Cli {
@@ -163,6 +164,11 @@ pub struct ServeArgs {
     /// tokens for, besides the one given to `init` — e.g. a load balancer's; repeatable.
     #[arg(long = "alias", env = "STREAM_HUB_ALIAS", value_delimiter = ',')]
     pub aliases: Vec<String>,
+    /// Also serve devices' MQTT straight over TLS on this address (Azure's port is 8883,
+    /// the default transport of Microsoft's device SDKs): same certificate, limits and
+    /// credentials as MQTT over WebSocket on the main port. Off unless given.
+    #[arg(long, env = "STREAM_HUB_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
     /// Serve /metrics and /healthz on this plain-HTTP address instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -213,6 +219,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let mqtt = match args.mqtt_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--mqtt-listen)"))?,
+        ),
+        None => None,
+    };
     let admin = match args.admin_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -237,5 +251,5 @@ pub async fn serve(
     }
     let addr = listener.local_addr().map_or(args.listen, |a| a);
     device_streams_common::sd_notify::ready(&format!("listening on {addr}"));
-    crate::run(listener, tls, hub).await
+    crate::run_with(listener, mqtt, tls, hub).await
 }

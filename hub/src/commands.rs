@@ -24,6 +24,9 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init { hostname } => {
             init::init(dir, &hostname)?;
+            if let Some(warning) = init::microsoft_sdk_warning(&hostname) {
+                eprintln!("stream-hub: {warning}");
+            }
             eprintln!(
                 "initialised {} for {hostname}; CA certificate: {}",
                 dir.path.display(),

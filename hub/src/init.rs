@@ -172,3 +172,26 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// Why devices on Microsoft's SDKs could not use a hub named `hostname`, as one line for
+/// `init` to print, or `None` if they could. Their C SDK refuses a HostName without a dot
+/// (it splits the hub's name off the domain) and takes no port: it always dials 443
+/// (WebSocket) or 8883 (MQTT), and signs its tokens for the name without one.
+pub fn microsoft_sdk_warning(hostname: &str) -> Option<String> {
+    let host: HostName = hostname.parse().ok()?;
+    let mut why = Vec::new();
+    if !host.host.contains('.') {
+        why.push("it has no dot");
+    }
+    if host.to_string() != host.host {
+        why.push("it names a port (they always dial 443 or 8883)");
+    }
+    if why.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "warning: devices built on Microsoft's IoT SDKs cannot use --hostname '{hostname}': {} \
+         (see \"Devices built on Microsoft's SDKs\" in the README)",
+        why.join(", and ")
+    ))
+}

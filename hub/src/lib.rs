@@ -6,14 +6,16 @@
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
-//! - [`tls`]: the rustls server config, whose certificate reloads under a running hub;
-//!   [`certs`]: the CA and server certificate `init` makes and `stream-hub cert` re-issues.
-//! - [`server`]: the TLS port's accept loop and routing; [`http`] holds the shared HTTP bits;
+//! - [`tls`]: the rustls server configs (main and MQTT port), whose certificate reloads
+//!   under a running hub; [`certs`]: the CA and server certificate `init` makes and
+//!   `stream-hub cert` re-issues.
+//! - [`server`]: the TLS ports' accept loop (the main port, and the MQTT port of
+//!   `serve --mqtt-listen`) and the main port's routing; [`http`] holds the shared HTTP bits;
 //!   [`refusal`]: every "no" the REST endpoints give, as status, error code and outcome.
 //! - [`stream`]: a stream's whole life — the service's request, the table of pending
 //!   streams and their tokens, the streaming endpoint, the relay, and its activity record.
-//! - [`mqtt`]: devices' control sessions; [`sessions`]: which devices are connected, and
-//!   requests awaiting their answers.
+//! - [`mqtt`]: devices' control sessions, over WebSocket or straight over TLS;
+//!   [`sessions`]: which devices are connected, and requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
@@ -46,7 +48,7 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::{Config, Limits};
-pub use server::run;
+pub use server::{run, run_with};
 
 /// Everything the hub's tasks share.
 pub struct Hub {

@@ -1,4 +1,8 @@
-//! Devices' control channel: MQTT 3.1.1 over WebSocket at `/$iothub/websocket`.
+//! Devices' control channel: MQTT 3.1.1 over WebSocket at `/$iothub/websocket` on the main
+//! port ([`upgrade`]), or straight after the TLS handshake on the MQTT port
+//! (`serve --mqtt-listen`, Azure's 8883, where Microsoft's SDKs' default MQTT transport
+//! goes; [`crate::server`] accepts it). Both run the one [`session`]: the same
+//! authentication, limits and session loop, whatever carries the bytes.
 //!
 //! The first packet must be a CONNECT whose password is the device's SAS token, within
 //! the first-message timeout. After that the hub publishes stream requests to the device
@@ -24,19 +28,25 @@ use rumqttc::mqttbytes::{
     },
     QoS,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
     auth::{self, AuthError, DeviceLogin},
-    http::{accept_upgrade, upgraded, Body, Conn, ServerWs, Upgrade},
+    http::{accept_upgrade, upgraded, Body},
     metrics::AuthKind,
     sessions::Outgoing,
     Hub,
 };
 
-type Io = MqttIo<WsStream<Conn>>;
+/// What a control session needs of its connection: a byte stream both ways.
+pub trait Carrier: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Carrier for S {}
 
 /// Idle limit for a device that asked for no keep-alive at all.
 const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
@@ -51,7 +61,12 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     let tracker = hub.tracker.clone();
     tracker.spawn(
         async move {
-            if let Err(e) = serve(hub, on_upgrade).await {
+            let result = async {
+                let ws = upgraded(on_upgrade, hub.config.limits.max_message).await;
+                let ws = ws.context("WebSocket upgrade failed")?;
+                session(hub, WsStream::new(ws)).await
+            };
+            if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
             }
         }
@@ -60,13 +75,16 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     resp
 }
 
-async fn serve(hub: Arc<Hub>, on_upgrade: Upgrade) -> anyhow::Result<()> {
-    let ws: ServerWs = upgraded(on_upgrade, hub.config.limits.max_message)
-        .await
-        .context("WebSocket upgrade failed")?;
-    let mut io = MqttIo::new(WsStream::new(ws), hub.config.limits.max_mqtt_packet);
-    let first = tokio::time::timeout(hub.config.limits.first_message, io.read())
-        .await
+/// A device's control session on `carrier`, from its first packet to its end. Run it in
+/// a span with an empty `device` field: the session fills it in from CONNECT.
+pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()> {
+    let mut io = MqttIo::new(carrier, hub.config.limits.max_mqtt_packet);
+    let first = tokio::select! {
+        // Nothing is registered yet, so nothing needs the grace period.
+        () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
+        first = tokio::time::timeout(hub.config.limits.first_message, io.read()) => first,
+    };
+    let first = first
         .context("no CONNECT within the first-message timeout")?
         .context("reading CONNECT")?;
     let connect = match first {
@@ -164,7 +182,7 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectRet
     })
 }
 
-async fn write(io: &mut Io, packet: Packet) -> anyhow::Result<()> {
+async fn write<S: Carrier>(io: &mut MqttIo<S>, packet: Packet) -> anyhow::Result<()> {
     tokio::time::timeout(WRITE_TIMEOUT, io.write(packet))
         .await
         .context("device stopped reading its control channel")??;
@@ -173,10 +191,10 @@ async fn write(io: &mut Io, packet: Packet) -> anyhow::Result<()> {
 
 /// Serves an authenticated session until it ends (at the latest at `expires`, when its
 /// token does; `None`: beyond what the clock can hold); returns why it ended.
-async fn run(
+async fn run<S: Carrier>(
     hub: &Hub,
     device: &str,
-    io: &mut Io,
+    io: &mut MqttIo<S>,
     mut requests: mpsc::Receiver<Outgoing>,
     cancel: &CancellationToken,
     keep_alive: Duration,
@@ -216,7 +234,7 @@ async fn run(
 }
 
 /// Answers a SUBSCRIBE: only the streams topics are served. True if one was granted.
-async fn subscribe(io: &mut Io, sub: Subscribe) -> anyhow::Result<bool> {
+async fn subscribe<S: Carrier>(io: &mut MqttIo<S>, sub: Subscribe) -> anyhow::Result<bool> {
     let codes: Vec<_> = sub
         .filters
         .iter()
@@ -235,7 +253,12 @@ async fn subscribe(io: &mut Io, sub: Subscribe) -> anyhow::Result<bool> {
     Ok(granted)
 }
 
-async fn handle(hub: &Hub, device: &str, io: &mut Io, packet: Packet) -> anyhow::Result<()> {
+async fn handle<S: Carrier>(
+    hub: &Hub,
+    device: &str,
+    io: &mut MqttIo<S>,
+    packet: Packet,
+) -> anyhow::Result<()> {
     match packet {
         Packet::PingReq => write(io, Packet::PingResp).await,
         Packet::Unsubscribe(unsub) => write(io, Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await,

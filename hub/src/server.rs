@@ -1,4 +1,5 @@
-//! The hub's one TLS port: accept loop, TLS, HTTP/1.1, and routing to the endpoints.
+//! The hub's TLS ports: accept loop, TLS, HTTP/1.1, and routing to the endpoints; and,
+//! with `serve --mqtt-listen`, the MQTT port (devices' control sessions straight over TLS).
 //!
 //! | route | endpoint |
 //! |---|---|
@@ -18,7 +19,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::{net::TcpListener, net::TcpStream, sync::Semaphore};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tracing::Instrument;
 
 use crate::{
@@ -39,30 +40,35 @@ pub async fn run(
     tls: Arc<ServerConfig>,
     hub: Arc<Hub>,
 ) -> anyhow::Result<()> {
-    let tls = TlsAcceptor::from(tls);
+    run_with(listener, None, tls, hub).await
+}
+
+/// [`run`], and with `mqtt` also devices' MQTT straight over TLS (`serve --mqtt-listen`):
+/// the same certificate, connection cap, limits and shutdown as the main port.
+pub async fn run_with(
+    listener: TcpListener,
+    mqtt: Option<TcpListener>,
+    tls: Arc<ServerConfig>,
+    hub: Arc<Hub>,
+) -> anyhow::Result<()> {
+    // One cap over both ports: it bounds file descriptors and memory, not a kind of client.
     let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
     tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
-    let mut acceptor = Acceptor::new(listener);
     hub.tracker.spawn(revocation::watch(hub.clone()));
-    while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
-        hub.metrics.connection_accepted();
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
-            continue;
-        };
-        let permit = ConnPermit(Arc::new(permit));
-        let (hub, acceptor) = (hub.clone(), tls.clone());
-        let span = tracing::info_span!("conn", %peer);
-        hub.tracker.clone().spawn(
-            async move {
-                if let Err(e) = serve_connection(hub, acceptor, tcp, peer, permit).await {
-                    tracing::debug!("connection ended: {e:#}");
-                }
-            }
-            .instrument(span),
-        );
+    if let Some(mqtt) = mqtt {
+        tracing::info!(addr = %mqtt.local_addr()?, "MQTT over TLS listening");
+        let tls = TlsAcceptor::from(crate::tls::for_mqtt(&tls));
+        let accept = accept(hub.clone(), mqtt, Port::Mqtt, tls, connections.clone());
+        hub.tracker.spawn(accept);
     }
-    drop(acceptor);
+    accept(
+        hub.clone(),
+        listener,
+        Port::Main,
+        TlsAcceptor::from(tls),
+        connections,
+    )
+    .await;
     // Open streams end `shutdown_grace` after the signal (the relay's stop); the margin
     // lets their Close handshakes and activity records finish.
     drain(
@@ -74,6 +80,80 @@ pub async fn run(
     Ok(())
 }
 
+/// What a listener serves after the TLS handshake.
+#[derive(Clone, Copy)]
+enum Port {
+    /// HTTP/1.1: REST, MQTT over WebSocket, the streaming endpoint.
+    Main,
+    /// MQTT 3.1.1, nothing else.
+    Mqtt,
+}
+
+/// Accepts on `listener` until shutdown, each connection in its own task on the hub's
+/// tracker, in a span naming the peer, holding a place under `--max-connections`.
+async fn accept(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    port: Port,
+    tls: TlsAcceptor,
+    connections: Arc<Semaphore>,
+) {
+    let mut acceptor = Acceptor::new(listener);
+    while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
+        hub.metrics.connection_accepted();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
+            continue;
+        };
+        let permit = ConnPermit(Arc::new(permit));
+        let (hub, tls) = (hub.clone(), tls.clone());
+        let tracker = hub.tracker.clone();
+        match port {
+            Port::Main => tracker.spawn(
+                async move {
+                    if let Err(e) = serve_connection(hub, tls, tcp, peer, permit).await {
+                        tracing::debug!("connection ended: {e:#}");
+                    }
+                }
+                .instrument(tracing::info_span!("conn", %peer)),
+            ),
+            // The span a WebSocket control session gets too, so both read alike in the log.
+            Port::Mqtt => tracker.spawn(serve_mqtt(hub, tls, tcp, permit).instrument(
+                tracing::info_span!(
+                    "device",
+                    %peer,
+                    device = tracing::field::Empty
+                ),
+            )),
+        };
+    }
+}
+
+async fn handshake(
+    hub: &Hub,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+) -> anyhow::Result<TlsStream<ReadAhead<TcpStream>>> {
+    let limit = hub.config.limits.tls_handshake;
+    tokio::time::timeout(limit, acceptor.accept(ReadAhead::new(tcp)))
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake failed")
+}
+
+/// A connection to the MQTT port: one control session, exactly as over WebSocket.
+async fn serve_mqtt(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, permit: ConnPermit) {
+    match handshake(&hub, &acceptor, tcp).await {
+        Ok(tls) => {
+            if let Err(e) = mqtt::session(hub, tls).await {
+                tracing::warn!("control session ended: {e:#}");
+            }
+        }
+        Err(e) => tracing::debug!("connection ended: {e:#}"),
+    }
+    drop(permit);
+}
+
 async fn serve_connection(
     hub: Arc<Hub>,
     acceptor: TlsAcceptor,
@@ -82,10 +162,7 @@ async fn serve_connection(
     permit: ConnPermit,
 ) -> anyhow::Result<()> {
     let limits = &hub.config.limits;
-    let tls = tokio::time::timeout(limits.tls_handshake, acceptor.accept(ReadAhead::new(tcp)))
-        .await
-        .context("TLS handshake timed out")?
-        .context("TLS handshake failed")?;
+    let tls = handshake(&hub, &acceptor, tcp).await?;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

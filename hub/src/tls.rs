@@ -106,6 +106,15 @@ pub fn server_config(store: Arc<CertStore>) -> anyhow::Result<Arc<ServerConfig>>
     Ok(Arc::new(config))
 }
 
+/// The MQTT port's config: the same certificate, without the main port's ALPN. A client
+/// that offers ALPN names none of ours (`http/1.1`) there, and rustls refuses a handshake
+/// whose offered protocols it cannot match; with none configured it ignores the offer.
+pub fn for_mqtt(main: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::clone(main);
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
+
 /// Reloads `store` whenever its files change, until `shutdown`.
 pub async fn watch(store: Arc<CertStore>, shutdown: CancellationToken) {
     let mut seen = store.modified();

@@ -115,3 +115,30 @@ fn a_setting_comes_from_flag_then_environment_then_config_file_then_default() {
         "then the default: {err}"
     );
 }
+
+/// Microsoft's SDKs need a host name with a dot and no port: `init` says so, on one
+/// line of stderr, and still creates the directory (our own proxies are fine with it).
+#[test]
+fn init_warns_when_microsoft_s_sdks_could_not_use_the_host_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let warning = |hostname: &str| {
+        let dir = tmp.path().join(hostname.replace(':', "_"));
+        let out = hub(&dir, &["init", "--hostname", hostname]);
+        ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let warnings: Vec<_> = stderr.lines().filter(|l| l.contains("warning")).collect();
+        assert!(warnings.len() <= 1, "{stderr}");
+        warnings.first().map(|w| w.to_string())
+    };
+    let both = warning("localhost:8443").expect("a warning for localhost:8443");
+    assert!(
+        both.contains("Microsoft") && both.contains("no dot") && both.contains("port"),
+        "{both}"
+    );
+    let port = warning("hub.example.com:443").expect("a warning for a port");
+    assert!(
+        port.contains("names a port") && !port.contains("no dot"),
+        "{port}"
+    );
+    assert_eq!(warning("hub.example.com"), None);
+}

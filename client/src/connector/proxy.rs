@@ -1,8 +1,8 @@
 //! Outbound HTTP proxies (corporate networks): `HTTPS_PROXY` / `https_proxy` names an
 //! `http://[user:password@]host[:port]` proxy, `NO_PROXY` / `no_proxy` the hosts reached
 //! directly, and every dial to the hub goes through an HTTP `CONNECT` tunnel. All the
-//! project's connections are TLS (REST, MQTT over WebSocket, streaming WebSocket), so one
-//! tunnel before the TLS handshake covers them all.
+//! project's connections are TLS (REST, MQTT over WebSocket or straight over TLS,
+//! streaming WebSocket), so one tunnel before the TLS handshake covers them all.
 //!
 //! The proxy's credentials are secrets: they live in a [`Secret`] and no error or log line
 //! shows them; a proxy is named by its `host:port` only.

@@ -1,4 +1,5 @@
-//! The device's control channel: MQTT 3.1.1 over WebSocket to `/$iothub/websocket`.
+//! The device's control channel: MQTT 3.1.1 over WebSocket to `/$iothub/websocket`, or
+//! straight over TLS ([`MqttTransport`]).
 //!
 //! One session = connect, CONNECT with a fresh SAS token, SUBSCRIBE to stream requests,
 //! then serve until the connection fails, the token is due for renewal (80% of its
@@ -24,15 +25,18 @@ use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{either::Either, sync::CancellationToken};
 
 use super::{
     incoming::{Answer, IncomingStream},
-    Settings, Status,
+    MqttTransport, Settings, Status,
 };
-use crate::websocket::{self, ClientStream};
+use crate::{
+    connector::ClientTls,
+    websocket::{self, ClientStream},
+};
 
-type Io = MqttIo<ClientStream>;
+type Io = MqttIo<Either<ClientStream, ClientTls>>;
 
 /// What the control loop hands requests to, and takes answers from.
 pub(crate) struct Channels {
@@ -90,14 +94,29 @@ async fn within<T>(
         .with_context(|| format!("{what} timed out after {limit:?}"))?
 }
 
+/// The connection the control channel's MQTT runs on.
+async fn carrier(settings: &Settings) -> anyhow::Result<Either<ClientStream, ClientTls>> {
+    let host = &settings.connection.host;
+    let carrier = match settings.transport {
+        MqttTransport::WebSocket => {
+            let url = format!("wss://{}:{}{MQTT_WS_PATH}", host.host, host.port);
+            let ws = websocket::connect(&settings.connector, &url, None, Some(MQTT_WS_SUBPROTOCOL));
+            Either::Left(WsStream::new(ws.await?))
+        }
+        MqttTransport::Tls { port } => {
+            Either::Right(settings.connector.connect(&host.host, port).await?)
+        }
+    };
+    Ok(carrier)
+}
+
 /// Connects, authenticates and subscribes; returns the ready channel.
 async fn open(settings: &Settings) -> anyhow::Result<Io> {
     let cs = &settings.connection;
-    let url = format!("wss://{}:{}{MQTT_WS_PATH}", cs.host.host, cs.host.port);
-    let ws = websocket::connect(&settings.connector, &url, None, Some(MQTT_WS_SUBPROTOCOL))
+    let carrier = carrier(settings)
         .await
         .context("cannot open the control channel")?;
-    let mut io = MqttIo::new(WsStream::new(ws), MAX_PACKET);
+    let mut io = MqttIo::new(carrier, MAX_PACKET);
     let host = cs.host.to_string();
     let token = sas::sign_for(
         &sas::device_resource(&host, &cs.device_id),
@@ -162,7 +181,8 @@ async fn session(
     };
     *connected = true;
     let host = &settings.connection.host;
-    tracing::info!(device = %settings.connection.device_id, "connected to hub {host}");
+    let transport = settings.transport;
+    tracing::info!(device = %settings.connection.device_id, "connected to hub {host} ({transport})");
     let _ = ch.status.send(Status::Connected);
     let renew_at = Instant::now() + settings.token_ttl.mul_f64(0.8);
     let keep_alive = settings.keep_alive;

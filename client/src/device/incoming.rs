@@ -166,6 +166,7 @@ mod tests {
                 .parse()
                 .unwrap(),
             connector: Connector::new(Arc::new(tls), Duration::from_secs(1)),
+            transport: Default::default(),
             keep_alive: Duration::from_secs(30),
             token_ttl: Duration::from_secs(60),
             max_backoff: Duration::from_secs(1),

@@ -40,6 +40,37 @@ pub mod defaults {
     pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
     /// Longest wait between reconnect attempts.
     pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    /// Azure IoT Hub's port for MQTT straight over TLS ([`super::MqttTransport::Tls`]).
+    pub const MQTT_PORT: u16 = 8883;
+}
+
+/// How the control channel (MQTT 3.1.1) reaches the hub. Streams always go over
+/// WebSockets to the URL the hub names, whichever this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MqttTransport {
+    /// A WebSocket to `wss://<HostName>/$iothub/websocket`, at the connection string's host
+    /// and port (443 unless it names one), like every other connection to the hub: the one
+    /// firewalls and HTTP proxies let through.
+    #[default]
+    WebSocket,
+    /// MQTT straight over TLS to the connection string's host on `port`, whatever port the
+    /// connection string names: Azure's default device transport, on
+    /// [`defaults::MQTT_PORT`]. Through `HTTPS_PROXY` too (a `CONNECT` tunnel to that
+    /// port, which many proxies allow only for 443).
+    Tls {
+        /// The hub's MQTT port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for MqttTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MqttTransport::WebSocket => f.write_str("MQTT over WebSocket"),
+            MqttTransport::Tls { port } => write!(f, "MQTT over TLS, port {port}"),
+        }
+    }
 }
 
 /// The control channel's state, as [`Incoming::status`] reports it.
@@ -60,6 +91,7 @@ pub enum Status {
 pub(crate) struct Settings {
     pub connection: DeviceConnectionString,
     pub connector: Connector,
+    pub transport: MqttTransport,
     pub keep_alive: Duration,
     pub token_ttl: Duration,
     pub max_backoff: Duration,
@@ -77,6 +109,7 @@ pub struct DeviceClientBuilder {
     connection: DeviceConnectionString,
     ca_file: Option<PathBuf>,
     connector: Option<Connector>,
+    transport: MqttTransport,
     timeout: Duration,
     keep_alive: Duration,
     token_ttl: Duration,
@@ -91,6 +124,7 @@ impl DeviceClient {
             connection,
             ca_file: None,
             connector: None,
+            transport: MqttTransport::default(),
             timeout: defaults::TIMEOUT,
             keep_alive: defaults::KEEP_ALIVE,
             token_ttl: defaults::TOKEN_TTL,
@@ -144,6 +178,12 @@ impl DeviceClientBuilder {
         self
     }
 
+    /// How the control channel reaches the hub (default: [`MqttTransport::WebSocket`]).
+    pub fn transport(mut self, transport: MqttTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Time allowed for each step of reaching the hub (TCP, TLS, WebSocket, MQTT) when the
     /// client makes its own connector ([`defaults::TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -194,6 +234,7 @@ impl DeviceClientBuilder {
             settings: Settings {
                 connection: self.connection,
                 connector,
+                transport: self.transport,
                 keep_alive: self.keep_alive,
                 token_ttl: self.token_ttl,
                 max_backoff: self.max_backoff,
