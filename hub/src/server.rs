@@ -70,6 +70,7 @@ pub async fn run(
         hub.config.limits.shutdown_grace + DRAIN_MARGIN,
     )
     .await;
+    hub.live.stop();
     tracing::info!("hub stopped");
     Ok(())
 }
