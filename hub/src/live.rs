@@ -3,9 +3,9 @@
 //! so far, and the CLI's requests to close one.
 //!
 //! The hub keeps this state in memory and one writer thread copies it into tables of the
-//! registry database (`presence`, `open_streams`) every [`TICK`]: changes since the last
+//! registry database (`presence`, `open_streams`) every 250 ms: changes since the last
 //! tick go into one transaction, and byte counts of streams that moved are refreshed every
-//! [`BYTES_EVERY`]. Nothing on a connection's or a stream's path waits for the disk: they
+//! 2 s. Nothing on a connection's or a stream's path waits for the disk: they
 //! only note a change in memory, and the relay only adds to its atomic counters.
 //!
 //! The writer writes through the registry's own connection: SQLite's `data_version` does
