@@ -4,7 +4,7 @@
 //!
 //! The hub keeps this state in memory and one writer thread copies it into tables of the
 //! registry database (`presence`, `open_streams`) every 250 ms: changes since the last
-//! tick go into one transaction, and byte counts of streams that moved are refreshed every
+//! tick go in short transactions (256 rows at most each), and byte counts of streams that moved are refreshed every
 //! 2 s. Nothing on a connection's or a stream's path waits for the disk: they
 //! only note a change in memory, and the relay only adds to its atomic counters.
 //!
