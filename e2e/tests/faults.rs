@@ -120,7 +120,7 @@ async fn a_hub_outage_is_logged_once_per_change_not_once_per_retry() {
     }
     let warnings = log
         .iter()
-        .filter(|l| l.contains("retrying with backoff"))
+        .filter(|l| l.contains("; retrying in ") && l.contains(" s"))
         .count();
     let connects = log
         .iter()

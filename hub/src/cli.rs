@@ -74,6 +74,9 @@ pub enum Command {
         #[arg(long, env = "STREAM_HUB_STREAMING_URL")]
         streaming_url: Option<String>,
     },
+    /// Open streams on the running hub: list them, or close one.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
     /// Show the activity log (category DeviceStreams): one record per stream request.
     Logs {
         /// Only this device's records.
@@ -102,12 +105,12 @@ pub enum Command {
 pub enum DeviceCommand {
     /// Register a device and print its connection string.
     Add { id: String },
-    /// List devices.
+    /// List devices: status, online or offline, last seen, open streams, authentication.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Show one device (keys are not shown; use connection-string).
+    /// Show one device, connection state included (keys are not shown; use connection-string).
     Show {
         id: String,
         #[arg(long)]
@@ -132,6 +135,21 @@ pub enum DeviceCommand {
     Disable { id: String },
     /// Remove a device (cut like `disable`).
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum StreamsCommand {
+    /// List the streams being relayed: id, device, name, policy, age, bytes each way so far
+    /// (refreshed every 2 s).
+    List {
+        /// Only this device's streams.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a stream: the hub closes both sides; its activity record says "closed by an admin".
+    Close { id: String },
 }
 
 #[derive(Subcommand)]

@@ -1,6 +1,7 @@
 //! What `stream-hub`'s sub-commands do, all but `serve`: the registry, policies,
-//! connection strings, endpoints and the activity log, on the data directory the CLI
-//! shares with a running hub.
+//! connection strings, endpoints, open streams and the activity log, on the data
+//! directory the CLI shares with a running hub. Whether a device is online and which
+//! streams are open is what the running hub last published there ([`crate::live`]).
 
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use device_streams_protocol::{
 
 use crate::{
     activity, certs,
-    cli::{Command, DeviceCommand, PolicyCommand},
+    cli::{Command, DeviceCommand, PolicyCommand, StreamsCommand},
     init::{self, DataDir},
+    live::{self, DeviceState},
     registry::{Device, Policy, Registry, Right},
     registry_api::device_json,
     Config, Limits,
@@ -36,6 +38,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         }
         Command::Device(cmd) => device(dir, cmd),
         Command::Policy(cmd) => policy(dir, cmd),
+        Command::Streams(cmd) => streams(dir, cmd),
         Command::ConnectionString { policy } => {
             let registry = dir.registry()?;
             let p = registry
@@ -101,15 +104,12 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let find = |id: &str| {
         registry
             .device(id)?
-            .with_context(|| format!("device '{id}' is not registered"))
+            .with_context(|| format!("device '{}' is not registered", escape(id, false)))
     };
-    let public = |d: &Device| {
-        let mut json = device_json(d, false);
-        if let Some(obj) = json.as_object_mut() {
-            obj.remove("authentication");
-            obj.remove("connectionState");
-        }
-        json
+    let state = |id: &str| -> anyhow::Result<DeviceState> {
+        Ok(live::device_states(&registry)?
+            .remove(id)
+            .unwrap_or_default())
     };
     match cmd {
         DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
@@ -119,28 +119,223 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::RotateKey { id, secondary } => {
             print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary));
         }
-        DeviceCommand::List { json: true } => {
-            let list = registry.devices()?.iter().map(public).collect();
-            println!("{}", serde_json::Value::Array(list));
+        DeviceCommand::List { json } => list_devices(&registry, json)?,
+        DeviceCommand::Show { id, json: true } => {
+            println!("{}", device_view(&find(&id)?, &state(&id)?))
         }
-        DeviceCommand::List { json: false } => {
-            for d in registry.devices()? {
-                println!(
-                    "{}\t{}",
-                    d.id,
-                    if d.enabled { "enabled" } else { "disabled" }
-                );
-            }
-        }
-        DeviceCommand::Show { id, json: true } => println!("{}", public(&find(&id)?)),
         DeviceCommand::Show { id, json: false } => {
-            println!("{}", serde_json::to_string_pretty(&public(&find(&id)?))?)
+            print!("{}", device_text(&find(&id)?, &state(&id)?))
         }
         DeviceCommand::Enable { id } => registry.set_enabled(&id, true)?,
         DeviceCommand::Disable { id } => registry.set_enabled(&id, false)?,
         DeviceCommand::Delete { id } => registry.delete_device(&id)?,
     }
     Ok(())
+}
+
+/// A device as the CLI shows it in JSON: Azure's shape ([`device_json`]) with the
+/// connection state the running hub published, and without the keys.
+fn device_view(d: &Device, state: &DeviceState) -> serde_json::Value {
+    let mut json = device_json(d, state.online_since.is_some(), state);
+    if let Some(obj) = json.as_object_mut() {
+        // The type stays (a column for X.509 later); keys only through connection-string.
+        obj.insert(
+            "authentication".into(),
+            serde_json::json!({ "type": "sas" }),
+        );
+        obj.insert("openStreams".into(), state.open_streams.into());
+    }
+    json
+}
+
+fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
+    let devices = registry.devices()?;
+    let states = live::device_states(registry)?;
+    let state = |d: &Device| states.get(&d.id).copied().unwrap_or_default();
+    if json {
+        let list = devices.iter().map(|d| device_view(d, &state(d))).collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    let header = ["DEVICE", "STATUS", "STATE", "LAST SEEN", "STREAMS", "AUTH"];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for d in &devices {
+        let s = state(d);
+        rows.push(vec![
+            escape(&d.id, true),
+            status(d).into(),
+            online(&s).into(),
+            last_seen(d, &s),
+            s.open_streams.to_string(),
+            "sas".into(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+fn status(d: &Device) -> &'static str {
+    if d.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+fn online(s: &DeviceState) -> &'static str {
+    match s.online_since {
+        Some(_) => "online",
+        None => "offline",
+    }
+}
+
+/// "connected now", when the device was last seen, or "never".
+fn last_seen(d: &Device, s: &DeviceState) -> String {
+    match (s.online_since, s.last_seen.or(d.last_connected_at)) {
+        (Some(_), _) => "connected now".into(),
+        (None, Some(at)) => unix_time(at),
+        (None, None) => "never".into(),
+    }
+}
+
+/// One device for people: aligned `key: value` lines.
+fn device_text(d: &Device, s: &DeviceState) -> String {
+    let ago = |at: u64| {
+        let elapsed =
+            Duration::from_secs(device_streams_protocol::sas::unix_now().saturating_sub(at));
+        format!("{} ({} ago)", unix_time(at), age(elapsed))
+    };
+    let seen = match (s.online_since, s.last_seen.or(d.last_connected_at)) {
+        (None, Some(at)) => ago(at),
+        _ => last_seen(d, s),
+    };
+    let connection = match s.online_since {
+        Some(since) => format!("online since {}", ago(since)),
+        None => "offline".into(),
+    };
+    let lines = [
+        ("device id", escape(&d.id, false)),
+        ("status", status(d).into()),
+        ("connection", connection),
+        ("last seen", seen),
+        ("open streams", s.open_streams.to_string()),
+        ("authentication", "sas".into()),
+        ("created", unix_time(d.created_at)),
+        (
+            "last connected",
+            d.last_connected_at.map_or("never".into(), unix_time),
+        ),
+    ];
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    lines
+        .iter()
+        .map(|(k, v)| format!("{:width$} {v}\n", format!("{k}:")))
+        .collect()
+}
+
+fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    match cmd {
+        StreamsCommand::List { device, json } => {
+            let rows = live::open_streams(&registry, device.as_deref())?;
+            let now = activity::unix_ms(std::time::SystemTime::now());
+            let age_of =
+                |r: &live::StreamRow| Duration::from_millis(now.saturating_sub(r.opened_at));
+            if json {
+                let mut list = Vec::new();
+                for r in &rows {
+                    let mut v = serde_json::to_value(r)?;
+                    v["ageSeconds"] = age_of(r).as_secs().into();
+                    list.push(v);
+                }
+                println!("{}", serde_json::Value::Array(list));
+                return Ok(());
+            }
+            let header = [
+                "STREAM",
+                "DEVICE",
+                "NAME",
+                "POLICY",
+                "AGE",
+                "TO DEVICE",
+                "FROM DEVICE",
+            ];
+            let mut table_rows = vec![header.map(String::from).to_vec()];
+            for r in &rows {
+                table_rows.push(vec![
+                    escape(&r.stream_id, true),
+                    escape(&r.device_id, true),
+                    escape(&r.stream_name, true),
+                    escape(&r.policy, true),
+                    age(age_of(r)),
+                    r.bytes_to_device.to_string(),
+                    r.bytes_from_device.to_string(),
+                ]);
+            }
+            print!("{}", table(&table_rows));
+            Ok(())
+        }
+        StreamsCommand::Close { id } => close_stream(&registry, &id),
+    }
+}
+
+/// How long `streams close` waits to see the hub end the stream.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+fn close_stream(registry: &Registry, id: &str) -> anyhow::Result<()> {
+    let shown = escape(id, false);
+    if !live::request_close(registry, id)? {
+        anyhow::bail!("no open stream '{shown}' (`stream-hub streams list` shows them)");
+    }
+    let deadline = std::time::Instant::now() + CLOSE_WAIT;
+    while std::time::Instant::now() < deadline {
+        if !live::is_open(registry, id)? {
+            println!("closed stream {shown}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!(
+        "asked the hub to close stream '{shown}', but it is still open after {CLOSE_WAIT:?}: is the hub running?"
+    )
+}
+
+/// Unix seconds as an RFC 3339 time (UTC).
+fn unix_time(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A duration in one short word: `42s`, `3m05s`, `2h07m`, `4d03h`.
+fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Rows as columns padded to their widest cell (the cells are escaped already).
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells = row.iter().zip(&widths).map(|(c, w)| format!("{c:w$}"));
+        out.push_str(cells.collect::<Vec<_>>().join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn policy(dir: &DataDir, cmd: PolicyCommand) -> anyhow::Result<()> {
@@ -283,6 +478,46 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" bad token\\r\\n\\x1b]0;x\\x07"), "{line}");
+    }
+
+    #[test]
+    fn ages_are_one_word_and_tables_line_up() {
+        let ages = [5, 65, 7260, 2 * 86400 + 3600].map(|s| age(Duration::from_secs(s)));
+        assert_eq!(ages, ["5s", "1m05s", "2h01m", "2d01h"]);
+        let rows = [["ID", "STATE"], ["a-long-id", "online"], ["b", "offline"]];
+        let rows: Vec<Vec<String>> = rows.iter().map(|r| r.map(String::from).to_vec()).collect();
+        assert_eq!(
+            table(&rows),
+            "ID         STATE\na-long-id  online\nb          offline\n"
+        );
+    }
+
+    #[test]
+    fn device_text_escapes_and_aligns() {
+        let device = Device {
+            id: "x\u{1b}[2J".into(),
+            primary_key: Secret::new("k1"),
+            secondary_key: Secret::new("k2"),
+            enabled: false,
+            created_at: 0,
+            last_connected_at: None,
+        };
+        let text = device_text(&device, &DeviceState::default());
+        assert!(text.starts_with("device id:      x\\x1b[2J\n"), "{text}");
+        assert!(text.contains("\nlast seen:      never\n"), "{text}");
+        assert!(text.contains("\nstatus:         disabled\n"), "{text}");
+        assert!(!text.contains("k1") && !text.contains("k2"));
+        let online = DeviceState {
+            online_since: Some(0),
+            last_seen: Some(0),
+            open_streams: 2,
+        };
+        let text = device_text(&device, &online);
+        assert!(text.contains("\nlast seen:      connected now\n"), "{text}");
+        assert!(
+            text.contains("\nconnection:     online since 1970-01-01T00:00:00Z ("),
+            "{text}"
+        );
     }
 
     #[test]

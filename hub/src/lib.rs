@@ -20,6 +20,8 @@
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit.
+//! - [`live`]: what the running hub publishes in the database for the CLI (which devices
+//!   are online, open streams and their bytes) and the CLI's requests to close a stream.
 #![forbid(unsafe_code)]
 
 pub mod activity;
@@ -31,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod init;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod rate;
@@ -56,6 +59,7 @@ pub struct Hub {
     pub registry: registry::Registry,
     pub(crate) sessions: sessions::Sessions,
     pub(crate) streams: stream::Streams,
+    pub(crate) live: live::Live,
     pub(crate) activity: Arc<activity::Activity>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) new_streams: rate::RateLimit,
@@ -78,11 +82,13 @@ impl Hub {
         let places = limits.max_streams + 4096;
         let activity = activity::Activity::open(registry.path(), places, config.retention.clone());
         let activity = Arc::new(activity?);
+        let live = live::Live::start(&registry)?;
         Ok(Arc::new(Hub {
             config,
             registry,
-            sessions: sessions::Sessions::default(),
+            sessions: sessions::Sessions::new(live.presence()),
             streams,
+            live,
             activity,
             metrics: Arc::default(),
             new_streams,

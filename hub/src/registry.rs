@@ -6,7 +6,7 @@
 use std::{
     fs, io,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -102,8 +102,11 @@ pub fn new_key() -> Secret {
     Secret::new(STANDARD.encode(bytes))
 }
 
+/// Clones share one connection: the hub's writes through it (see [`crate::live`]) do not
+/// change the `data_version` its watcher reads.
+#[derive(Clone)]
 pub struct Registry {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -168,13 +171,14 @@ impl Registry {
         // matters when thousands of devices reconnect at once (each records its connect time).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::live::SCHEMA)?;
         // SQLite gives the -wal and -shm files it has just made the database's mode, so they
         // are private already; this covers a database from before, or one another tool made.
         for file in sqlite_files(path) {
             make_private(&file);
         }
         Ok(Registry {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
         })
     }
@@ -184,7 +188,7 @@ impl Registry {
         &self.path
     }
 
-    fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {

@@ -13,10 +13,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use device_streams_protocol::sas::unix_now;
+
 use crate::{
     activity::Outcome,
     auth,
     http::{text, Body},
+    live::{device_states, DeviceState},
     metrics::AuthKind,
     refusal::Refusal,
     registry::{Device, RegistryError, Right},
@@ -34,11 +37,18 @@ struct DevicePut {
 }
 
 /// Azure's device shape; keys are included, as Azure does for registry readers.
-pub fn device_json(d: &Device, connected: bool) -> serde_json::Value {
+/// `lastActivityTime` (unix seconds) is now for a connected device, else when it was last
+/// seen ([`crate::live::DeviceState`]).
+pub fn device_json(d: &Device, connected: bool, state: &DeviceState) -> serde_json::Value {
+    let last_activity = match connected {
+        true => Some(unix_now()),
+        false => state.last_seen.or(d.last_connected_at),
+    };
     serde_json::json!({
         "deviceId": d.id,
         "status": if d.enabled { "enabled" } else { "disabled" },
         "connectionState": if connected { "Connected" } else { "Disconnected" },
+        "lastActivityTime": last_activity,
         "createdAt": d.created_at,
         "lastConnectedAt": d.last_connected_at,
         "authentication": {
@@ -105,9 +115,11 @@ async fn serve(
     match (method, id) {
         (Method::GET, None) => {
             let list = hub.registry.devices()?;
-            let list = list
-                .iter()
-                .map(|d| device_json(d, hub.sessions.is_connected(&d.id)));
+            let states = device_states(&hub.registry)?;
+            let list = list.iter().map(|d| {
+                let state = states.get(&d.id).copied().unwrap_or_default();
+                device_json(d, hub.sessions.is_connected(&d.id), &state)
+            });
             Ok(json(
                 StatusCode::OK,
                 &serde_json::Value::Array(list.collect()),
@@ -131,8 +143,11 @@ async fn serve(
 
 fn show(hub: &Hub, id: String) -> Result<Response<Body>, Refusal> {
     let connected = hub.sessions.is_connected(&id);
+    let state = device_states(&hub.registry)?
+        .remove(&id)
+        .unwrap_or_default();
     match hub.registry.device(&id)? {
-        Some(d) => Ok(json(StatusCode::OK, &device_json(&d, connected))),
+        Some(d) => Ok(json(StatusCode::OK, &device_json(&d, connected, &state))),
         None => Err(RegistryError::UnknownDevice(id).into()),
     }
 }

@@ -3,6 +3,8 @@
 //! its open streams within a second, and its reconnects are refused at CONNECT. Rotating
 //! the key a control session signed in with cuts that session the same way (a session on
 //! the other key stays); its open streams, authorised by their own stream tokens, go on.
+//!
+//! The same watch serves `stream-hub streams close`: see [`crate::live`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,6 +56,7 @@ pub async fn watch(hub: Arc<Hub>) {
         if now != seen {
             seen = now;
             enforce(&hub);
+            crate::live::close_requested(&hub);
             hub.metrics.registry_changed();
         }
     }

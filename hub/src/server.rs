@@ -76,6 +76,7 @@ pub async fn run_with(
         hub.config.limits.shutdown_grace + DRAIN_MARGIN,
     )
     .await;
+    hub.live.stop();
     tracing::info!("hub stopped");
     Ok(())
 }

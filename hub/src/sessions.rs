@@ -17,6 +17,8 @@ use device_streams_protocol::{wire, Secret};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::live::Presence;
+
 /// How many stream requests may queue for one device before the hub says it is busy.
 const QUEUE: usize = 64;
 
@@ -70,6 +72,9 @@ struct Inner {
 pub struct Sessions {
     inner: Mutex<Inner>,
     next: AtomicU64,
+    /// Told, under the lock, whenever a device's session comes or goes, so the changes
+    /// reach it in the order they happened.
+    presence: Presence,
 }
 
 /// What a new control session gets: its id, its queue of requests and its kill switch.
@@ -80,6 +85,13 @@ pub struct Registration {
 }
 
 impl Sessions {
+    pub fn new(presence: Presence) -> Self {
+        Sessions {
+            presence,
+            ..Sessions::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -89,15 +101,16 @@ impl Sessions {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE);
         let cancel = parent.child_token();
-        let old = self.lock().devices.insert(
-            device.to_string(),
-            Handle {
-                generation,
-                tx,
-                cancel: cancel.clone(),
-                key,
-            },
-        );
+        let mut inner = self.lock();
+        let handle = Handle {
+            generation,
+            tx,
+            cancel: cancel.clone(),
+            key,
+        };
+        let old = inner.devices.insert(device.to_string(), handle);
+        self.presence.set(device, true);
+        drop(inner);
         if let Some(old) = old {
             tracing::info!(device, "a new connection replaces the device's earlier one");
             old.cancel.cancel();
@@ -119,14 +132,17 @@ impl Sessions {
         {
             inner.devices.remove(device);
             inner.waiters.retain(|_, w| w.device != device);
+            self.presence.set(device, false);
         }
     }
 
     /// Cuts a device's control session (it was disabled or deleted).
     pub fn disconnect(&self, device: &str) -> bool {
-        match self.lock().devices.remove(device) {
+        let mut inner = self.lock();
+        match inner.devices.remove(device) {
             Some(handle) => {
                 handle.cancel.cancel();
+                self.presence.set(device, false);
                 true
             }
             None => false,
@@ -145,6 +161,7 @@ impl Sessions {
         match stale.then(|| inner.devices.remove(device)).flatten() {
             Some(handle) => {
                 handle.cancel.cancel();
+                self.presence.set(device, false);
                 true
             }
             None => false,

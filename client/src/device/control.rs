@@ -66,16 +66,18 @@ pub(crate) async fn run(settings: Arc<Settings>, mut ch: Channels, shutdown: Can
             Ok(SessionEnd::RenewToken) => tracing::debug!("reconnecting to renew the SAS token"),
             Err(e) => {
                 let msg = format!("{e:#}");
+                let delay = backoff.next_delay();
+                let next = format!("retrying in {:.1} s", delay.as_secs_f64());
+                let host = &settings.connection.host;
                 if last_error.as_deref() != Some(msg.as_str()) || connected {
-                    tracing::warn!(
-                        "control channel to hub {}: {msg}; retrying with backoff",
-                        settings.connection.host
-                    );
+                    tracing::warn!("control channel to hub {host}: {msg}; {next}");
+                } else {
+                    tracing::debug!("control channel to hub {host}: still failing; {next}");
                 }
                 let _ = ch.status.send(Status::Disconnected(msg.clone()));
                 last_error = Some(msg);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => break,
                 }
             }

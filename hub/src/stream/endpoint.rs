@@ -87,9 +87,14 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
     let paired_at = std::time::Instant::now();
     tracing::debug!("stream paired");
     let limits = &hub.config.limits;
+    let rec = &info.record;
+    let open = hub
+        .live
+        .opened(&info.id, rec.device(), rec.stream(), rec.policy());
     let stop = async {
         tokio::select! {
             () = info.slot.revoked().cancelled() => Ended::Revoked,
+            () = open.closed().cancelled() => Ended::ClosedByAdmin,
             () = async {
                 hub.shutdown.cancelled().await;
                 tokio::time::sleep(limits.shutdown_grace).await;
@@ -97,7 +102,16 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
         }
     };
     let idle = limits.stream_idle_timeout;
-    let r = relay(ws, stop, idle, ping_interval(hub), half_close).await;
+    let r = relay(
+        ws,
+        open.counters(),
+        stop,
+        idle,
+        ping_interval(hub),
+        half_close,
+    )
+    .await;
+    drop(open);
     let mut record = info.record;
     let traffic = Traffic {
         paired_at,

@@ -50,6 +50,8 @@ pub enum Ended {
     Silent(Side),
     /// The stream's device was disabled or deleted.
     Revoked,
+    /// An admin closed it (`stream-hub streams close`).
+    ClosedByAdmin,
     /// The hub shut down and the grace period passed.
     Shutdown,
     /// No byte moved either way for the idle timeout.
@@ -72,6 +74,7 @@ impl fmt::Display for Ended {
                 side.name()
             ),
             Ended::Revoked => f.write_str("closed by the hub: device revoked"),
+            Ended::ClosedByAdmin => f.write_str("closed by an admin"),
             Ended::Shutdown => f.write_str("closed by the hub: hub shutdown"),
             Ended::Idle => f.write_str("closed by the hub: idle timeout"),
         }
@@ -85,6 +88,7 @@ impl Ended {
             Ended::ClosedBy(_) | Ended::Broken(..) | Ended::Silent(_) => return None,
             Ended::TooBig { .. } => (CloseCode::Size, "message too big"),
             Ended::Revoked => (CloseCode::Away, "device revoked"),
+            Ended::ClosedByAdmin => (CloseCode::Normal, "closed by an admin"),
             Ended::Shutdown => (CloseCode::Away, "hub shutdown"),
             Ended::Idle => (CloseCode::Normal, "idle timeout"),
         };
@@ -93,6 +97,14 @@ impl Ended {
             reason: reason.into(),
         })
     }
+}
+
+/// Bytes relayed so far each way. Shared so that the hub can publish a running stream's
+/// counts (see [`crate::live`]) while the relay only ever adds to them.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub to_device: AtomicU64,
+    pub from_device: AtomicU64,
 }
 
 /// Bytes relayed each way, and why the stream ended.
@@ -233,8 +245,10 @@ fn ended_by(from: Side, r: Result<Option<CloseFrame>, WsError>) -> (Ended, Optio
 /// Relays `ws` (by [`Side`] index) until either side ends, `stop` resolves (with the
 /// reason), a side falls silent (see the module docs), or — with `idle` set — no byte
 /// has moved either way for that long. `agreed`: which sides agreed to half-close.
+/// `counters` grow as bytes pass.
 pub async fn relay(
     ws: [ServerWs; 2],
+    counters: &Counters,
     stop: impl std::future::Future<Output = Ended>,
     idle: Option<Duration>,
     ping_every: Duration,
@@ -243,7 +257,7 @@ pub async fn relay(
     let [device, service] = ws;
     let (mut dev_tx, mut dev_rx) = device.split();
     let (mut svc_tx, mut svc_rx) = service.split();
-    let (to_dev, from_dev) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (to_dev, from_dev) = (&counters.to_device, &counters.from_device);
     let alive = Liveness::new();
     let eof = [AtomicBool::new(false), AtomicBool::new(false)];
     let hop = |count, src: Side, dst: Side| Hop {
@@ -265,11 +279,11 @@ pub async fn relay(
         }
     };
     let (ended, frame) = tokio::select! {
-        r = forward(&mut svc_rx, &mut dev_tx, hop(&to_dev, Side::Service, Side::Device)) => ended_by(Side::Service, r),
-        r = forward(&mut dev_rx, &mut svc_tx, hop(&from_dev, Side::Device, Side::Service)) => ended_by(Side::Device, r),
+        r = forward(&mut svc_rx, &mut dev_tx, hop(to_dev, Side::Service, Side::Device)) => ended_by(Side::Service, r),
+        r = forward(&mut dev_rx, &mut svc_tx, hop(from_dev, Side::Device, Side::Service)) => ended_by(Side::Device, r),
         side = watchdog => (Ended::Silent(side), None),
         why = stop => { let frame = why.close_frame(); (why, frame) }
-        () = idle_for(idle, &to_dev, &from_dev) => (Ended::Idle, Ended::Idle.close_frame()),
+        () = idle_for(idle, to_dev, from_dev) => (Ended::Idle, Ended::Idle.close_frame()),
     };
     // The Close (with its reason, if any) goes to both sides; a side that sent its own
     // Close gets it back as the closing handshake's answer. Both are then closed.
@@ -285,5 +299,20 @@ pub async fn relay(
         to_device: to_dev.load(Ordering::Relaxed),
         from_device: from_dev.load(Ordering::Relaxed),
         ended,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_s_close_says_so_to_the_log_and_the_sides() {
+        assert_eq!(Ended::ClosedByAdmin.to_string(), "closed by an admin");
+        let frame = Ended::ClosedByAdmin.close_frame().unwrap();
+        assert_eq!(
+            (frame.code, frame.reason.as_str()),
+            (CloseCode::Normal, "closed by an admin")
+        );
     }
 }
