@@ -258,3 +258,40 @@ async fn sighup_device_proxy_rereads_its_map_and_keeps_open_streams() {
         "the reload dropped the control channel"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_hub_puts_new_limits_from_its_config_file_in_force() {
+    let hub = HubProcess::init();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    std::fs::write(&file, "max-streams-per-device = 1\n").unwrap();
+    let config_arg = file.display().to_string();
+    let serving = hub.serve_with(&["--config", &config_arg]);
+    let echo = Peer::echo().await;
+    let ca = hub.dir.join("ca.pem").display().to_string();
+    let map = format!("echo={}", echo.addr);
+    let _device = fault::spawn(
+        &bin("device-local-proxy"),
+        &["--ca-file", &ca, "--map", &map],
+        &[("DEVICE_CONNECTION_STRING", hub.device_cs.clone())],
+    );
+    let service = hub.service_config("echo");
+    let mut first = retry("the first stream", || open_stream(&service)).await;
+    round_trip(&mut first, b"one").await;
+    match open_stream(&service).await {
+        Err(StreamError::Refused { status, .. }) => assert_eq!(status.as_u16(), 429),
+        other => panic!(
+            "expected 429 at one stream per device, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    // A file that does not parse keeps the limits; a good one puts its values in force.
+    std::fs::write(&file, "max-streams-per-device = \"many\"\n").unwrap();
+    fault::signal(&serving, "HUP");
+    std::fs::write(&file, "max-streams-per-device = 2\n").unwrap();
+    fault::signal(&serving, "HUP");
+    let mut second = retry("a second stream after the reload", || open_stream(&service)).await;
+    round_trip(&mut second, b"two").await;
+    round_trip(&mut first, b"the first is untouched").await;
+}

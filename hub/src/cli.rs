@@ -203,6 +203,22 @@ pub struct ServeArgs {
     pub retention: crate::config::Retention,
 }
 
+/// Reads the command line and `--config` file again and puts `serve`'s limits in force
+/// (SIGHUP); a file that does not parse keeps the limits in force.
+fn reload_limits(hub: &Hub) {
+    let parsed = device_streams_common::cli::reparse::<Cli>().and_then(|cli| match cli.command {
+        Command::Serve(args) => Ok(args.limits),
+        _ => anyhow::bail!("the command line is no longer `serve`"),
+    });
+    match parsed {
+        Ok(limits) => {
+            tracing::info!(?limits, "limits reloaded (SIGHUP)");
+            hub.set_limits(limits);
+        }
+        Err(e) => tracing::error!("limits not reloaded (SIGHUP), keeping them: {e:#}"),
+    }
+}
+
 /// The certificate to serve: `--tls-cert`/`--tls-key`, else the data directory's own.
 fn cert_store(dir: &DataDir, args: &ServeArgs) -> anyhow::Result<Arc<crate::tls::CertStore>> {
     let (cert, key) = match (&args.tls_cert, &args.tls_key) {
@@ -256,7 +272,11 @@ pub async fn serve(
     let hub = Hub::new(config, registry, shutdown)?;
     hub.tracker
         .spawn(crate::tls::watch(certs.clone(), hub.shutdown.clone()));
-    let reload = move || certs.reload_logged("SIGHUP");
+    let reloading = hub.clone();
+    let reload = move || {
+        certs.reload_logged("SIGHUP");
+        reload_limits(&reloading);
+    };
     let hangups = device_streams_common::shutdown::on_hangup(reload, hub.shutdown.clone());
     hub.tracker.spawn(hangups);
     if let Some(admin) = admin {

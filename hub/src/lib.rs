@@ -65,6 +65,8 @@ pub struct Hub {
     pub(crate) new_streams: rate::RateLimit,
     pub(crate) tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// The limits in force: `config.limits` at start, replaced by a reload (SIGHUP).
+    limits: std::sync::RwLock<Arc<Limits>>,
 }
 
 impl Hub {
@@ -74,6 +76,7 @@ impl Hub {
         registry: registry::Registry,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Hub>> {
+        let initial_limits = config.limits.clone();
         let limits = &config.limits;
         let streams = stream::Streams::new(limits.max_streams, limits.max_streams_per_device);
         let new_streams = rate::RateLimit::new(limits.max_new_streams_per_second);
@@ -94,7 +97,29 @@ impl Hub {
             new_streams,
             tracker: TaskTracker::new(),
             shutdown,
+            limits: std::sync::RwLock::new(Arc::new(initial_limits)),
         }))
+    }
+
+    /// The limits in force now.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `new` in force for what starts from now on: stream requests, connections,
+    /// sessions. What is open keeps the limits it began under. `--max-connections` and the
+    /// activity log's queue are sized at start; they stay (a restart changes them).
+    pub fn set_limits(&self, mut new: Limits) {
+        let old = self.limits();
+        new.max_connections = old.max_connections;
+        self.streams
+            .set_limits(new.max_streams, new.max_streams_per_device);
+        self.new_streams
+            .set_per_second(new.max_new_streams_per_second);
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     }
 
     /// Whether `device` has a control session on this hub.

@@ -62,7 +62,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     tracker.spawn(
         async move {
             let result = async {
-                let ws = upgraded(on_upgrade, hub.config.limits.max_message).await;
+                let ws = upgraded(on_upgrade, hub.limits().max_message).await;
                 let ws = ws.context("WebSocket upgrade failed")?;
                 session(hub, WsStream::new(ws)).await
             };
@@ -78,11 +78,11 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
 /// A device's control session on `carrier`, from its first packet to its end. Run it in
 /// a span with an empty `device` field: the session fills it in from CONNECT.
 pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()> {
-    let mut io = MqttIo::new(carrier, hub.config.limits.max_mqtt_packet);
+    let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
     let first = tokio::select! {
         // Nothing is registered yet, so nothing needs the grace period.
         () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
-        first = tokio::time::timeout(hub.config.limits.first_message, io.read()) => first,
+        first = tokio::time::timeout(hub.limits().first_message, io.read()) => first,
     };
     let first = first
         .context("no CONNECT within the first-message timeout")?
@@ -143,7 +143,7 @@ pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()
 
 /// Whether the hub may take one more connected device (a reconnecting one always fits).
 fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> {
-    let max = hub.config.limits.max_devices;
+    let max = hub.limits().max_devices;
     if hub.sessions.connected() >= max && !hub.sessions.is_connected(device) {
         let why = format!("the hub is at its limit of {max} connected devices");
         return Err((ConnectReturnCode::ServiceUnavailable, why));
@@ -167,7 +167,7 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectRet
         let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
-    let max_lifetime = hub.config.limits.max_token_lifetime;
+    let max_lifetime = hub.limits().max_token_lifetime;
     let names = &hub.config.names;
     auth::device(&hub.registry, names, max_lifetime, device, &login.password).map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);

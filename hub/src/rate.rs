@@ -3,8 +3,8 @@
 use std::{sync::Mutex, time::Instant};
 
 pub struct RateLimit {
-    per_second: f64,
-    state: Mutex<(f64, Instant)>,
+    /// (rate per second, tokens, last refill)
+    state: Mutex<(f64, f64, Instant)>,
 }
 
 impl RateLimit {
@@ -12,22 +12,28 @@ impl RateLimit {
     pub fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
         RateLimit {
-            per_second,
-            state: Mutex::new((per_second, Instant::now())),
+            state: Mutex::new((per_second, per_second, Instant::now())),
         }
     }
 
     pub fn per_second(&self) -> f64 {
-        self.per_second
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// A new rate from now on (a reload); the tokens saved up stay within the new burst.
+    pub fn set_per_second(&self, per_second: u32) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = f64::from(per_second.max(1));
+        state.1 = state.1.min(state.0);
     }
 
     /// Takes one token if there is one.
     pub fn try_acquire(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = &mut *state;
+        let (per_second, tokens, last) = &mut *state;
         let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
-            .min(self.per_second);
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * *per_second).min(*per_second);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -96,7 +96,7 @@ async fn serve(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let max_lifetime = hub.config.limits.max_token_lifetime;
+    let max_lifetime = hub.limits().max_token_lifetime;
     auth::service(
         &hub.registry,
         &hub.config.names,

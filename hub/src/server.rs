@@ -52,7 +52,7 @@ pub async fn run_with(
     hub: Arc<Hub>,
 ) -> anyhow::Result<()> {
     // One cap over both ports: it bounds file descriptors and memory, not a kind of client.
-    let connections = Arc::new(Semaphore::new(hub.config.limits.max_connections));
+    let connections = Arc::new(Semaphore::new(hub.limits().max_connections));
     tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
     hub.tracker.spawn(revocation::watch(hub.clone()));
     if let Some(mqtt) = mqtt {
@@ -71,11 +71,7 @@ pub async fn run_with(
     .await;
     // Open streams end `shutdown_grace` after the signal (the relay's stop); the margin
     // lets their Close handshakes and activity records finish.
-    drain(
-        &hub.tracker,
-        hub.config.limits.shutdown_grace + DRAIN_MARGIN,
-    )
-    .await;
+    drain(&hub.tracker, hub.limits().shutdown_grace + DRAIN_MARGIN).await;
     hub.live.stop();
     tracing::info!("hub stopped");
     Ok(())
@@ -103,7 +99,7 @@ async fn accept(
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
         hub.metrics.connection_accepted();
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.config.limits.max_connections);
+            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.limits().max_connections);
             continue;
         };
         let permit = ConnPermit(Arc::new(permit));
@@ -135,7 +131,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
 ) -> anyhow::Result<TlsStream<ReadAhead<TcpStream>>> {
-    let limit = hub.config.limits.tls_handshake;
+    let limit = hub.limits().tls_handshake;
     tokio::time::timeout(limit, acceptor.accept(ReadAhead::new(tcp)))
         .await
         .context("TLS handshake timed out")?
@@ -162,7 +158,7 @@ async fn serve_connection(
     peer: SocketAddr,
     permit: ConnPermit,
 ) -> anyhow::Result<()> {
-    let limits = &hub.config.limits;
+    let limits = hub.limits();
     let tls = handshake(&hub, &acceptor, tcp).await?;
     let mut builder = http1::Builder::new();
     builder

@@ -65,7 +65,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
 /// One side's connection: waits for the other side, and the side that arrived first
 /// relays the pair and writes the stream's record.
 async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) {
-    let ws = match upgraded_stream(on_upgrade, hub.config.limits.max_message).await {
+    let ws = match upgraded_stream(on_upgrade, hub.limits().max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
@@ -86,7 +86,7 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
     };
     let paired_at = std::time::Instant::now();
     tracing::debug!("stream paired");
-    let limits = &hub.config.limits;
+    let limits = hub.limits();
     let rec = &info.record;
     let open = hub
         .live

@@ -67,7 +67,7 @@ pub async fn stream_request(
         Ok(policy) => policy,
         Err(refusal) => return refusal.response(),
     };
-    let limits = &hub.config.limits;
+    let limits = hub.limits();
     let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
     let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
     let response_timeout =
@@ -153,7 +153,7 @@ fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<Stri
     auth::service(
         &hub.registry,
         &hub.config.names,
-        hub.config.limits.max_token_lifetime,
+        hub.limits().max_token_lifetime,
         header,
         Right::ServiceConnect,
     )

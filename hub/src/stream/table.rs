@@ -9,6 +9,7 @@
 
 use std::{
     collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -138,8 +139,8 @@ struct Pending {
 pub struct Streams {
     pending: Mutex<HashMap<String, Pending>>,
     counts: Arc<Mutex<Counts>>,
-    max_total: usize,
-    max_per_device: usize,
+    max_total: AtomicUsize,
+    max_per_device: AtomicUsize,
 }
 
 fn random_token(bytes: usize) -> String {
@@ -166,8 +167,8 @@ impl Streams {
         Streams {
             pending: Mutex::default(),
             counts: Arc::default(),
-            max_total,
-            max_per_device,
+            max_total: AtomicUsize::new(max_total),
+            max_per_device: AtomicUsize::new(max_per_device),
         }
     }
 
@@ -175,15 +176,29 @@ impl Streams {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn limits(&self) -> (usize, usize) {
+        (
+            self.max_total.load(Ordering::Relaxed),
+            self.max_per_device.load(Ordering::Relaxed),
+        )
+    }
+
+    /// New limits for streams requested from now on; streams over them already open stay.
+    pub fn set_limits(&self, max_total: usize, max_per_device: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_device.store(max_per_device, Ordering::Relaxed);
+    }
+
     /// Takes a place for a new stream to `device`, or says which limit is reached.
     pub fn reserve(&self, device: &str) -> Result<Slot, LimitError> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if c.total >= self.max_total {
-            return Err(LimitError::Hub(self.max_total));
+        let (max_total, max_per_device) = self.limits();
+        if c.total >= max_total {
+            return Err(LimitError::Hub(max_total));
         }
         let (n, revoked) = c.per_device.entry(device.to_string()).or_default();
-        if *n >= self.max_per_device {
-            return Err(LimitError::Device(device.to_string(), self.max_per_device));
+        if *n >= max_per_device {
+            return Err(LimitError::Device(device.to_string(), max_per_device));
         }
         *n += 1;
         let revoked = revoked.clone();
