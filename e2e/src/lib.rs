@@ -196,6 +196,20 @@ impl System {
         self.hostname().parse().expect("host name")
     }
 
+    /// The hub's `/metrics` text (on its main port).
+    pub async fn metrics(&self) -> String {
+        let (_, body) = https(
+            &self.connector(),
+            &self.hostname(),
+            "GET",
+            "/metrics",
+            None,
+            "",
+        )
+        .await;
+        body
+    }
+
     pub fn connector(&self) -> Connector {
         connector(&self.ca_file())
     }
@@ -432,6 +446,15 @@ pub fn hub_cli(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A TCP connection to `to` from the loopback address `from` (`127.0.0.2`, …), as from
+/// another host: the hub's per-address limits see a different address.
+pub async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("a loopback address");
+    socket.bind(local).expect("bind a loopback address");
+    socket.connect(to).await.expect("connect")
 }
 
 /// Sends `msg` and reads the same bytes back (through an echo peer) within 5 s.

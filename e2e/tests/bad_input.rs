@@ -349,9 +349,11 @@ async fn half_open_tls_handshakes_are_cut_and_do_not_block_others() {
         ..Limits::default()
     })
     .await;
+    // From another address than the hub_still_serves check below: an address's own
+    // new connections wait behind its unauthenticated ones (--max-unauthenticated-per-address).
     let mut idle = Vec::new();
     for _ in 0..300 {
-        let mut tcp = tokio::net::TcpStream::connect(sys.addr).await.unwrap();
+        let mut tcp = e2e::connect_from("127.0.0.3", sys.addr).await;
         tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap(); // the start of a ClientHello, then nothing
         idle.push(tcp);
     }

@@ -499,16 +499,7 @@ async fn registry_changes(sys: &System) -> u64 {
 }
 
 async fn get_metrics(sys: &System) -> String {
-    https(
-        &sys.connector(),
-        &sys.hostname(),
-        "GET",
-        "/metrics",
-        None,
-        "",
-    )
-    .await
-    .1
+    sys.metrics().await
 }
 
 /// The value of an unlabelled counter in a `/metrics` text exposition.

@@ -21,9 +21,11 @@ pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>>
     match (method, path) {
         (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/metrics") => {
-            let body = hub
-                .metrics
-                .render(hub.sessions.connected(), hub.streams.active());
+            let body = hub.metrics.render(crate::metrics::Gauges {
+                connected_devices: hub.sessions.connected(),
+                open_streams: hub.streams.active(),
+                unauthenticated: hub.preauth.unauthenticated(),
+            });
             let mut resp = text(StatusCode::OK, body);
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

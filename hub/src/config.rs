@@ -10,7 +10,9 @@ use device_streams_protocol::wire;
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// Time allowed for a TLS handshake.
-    #[arg(long = "tls-handshake-timeout", env = "STREAM_HUB_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    /// (Short: a connection in its handshake has shown no credential yet; a real client
+    /// finishes in a few round trips.)
+    #[arg(long = "tls-handshake-timeout", env = "STREAM_HUB_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub tls_handshake: Duration,
     /// Time allowed for HTTP request headers and for a device's CONNECT.
     #[arg(long = "first-message-timeout", env = "STREAM_HUB_FIRST_MESSAGE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
@@ -25,6 +27,21 @@ pub struct Limits {
     /// Most simultaneous connections of any kind.
     #[arg(long, env = "STREAM_HUB_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// Most connections that have not authenticated yet (no valid token or CONNECT so far),
+    /// of all addresses together; past it, new connections are closed at accept.
+    #[arg(
+        long = "max-unauthenticated-connections",
+        env = "STREAM_HUB_MAX_UNAUTHENTICATED_CONNECTIONS",
+        default_value_t = 5_000
+    )]
+    pub max_unauthenticated: usize,
+    /// Most connections from one IP address that have not authenticated yet.
+    #[arg(
+        long = "max-unauthenticated-per-address",
+        env = "STREAM_HUB_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_unauthenticated_per_address: usize,
     /// Most devices with an open control connection.
     #[arg(long, env = "STREAM_HUB_MAX_DEVICES", default_value_t = 15_000)]
     pub max_devices: usize,
@@ -170,7 +187,7 @@ mod tests {
         let limits = Limits::default();
         std::env::remove_var("STREAM_HUB_MAX_STREAMS");
         assert_eq!(limits.max_streams, 5_000);
-        assert_eq!(limits.tls_handshake, Duration::from_secs(10));
+        assert_eq!(limits.tls_handshake, Duration::from_secs(5));
         assert_eq!(limits.max_stream_timeout, Duration::from_secs(300));
         assert_eq!(limits.stream_idle_timeout, None);
         assert_eq!(limits.max_token_lifetime, Duration::from_secs(24 * 3600));

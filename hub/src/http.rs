@@ -29,10 +29,35 @@ use tokio_tungstenite::{
 pub type Body = Full<Bytes>;
 pub type ServerWs = WebSocketStream<Conn>;
 
-/// The hub's place for one connection under `--max-connections`; a request carries it
-/// (as an extension) so an upgraded WebSocket keeps it for as long as it lives.
+/// The hub's place for one connection under `--max-connections`, and its place among the
+/// unauthenticated ones until it shows a credential; a request carries it (as an
+/// extension) so an upgraded WebSocket keeps it for as long as it lives.
 #[derive(Clone)]
-pub struct ConnPermit(pub Arc<OwnedSemaphorePermit>);
+pub struct ConnPermit {
+    _conn: Arc<OwnedSemaphorePermit>,
+    place: crate::preauth::Place,
+}
+
+impl ConnPermit {
+    pub fn new(conn: OwnedSemaphorePermit, place: crate::preauth::Place) -> Self {
+        ConnPermit {
+            _conn: Arc::new(conn),
+            place,
+        }
+    }
+
+    /// The connection has authenticated: it no longer counts as unauthenticated.
+    pub fn authenticated(&self) {
+        self.place.authenticated();
+    }
+
+    /// [`ConnPermit::authenticated`] for the connection a request came on, if it has one.
+    pub fn authenticated_on<B>(req: &http::Request<B>) {
+        if let Some(permit) = req.extensions().get::<ConnPermit>() {
+            permit.authenticated();
+        }
+    }
+}
 
 /// An upgraded connection, holding its connection permit.
 pub struct Conn {

@@ -19,7 +19,8 @@
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
-//!   [`rate`]: the new-streams-per-second limit.
+//!   [`rate`]: the new-streams-per-second limit; [`preauth`]: what a connection may cost
+//!   before it has authenticated.
 //! - [`live`]: what the running hub publishes in the database for the CLI (which devices
 //!   are online, open streams and their bytes) and the CLI's requests to close a stream.
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod init;
 pub mod live;
 pub mod metrics;
 pub mod mqtt;
+pub mod preauth;
 pub mod rate;
 pub mod refusal;
 pub mod registry;
@@ -64,6 +66,8 @@ pub struct Hub {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) new_streams: rate::RateLimit,
     pub(crate) tracker: TaskTracker,
+    /// Places of the connections that have not authenticated yet.
+    pub(crate) preauth: preauth::Gate,
     pub shutdown: CancellationToken,
     /// The limits in force: `config.limits` at start, replaced by a reload (SIGHUP).
     limits: std::sync::RwLock<Arc<Limits>>,
@@ -96,6 +100,7 @@ impl Hub {
             metrics: Arc::default(),
             new_streams,
             tracker: TaskTracker::new(),
+            preauth: preauth::Gate::default(),
             shutdown,
             limits: std::sync::RwLock::new(Arc::new(initial_limits)),
         }))

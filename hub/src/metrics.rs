@@ -28,6 +28,27 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// What the gauges say, read from the hub at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    pub connected_devices: usize,
+    pub open_streams: usize,
+    pub unauthenticated: usize,
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy)]
+pub enum Refused {
+    MaxConnections,
+    Unauthenticated,
+    UnauthenticatedAddress,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Who failed to authenticate.
 #[derive(Debug, Clone, Copy)]
 pub enum AuthKind {
@@ -40,11 +61,13 @@ pub struct Metrics {
     registry: Registry,
     connected_devices: Gauge,
     open_streams: Gauge,
+    unauthenticated: Gauge,
     streams: Family<ResultLabel, Counter>,
     bytes: Family<DirectionLabel, Counter>,
     setup_seconds: Histogram,
     auth_failures: Family<KindLabel, Counter>,
     connections: Counter,
+    refused: Family<ReasonLabel, Counter>,
     registry_changes: Counter,
 }
 
@@ -53,6 +76,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("stream_hub");
         let connected_devices = Gauge::default();
         let open_streams = Gauge::default();
+        let unauthenticated = Gauge::default();
+        registry.register(
+            "unauthenticated_connections",
+            "Connections that have not authenticated yet",
+            unauthenticated.clone(),
+        );
         let streams = Family::<ResultLabel, Counter>::default();
         let bytes = Family::<DirectionLabel, Counter>::default();
         // 0.5 ms .. ~16 s: loopback set-up to a slow device on a bad link.
@@ -60,6 +89,12 @@ impl Default for Metrics {
         let auth_failures = Family::<KindLabel, Counter>::default();
         let connections = Counter::default();
         let registry_changes = Counter::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by the limit they were over",
+            refused.clone(),
+        );
         registry.register(
             "connected_devices",
             "Devices with an open control connection",
@@ -100,11 +135,13 @@ impl Default for Metrics {
             registry,
             connected_devices,
             open_streams,
+            unauthenticated,
             streams,
             bytes,
             setup_seconds,
             auth_failures,
             connections,
+            refused,
             registry_changes,
         }
     }
@@ -132,6 +169,15 @@ impl Metrics {
         }
     }
 
+    pub fn connection_refused(&self, why: Refused) {
+        let reason = match why {
+            Refused::MaxConnections => "max_connections",
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::UnauthenticatedAddress => "unauthenticated_per_address",
+        };
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     pub fn registry_changed(&self) {
         self.registry_changes.inc();
     }
@@ -150,9 +196,11 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read at scrape time.
-    pub fn render(&self, connected_devices: usize, open_streams: usize) -> String {
-        self.connected_devices.set(connected_devices as i64);
-        self.open_streams.set(open_streams as i64);
+    /// The gauges read at scrape time, by name.
+    pub fn render(&self, gauges: Gauges) -> String {
+        self.connected_devices.set(gauges.connected_devices as i64);
+        self.open_streams.set(gauges.open_streams as i64);
+        self.unauthenticated.set(gauges.unauthenticated as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -174,7 +222,11 @@ mod tests {
             ..Record::request("d", "ssh", "p", Outcome::Accepted, "")
         });
         m.auth_failure(AuthKind::Service);
-        let text = m.render(3, 1);
+        let text = m.render(Gauges {
+            connected_devices: 3,
+            open_streams: 1,
+            unauthenticated: 0,
+        });
         for line in [
             "stream_hub_connected_devices 3",
             "stream_hub_open_streams 1",

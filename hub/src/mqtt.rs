@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use crate::{
     auth::{self, AuthError, DeviceLogin},
-    http::{accept_upgrade, upgraded, Body},
+    http::{accept_upgrade, upgraded, Body, ConnPermit},
     metrics::AuthKind,
     sessions::Outgoing,
     Hub,
@@ -53,6 +53,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let permit = req.extensions().get::<ConnPermit>().cloned();
     let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
         Ok(accepted) => accepted,
         Err(bad) => return bad.response(),
@@ -62,9 +63,12 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     tracker.spawn(
         async move {
             let result = async {
-                let ws = upgraded(on_upgrade, hub.limits().max_message).await;
+                // MQTT packets are small (`max_mqtt_packet`): so are the WebSocket messages
+                // carrying them, which bounds what a connection can make the hub buffer
+                // before it has authenticated.
+                let ws = upgraded(on_upgrade, hub.limits().max_mqtt_packet).await;
                 let ws = ws.context("WebSocket upgrade failed")?;
-                session(hub, WsStream::new(ws)).await
+                session(hub, WsStream::new(ws), permit).await
             };
             if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
@@ -77,7 +81,12 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
 
 /// A device's control session on `carrier`, from its first packet to its end. Run it in
 /// a span with an empty `device` field: the session fills it in from CONNECT.
-pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()> {
+/// `permit` is the connection's: a successful CONNECT marks it authenticated.
+pub async fn session<S: Carrier>(
+    hub: Arc<Hub>,
+    carrier: S,
+    permit: Option<ConnPermit>,
+) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
     let first = tokio::select! {
         // Nothing is registered yet, so nothing needs the grace period.
@@ -96,7 +105,12 @@ pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()
     tracing::Span::current().record("device", device.as_str());
     let login = match authenticate(&hub, &connect).and_then(|l| room_for(&hub, &device).map(|()| l))
     {
-        Ok(login) => login,
+        Ok(login) => {
+            if let Some(permit) = &permit {
+                permit.authenticated();
+            }
+            login
+        }
         Err((code, why)) => {
             let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
             io.shutdown().await;

@@ -18,7 +18,7 @@ use device_streams_protocol::sas::unix_now;
 use crate::{
     activity::Outcome,
     auth,
-    http::{text, Body},
+    http::{text, Body, ConnPermit},
     live::{device_states, DeviceState},
     metrics::AuthKind,
     refusal::Refusal,
@@ -111,6 +111,7 @@ async fn serve(
         }
         refusal.about("registry request refused")
     })?;
+    ConnPermit::authenticated_on(&req);
     let method = req.method().clone();
     match (method, id) {
         (Method::GET, None) => {

@@ -25,7 +25,10 @@ use tracing::Instrument;
 use crate::{
     admin,
     http::{error, Body, ConnPermit},
-    mqtt, registry_api, revocation,
+    metrics::Refused,
+    mqtt,
+    preauth::Full,
+    registry_api, revocation,
     stream::{endpoint, request},
     Hub,
 };
@@ -98,11 +101,9 @@ async fn accept(
     let mut acceptor = Acceptor::new(listener);
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
         hub.metrics.connection_accepted();
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: at the limit of {} connections", hub.limits().max_connections);
+        let Some(permit) = admit(&hub, &connections, peer) else {
             continue;
         };
-        let permit = ConnPermit(Arc::new(permit));
         let (hub, tls) = (hub.clone(), tls.clone());
         let tracker = hub.tracker.clone();
         match port {
@@ -126,6 +127,33 @@ async fn accept(
     }
 }
 
+/// A place for a new connection from `peer` under `--max-connections` and among the
+/// unauthenticated ones, or `None` (the connection is then dropped: closed at once).
+fn admit(hub: &Hub, connections: &Arc<Semaphore>, peer: SocketAddr) -> Option<ConnPermit> {
+    let limits = hub.limits();
+    let Ok(conn) = connections.clone().try_acquire_owned() else {
+        hub.metrics.connection_refused(Refused::MaxConnections);
+        tracing::debug!(%peer, "connection refused: at the limit of {} connections", limits.max_connections);
+        return None;
+    };
+    let max = limits.max_unauthenticated;
+    let per_address = limits.max_unauthenticated_per_address;
+    match hub.preauth.admit(peer.ip(), max, per_address) {
+        Ok(place) => Some(ConnPermit::new(conn, place)),
+        Err(full) => {
+            // Debug only: a flood would otherwise write a line per connection; the
+            // metric counts them.
+            let why = match full {
+                Full::Hub => Refused::Unauthenticated,
+                Full::Address => Refused::UnauthenticatedAddress,
+            };
+            hub.metrics.connection_refused(why);
+            tracing::debug!(%peer, "connection refused: too many unauthenticated connections ({full:?})");
+            None
+        }
+    }
+}
+
 async fn handshake(
     hub: &Hub,
     acceptor: &TlsAcceptor,
@@ -142,7 +170,7 @@ async fn handshake(
 async fn serve_mqtt(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, permit: ConnPermit) {
     match handshake(&hub, &acceptor, tcp).await {
         Ok(tls) => {
-            if let Err(e) = mqtt::session(hub, tls).await {
+            if let Err(e) = mqtt::session(hub, tls, Some(permit.clone())).await {
                 tracing::warn!("control session ended: {e:#}");
             }
         }

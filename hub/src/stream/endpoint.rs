@@ -19,7 +19,7 @@ use super::{
     Side,
 };
 use crate::{
-    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ServerWs, Upgrade},
+    http::{accept_upgrade, bearer, error, upgraded_stream, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
     Hub,
 };
@@ -36,7 +36,10 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
         Err(bad) => return bad.response(),
     };
     let (side, device) = match hub.streams.claim(&id, &token) {
-        Ok(claimed) => claimed,
+        Ok(claimed) => {
+            ConnPermit::authenticated_on(&req);
+            claimed
+        }
         Err(e) => {
             tracing::warn!(stream = %id, "streaming connection refused: {e}");
             hub.metrics.auth_failure(AuthKind::StreamToken);

@@ -152,7 +152,7 @@ pub(crate) mod tests {
             "closed by the service",
         );
         drop(relayed);
-        let metrics = rec.metrics.render(0, 0);
+        let metrics = rec.metrics.render(Default::default());
         for result in ["limited", "failed", "accepted"] {
             let line = format!("stream_hub_streams_total{{result=\"{result}\"}} 1");
             assert!(metrics.contains(&line), "{line} in {metrics}");

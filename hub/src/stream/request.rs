@@ -18,7 +18,7 @@ use super::{record::StreamRecord, table::StreamInfo, Streams};
 use crate::{
     activity::Outcome,
     auth,
-    http::{text, Body},
+    http::{text, Body, ConnPermit},
     metrics::AuthKind,
     refusal::Refusal,
     registry::Right,
@@ -67,6 +67,7 @@ pub async fn stream_request(
         Ok(policy) => policy,
         Err(refusal) => return refusal.response(),
     };
+    ConnPermit::authenticated_on(&req);
     let limits = hub.limits();
     let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
     let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
