@@ -12,6 +12,7 @@
 //! - [`connector`]: dialing the hub (TLS, HTTP proxy, DNS cache, keepalive, spares).
 //! - [`websocket`]: opening a stream's or the control channel's WebSocket.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod connector;
 pub mod device;
@@ -23,5 +24,5 @@ pub mod websocket;
 pub use connector::Connector;
 pub use device::{DeviceClient, IncomingStream};
 pub use device_streams_protocol as protocol;
-pub use service::{Route, ServiceClient, StreamError};
+pub use service::{Route, ServiceClient, StreamError, StreamErrorKind};
 pub use stream::Stream;

@@ -33,8 +33,11 @@ use device_streams_protocol::wire::DATA_MESSAGE;
 
 /// Bytes moved by one splice, in each direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Transferred {
+    /// Bytes read from the local socket and written to the stream.
     pub local_to_stream: u64,
+    /// Bytes read from the stream and written to the local socket.
     pub stream_to_local: u64,
 }
 

@@ -35,10 +35,21 @@ pub(crate) struct Answer {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcceptError {
+    /// The client shut down (or its control loop ended) before the answer could be sent.
     #[error("stream '{name}': the control channel to the hub is gone, so the answer was not sent")]
-    ControlChannelGone { name: String },
+    ControlChannelGone {
+        /// The stream's name.
+        name: String,
+    },
+    /// The hub was told yes, but the stream's WebSocket could not be opened (e.g. the
+    /// service gave up and the hub closed the stream's connect window).
     #[error("stream '{name}' accepted but its WebSocket failed: {cause}")]
-    WebSocket { name: String, cause: WsError },
+    WebSocket {
+        /// The stream's name.
+        name: String,
+        /// What failed.
+        cause: WsError,
+    },
 }
 
 /// A stream request from the hub, waiting for the program's answer.
@@ -78,6 +89,18 @@ impl IncomingStream {
     /// The hub's id for this request, for log lines.
     pub fn request_id(&self) -> &str {
         &self.request.rid
+    }
+
+    /// The requesting hub's streaming endpoint for this stream (a `wss://` URL; the
+    /// one-time token travels apart from it and is never shown).
+    pub fn url(&self) -> &str {
+        &self.request.url
+    }
+
+    /// Whether the hub passes a rejection's reason on to the service (ours does; Azure's
+    /// does not).
+    pub fn reason_reaches_service(&self) -> bool {
+        self.request.wants_reason
     }
 
     /// Accepts the request and opens the stream's WebSocket with its one-time token.

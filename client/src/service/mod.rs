@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 
 use device_streams_protocol::connection_string::ServiceConnectionString;
 
-pub use request::{Granted, StreamError};
+pub use request::{Granted, StreamError, StreamErrorKind};
 
 use crate::{
     connector::{tls::client_config, Connector, Reusable},
@@ -49,10 +49,12 @@ impl Route {
         }
     }
 
+    /// The device the stream goes to.
     pub fn device_id(&self) -> &str {
         &self.device_id
     }
 
+    /// The stream name the device program decides by.
     pub fn stream_name(&self) -> &str {
         &self.stream_name
     }
