@@ -156,6 +156,39 @@ impl StreamError {
     }
 
     /// What the error comes down to: offline, rejected, unauthorised, limited, timed out...
+    ///
+    /// ```
+    /// use device_streams::{device::Status, DeviceClient, Route, ServiceClient};
+    /// use device_streams::{StreamError, StreamErrorKind};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let hub = e2e::System::start().await; // a real hub, in-process
+    /// # let (device_connection_string, service_connection_string, ca) =
+    /// #     (hub.add_device("dev1"), hub.service_connection(), hub.ca_file());
+    /// # let _never_connects = hub.add_device("dev2");
+    /// // A device that says no to everything, with a reason.
+    /// let shutdown = CancellationToken::new();
+    /// let device = DeviceClient::builder(device_connection_string).ca_file(&ca).build()?;
+    /// let mut incoming = device.start(shutdown.clone());
+    /// incoming.status().wait_for(|s| *s == Status::Connected).await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(request) = incoming.next().await {
+    ///         request.reject("under maintenance").await;
+    ///     }
+    /// });
+    ///
+    /// let service = ServiceClient::builder(service_connection_string).ca_file(&ca).build()?;
+    /// let Err(e) = service.open(&Route::new("dev1", "ssh")).await else { panic!("accepted") };
+    /// assert_eq!(e.kind(), StreamErrorKind::Rejected);
+    /// assert!(matches!(&e, StreamError::Rejected { reason: Some(r), .. } if r == "under maintenance"));
+    ///
+    /// // dev2 is registered but not connected.
+    /// let Err(e) = service.open(&Route::new("dev2", "ssh")).await else { panic!("accepted") };
+    /// assert_eq!((e.kind(), e.device()), (StreamErrorKind::Offline, "dev2"));
+    /// # shutdown.cancel();
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> StreamErrorKind {
         use StreamErrorKind as Kind;
         match self {
