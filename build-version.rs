@@ -1,5 +1,6 @@
-// Build script shared by the three binaries: `--version` shows the git commit it was built
-// from (`0.1.0 (git 1a2b3c4)`), or "unknown" outside a git checkout (a source tarball).
+// Build script shared by the three binaries (each one's build.rs is a link to this file):
+// `--version` shows the git commit it was built from (`0.1.0 (git 1a2b3c4)`), or "unknown"
+// outside a git checkout (a source tarball).
 use std::{path::Path, process::Command};
 
 fn git(args: &[&str]) -> Option<String> {
@@ -18,5 +19,6 @@ fn main() {
             println!("cargo:rerun-if-changed={p}");
         }
     }
-    println!("cargo:rerun-if-changed=../build-version.rs");
+    // Each binary crate's build.rs is a link to this file.
+    println!("cargo:rerun-if-changed=build.rs");
 }

@@ -12,7 +12,7 @@
 //!
 //! SSH and RDP close both directions together, so for them this is exact.
 //!
-//! With half-close agreed (our hub and proxies; see [`crate::ws`]) end-of-file travels on
+//! With half-close agreed (our hub and proxies; see [`crate::protocol::ws`]) end-of-file travels on
 //! its own: local end-of-file becomes the end-of-data Ping and the splice keeps
 //! delivering the other direction for as long as it runs; the other side's end-of-data
 //! shuts the local write side and the splice keeps sending until local end-of-file.
@@ -33,8 +33,11 @@ use device_streams_protocol::wire::DATA_MESSAGE;
 
 /// Bytes moved by one splice, in each direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Transferred {
+    /// Bytes read from the local socket and written to the stream.
     pub local_to_stream: u64,
+    /// Bytes read from the stream and written to the local socket.
     pub stream_to_local: u64,
 }
 

@@ -20,25 +20,42 @@ use crate::{
     stream::Stream,
 };
 
+/// Why a WebSocket to the hub could not be opened. `host` is the `host:port` dialed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WsError {
+    /// The URL (at most 200 characters of it) is not a `wss://` URL.
     #[error("'{0}' is not a wss:// URL")]
     BadUrl(String),
+    /// The TLS connection could not be made.
     #[error(transparent)]
     Dial(#[from] DialError),
+    /// The server answered the upgrade with an HTTP error (401: a used or unknown token).
     #[error("{host} refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
     Refused {
+        /// Where to.
         host: String,
+        /// The HTTP status.
         status: u16,
+        /// The start of the answer's body (at most 300 characters).
         body: String,
     },
+    /// The upgrade failed otherwise (the connection broke, a malformed answer).
     #[error("WebSocket handshake with {host} failed: {cause}")]
     Handshake {
+        /// Where to.
         host: String,
+        /// tungstenite's error.
         cause: Box<tungstenite::Error>,
     },
+    /// The upgrade took longer than the connector's timeout.
     #[error("WebSocket handshake with {host} timed out after {after:?}")]
-    Timeout { host: String, after: Duration },
+    Timeout {
+        /// Where to.
+        host: String,
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 fn body_suffix(body: &str) -> String {
@@ -49,6 +66,7 @@ fn body_suffix(body: &str) -> String {
     }
 }
 
+/// A client WebSocket to the hub, message by message.
 pub type ClientWs = WebSocketStream<ClientTls>;
 /// A client WebSocket as a byte stream.
 pub type ClientStream = WsStream<ClientTls>;

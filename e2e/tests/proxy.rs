@@ -18,10 +18,7 @@ use tokio::{
 const CREDENTIALS: Option<(&str, &str)> = Some(("alice", "pr0xy-s3cret"));
 
 fn via(proxy: &Tinyproxy, credentials: Option<(&str, &str)>) -> ProxySettings {
-    ProxySettings {
-        proxy: Some(HttpProxy::parse(&proxy.url(credentials), "HTTPS_PROXY").unwrap()),
-        no_proxy: Vec::new(),
-    }
+    ProxySettings::via(HttpProxy::parse(&proxy.url(credentials), "HTTPS_PROXY").unwrap())
 }
 
 async fn echo_target() -> std::net::SocketAddr {

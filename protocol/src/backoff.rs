@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Delays between retries: doubling from `initial` up to `max`, each with jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -12,6 +13,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `initial`; never waits longer than `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
@@ -29,6 +31,7 @@ impl Backoff {
         floor + rand::thread_rng().gen_range(Duration::ZERO..=ceiling - floor)
     }
 
+    /// Back to `initial`, after a success.
     pub fn reset(&mut self) {
         self.current = self.initial;
     }

@@ -11,25 +11,35 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 
 use crate::Secret;
 
+/// The port a `HostName` without one means.
 pub const DEFAULT_PORT: u16 = 443;
 
+/// Why a connection string could not be parsed. Never shows the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseError {
     /// Counted from 1: the part itself may be a piece of the key, so it is never shown.
     #[error("connection string part {0} is not of the form Name=Value")]
     NotKeyValue(usize),
+    /// A required part is absent.
     #[error("connection string is missing {0}")]
     Missing(&'static str),
+    /// A part is given twice.
     #[error("connection string names {0} twice")]
     Duplicate(String),
+    /// A part this kind of connection string does not have.
     #[error("connection string has an unknown part {0}")]
     Unknown(PartName),
+    /// The key is not base64.
     #[error("connection string's SharedAccessKey is not valid base64")]
     BadKey,
+    /// `HostName` is not `host` or `host:port`.
     #[error("connection string's HostName '{0}' is not host or host:port")]
     BadHost(String),
+    /// A device's connection string where a service's was expected.
     #[error("connection string has DeviceId, so it is a device's, not a service's")]
     DeviceNotService,
+    /// A service's connection string where a device's was expected.
     #[error("connection string has SharedAccessKeyName, so it is a service's, not a device's")]
     ServiceNotDevice,
 }
@@ -38,7 +48,9 @@ pub enum ParseError {
 /// else by its position, because a mangled string can put a piece of the key before an `=`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PartName {
+    /// The part's name.
     Name(String),
+    /// The part's position, counted from 1.
     Position(usize),
 }
 
@@ -65,13 +77,16 @@ impl fmt::Display for PartName {
 /// `host[:port]` as given in `HostName`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostName {
+    /// The host name.
     pub host: String,
+    /// The port ([`DEFAULT_PORT`] when not given).
     pub port: u16,
     /// Whether `HostName` spelled the port out; SAS resources use the text as written.
     explicit_port: bool,
 }
 
 impl HostName {
+    /// `host`, on `port` if given (written out then) or [`DEFAULT_PORT`].
     pub fn new(host: impl Into<String>, port: Option<u16>) -> Self {
         HostName {
             host: host.into(),
@@ -108,17 +123,28 @@ impl FromStr for HostName {
     }
 }
 
+/// A device's connection string: `HostName=…;DeviceId=…;SharedAccessKey=…`, parsed with
+/// `str::parse`. `Debug` masks the key.
 #[derive(Clone, Debug)]
 pub struct DeviceConnectionString {
+    /// `HostName`: the hub.
     pub host: HostName,
+    /// `DeviceId`.
     pub device_id: String,
+    /// `SharedAccessKey` (base64).
     pub key: Secret,
 }
 
+/// A service's connection string (a shared access policy's):
+/// `HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`, parsed with `str::parse`. `Debug`
+/// masks the key.
 #[derive(Clone, Debug)]
 pub struct ServiceConnectionString {
+    /// `HostName`: the hub.
     pub host: HostName,
+    /// `SharedAccessKeyName`: the policy.
     pub policy: String,
+    /// `SharedAccessKey` (base64).
     pub key: Secret,
 }
 
@@ -209,6 +235,7 @@ impl FromStr for ServiceConnectionString {
 }
 
 impl DeviceConnectionString {
+    /// The connection string of `device_id` on `host`, with its base64 key.
     pub fn new(host: HostName, device_id: impl Into<String>, key: Secret) -> Self {
         DeviceConnectionString {
             host,
@@ -229,6 +256,7 @@ impl DeviceConnectionString {
 }
 
 impl ServiceConnectionString {
+    /// The connection string of shared access policy `policy` on `host`, with its base64 key.
     pub fn new(host: HostName, policy: impl Into<String>, key: Secret) -> Self {
         ServiceConnectionString {
             host,

@@ -14,6 +14,7 @@
 //! - [`tls`]: the rustls crypto provider both ends use, and reading PEM certificates.
 //! - [`backoff`]: exponential backoff with jitter (reconnects, accept errors).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod backoff;
 pub mod connection_string;

@@ -10,16 +10,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest control packet either side accepts; stream requests are a few hundred bytes.
 pub const MAX_PACKET: usize = 16 * 1024;
 
+/// Why an MQTT packet could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MqttError {
+    /// The byte stream failed.
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
+    /// A packet that is not MQTT 3.1.1, or larger than allowed.
     #[error("malformed MQTT packet: {0}")]
     Malformed(mqttbytes::Error),
+    /// The stream ended inside a packet.
     #[error("connection closed in the middle of a packet")]
     Truncated,
 }
 
+/// MQTT 3.1.1 packets over a byte stream.
 pub struct MqttIo<S> {
     io: S,
     buf: BytesMut,
@@ -27,6 +33,7 @@ pub struct MqttIo<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> MqttIo<S> {
+    /// Packets on `io`, none larger than `max_packet` bytes either way.
     pub fn new(io: S, max_packet: usize) -> Self {
         MqttIo {
             io,
@@ -54,6 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MqttIo<S> {
         }
     }
 
+    /// Writes and flushes one packet.
     pub async fn write(&mut self, packet: Packet) -> Result<(), MqttError> {
         let mut out = BytesMut::new();
         packet
@@ -64,6 +72,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MqttIo<S> {
         Ok(())
     }
 
+    /// Shuts the byte stream down; errors are of no interest then.
     pub async fn shutdown(&mut self) {
         let _ = self.io.shutdown().await;
     }

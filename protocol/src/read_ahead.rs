@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Size of the read-ahead buffer: a few full TLS records per system call.
 pub const READ_AHEAD: usize = 64 * 1024;
 
+/// A reader that reads up to [`READ_AHEAD`] bytes per system call while data comes in bulk,
+/// and holds no buffer while it does not.
 pub struct ReadAhead<S> {
     inner: S,
     buf: Option<Box<[u8]>>,
@@ -29,6 +31,7 @@ pub struct ReadAhead<S> {
 }
 
 impl<S> ReadAhead<S> {
+    /// Wraps `inner`, without a buffer until one pays.
     pub fn new(inner: S) -> Self {
         ReadAhead {
             inner,

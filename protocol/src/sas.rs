@@ -25,33 +25,45 @@ const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// Why a SAS token could not be signed, parsed or verified. Never shows the signature or key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SasError {
+    /// Not a `SharedAccessSignature ...` token.
     #[error("token does not start with 'SharedAccessSignature '")]
     NotSas,
+    /// A required field is absent.
     #[error("token lacks its '{0}' field")]
     Missing(&'static str),
     /// Never names the field: a mangled token can put a piece of the signature before an `=`.
     #[error("token has a field other than sr, sig, se and skn")]
     UnknownField,
+    /// A field is given twice.
     #[error("token has its '{0}' field twice")]
     Duplicate(&'static str),
+    /// `se` is not a number.
     #[error("token's 'se' is not a unix time")]
     BadExpiry,
+    /// A field does not decode.
     #[error("token's fields are not percent-encoded UTF-8")]
     BadEncoding,
+    /// The key is not base64.
     #[error("shared access key is not valid base64")]
     BadKey,
+    /// The signature is not the key's.
     #[error("token signature does not match")]
     BadSignature,
+    /// The token's expiry has passed (by this many seconds).
     #[error("token expired {0}s ago")]
     Expired(u64),
 }
 
+/// Percent-encodes `s` as Azure's SDKs do for token fields.
 pub fn url_encode(s: &str) -> String {
     utf8_percent_encode(s, URL_ENCODE).to_string()
 }
 
+/// Decodes a percent-encoded token field.
 pub fn url_decode(s: &str) -> Result<String, SasError> {
     percent_decode_str(s)
         .decode_utf8()
@@ -64,6 +76,7 @@ pub fn device_resource(host: &str, device_id: &str) -> String {
     format!("{host}/devices/{}", url_encode(device_id))
 }
 
+/// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -117,11 +130,15 @@ pub struct SasToken {
     /// `sr` decoded, e.g. `myhub.example.com/devices/dev1`.
     pub resource: String,
     signature: Vec<u8>,
+    /// `se`: when the token expires, in seconds since the Unix epoch.
     pub expiry: u64,
+    /// `skn`: the shared access policy that signed it, if any (services; devices sign
+    /// with their own key).
     pub policy: Option<String>,
 }
 
 impl SasToken {
+    /// Parses `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]`, without verifying it.
     pub fn parse(token: &str) -> Result<SasToken, SasError> {
         let fields = token.trim().strip_prefix(PREFIX).ok_or(SasError::NotSas)?;
         let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);

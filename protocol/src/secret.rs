@@ -8,10 +8,12 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Keeps `value` as a secret.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
+    /// The value itself: only where it must travel (a header, a signature).
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -10,10 +10,12 @@ use crate::{
     Secret,
 };
 
+/// The `api-version` the clients send and the hub accepts, as Azure's device streams.
 pub const API_VERSION: &str = "2020-09-30";
 
 /// Path of MQTT over WebSocket on the main endpoint, and the subprotocol it negotiates.
 pub const MQTT_WS_PATH: &str = "/$iothub/websocket";
+/// The WebSocket subprotocol of MQTT over WebSocket.
 pub const MQTT_WS_SUBPROTOCOL: &str = "mqtt";
 /// Path prefix of the streaming endpoint.
 pub const BRIDGES_PREFIX: &str = "/bridges/";
@@ -41,10 +43,15 @@ pub const STREAM_REQUEST_FILTER: &str = "$iothub/streams/POST/#";
 const STREAM_REQUEST_PREFIX: &str = "$iothub/streams/POST/";
 const STREAM_RESPONSE_PREFIX: &str = "$iothub/streams/res/";
 
+/// Stream request header: seconds both sides have to reach the streaming endpoint.
 pub const HEADER_CONNECT_TIMEOUT: &str = "iothub-streaming-connect-timeout-in-seconds";
+/// Stream request header: seconds the device has to answer.
 pub const HEADER_RESPONSE_TIMEOUT: &str = "iothub-streaming-response-timeout-in-seconds";
+/// Answer header: whether the device accepted (`True`/`False`).
 pub const HEADER_IS_ACCEPTED: &str = "iothub-streaming-is-accepted";
+/// Answer header: the stream's `wss://` URL.
 pub const HEADER_URL: &str = "iothub-streaming-url";
+/// Answer header: the service side's one-time stream token.
 pub const HEADER_AUTH_TOKEN: &str = "iothub-streaming-auth-token";
 
 /// Azure's default for both the connect and the response timeout.
@@ -56,20 +63,28 @@ pub const MAX_DATA_MESSAGE: usize = 64 * 1024;
 /// records and goes out in one system call. A 64 KiB message spilled its header's bytes
 /// into a fifth, tiny record that cost a second write, and a wake-up, at every TLS hop.
 pub const DATA_MESSAGE: usize = MAX_DATA_MESSAGE - 8;
-/// Status codes a device answers a stream request with.
+/// The status a device accepts a stream request with.
 pub const ACCEPT: u16 = 200;
+/// The device's "no" (any status but [`ACCEPT`] is one; this is the one sent).
 pub const REJECT: u16 = 400;
 
+/// Why an MQTT topic is not the stream request or response it should be.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TopicError {
+    /// Not under `$iothub/streams/POST/`.
     #[error("topic '{0}' is not a stream request")]
     NotStreamRequest(String),
+    /// Not under `$iothub/streams/res/`.
     #[error("topic '{0}' is not a stream response")]
     NotStreamResponse(String),
+    /// A property the request needs is absent.
     #[error("stream request topic lacks {0}")]
     Missing(&'static str),
+    /// The stream name is not a valid one.
     #[error("stream request topic has a bad stream name")]
     BadName,
+    /// A property does not decode.
     #[error("stream request topic has a property that is not percent-encoded UTF-8")]
     BadEncoding,
 }
@@ -77,9 +92,13 @@ pub enum TopicError {
 /// A stream request as a device receives it over MQTT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRequest {
+    /// The stream name the service asked for.
     pub name: String,
+    /// The request id the answer must carry.
     pub rid: String,
+    /// The stream's `wss://` URL on the streaming endpoint.
     pub url: String,
+    /// The device side's one-time stream token.
     pub auth: Secret,
     /// The hub takes a reason with a rejection ([`REASON_PROPERTY`]).
     pub wants_reason: bool,

@@ -92,6 +92,7 @@ enum EofSent {
 }
 
 impl<S> WsStream<S> {
+    /// A byte stream over `inner`, without half-close (Azure's way: `shutdown` closes it).
     pub fn new(inner: WebSocketStream<S>) -> Self {
         WsStream {
             inner,
@@ -132,6 +133,7 @@ impl<S> WsStream<S> {
         }
     }
 
+    /// Whether half-close is on: end-of-file travels on its own, as with TCP.
     pub fn half_close(&self) -> bool {
         self.half_close
     }

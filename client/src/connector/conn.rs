@@ -19,9 +19,9 @@ pub type ClientTls = TlsStream<Transport>;
 /// ([`crate::websocket::dial`]), or a spare ([`super::spare`]). It takes a TCP connect
 /// and a TLS handshake off a stream's set-up.
 pub struct Reusable {
-    pub host: String,
-    pub port: u16,
-    pub tls: ClientTls,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: ClientTls,
 }
 
 impl Reusable {

@@ -14,9 +14,13 @@ use std::time::Duration;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
+/// Idle time before the first probe.
 pub const IDLE: Duration = Duration::from_secs(60);
+/// Time between probes.
 pub const INTERVAL: Duration = Duration::from_secs(15);
+/// Unanswered probes before the connection is declared dead.
 pub const PROBES: u32 = 4;
+/// Longest time sent data may stay unacknowledged (`TCP_USER_TIMEOUT`, Linux).
 pub const USER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Turns keepalive on for `tcp`; a socket that refuses it still works without it.

@@ -27,23 +27,59 @@ use proxy::{HttpProxy, ProxyError, ProxySettings};
 use resolve::Resolver;
 use spare::{Spares, SPARE_TTL};
 
+/// Why a connection to the hub could not be made. `addr` is the `host:port` dialed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
+    /// The TCP connect failed (or name resolution did).
     #[error("cannot connect to {addr}: {cause}")]
-    Connect { addr: String, cause: io::Error },
+    Connect {
+        /// Where to.
+        addr: String,
+        /// The I/O error.
+        cause: io::Error,
+    },
+    /// The TCP connect (through the proxy, if any) took longer than the connector's timeout.
     #[error("connecting to {addr} timed out after {after:?}")]
-    ConnectTimeout { addr: String, after: Duration },
+    ConnectTimeout {
+        /// Where to.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The host is not a name TLS can verify a certificate for.
     #[error("'{0}' is not a valid TLS server name")]
     ServerName(String),
+    /// The TLS handshake failed: most often the hub's certificate chains to no trusted CA.
     #[error("TLS handshake with {addr} failed: {cause}{}", ca_hint(.cause))]
-    Handshake { addr: String, cause: io::Error },
+    Handshake {
+        /// Where to.
+        addr: String,
+        /// The I/O error (wrapping rustls's).
+        cause: io::Error,
+    },
+    /// The TLS handshake took longer than the connector's timeout.
     #[error("TLS handshake with {addr} timed out after {after:?}")]
-    HandshakeTimeout { addr: String, after: Duration },
+    HandshakeTimeout {
+        /// Where to.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The HTTP proxy would not tunnel to the hub.
     #[error("cannot reach {addr} through the proxy: {cause}")]
-    Proxy { addr: String, cause: ProxyError },
+    Proxy {
+        /// Where to.
+        addr: String,
+        /// What the proxy did.
+        cause: ProxyError,
+    },
+    /// `HTTPS_PROXY` in the environment is not usable, so no dial is tried.
     #[error("cannot connect to {addr}: {cause}")]
     ProxySettings {
+        /// Where to.
         addr: String,
+        /// What is wrong with the setting.
         cause: Arc<ProxyError>,
     },
 }
@@ -78,7 +114,8 @@ fn ca_hint(cause: &io::Error) -> &'static str {
 #[derive(Clone)]
 pub struct Connector {
     connector: TlsConnector,
-    pub timeout: Duration,
+    /// Crate-visible as a field: the control channel bounds its own steps by it.
+    pub(crate) timeout: Duration,
     /// A bad `HTTPS_PROXY` fails each dial with its reason rather than being ignored.
     proxy: Result<Arc<ProxySettings>, Arc<ProxyError>>,
     resolver: Resolver,
@@ -96,6 +133,12 @@ impl Connector {
             resolver: Resolver::default(),
             spares: None,
         }
+    }
+
+    /// The time allowed for each step of a dial (TCP connect, TLS handshake, WebSocket
+    /// upgrade).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The same connector with explicit proxy settings instead of the environment's.
@@ -152,6 +195,8 @@ impl Connector {
         });
     }
 
+    /// A new TLS connection to `host:port` (through the proxy, if one applies), each step
+    /// within the connector's timeout.
     pub async fn connect(&self, host: &str, port: u16) -> Result<ClientTls, DialError> {
         let addr = format!("{host}:{port}");
         let proxy = match &self.proxy {

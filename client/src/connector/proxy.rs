@@ -23,8 +23,8 @@ const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 /// An HTTP proxy to tunnel through.
 #[derive(Clone)]
 pub struct HttpProxy {
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `Basic <base64(user:password)>`, from the URL's userinfo.
     authorization: Option<Secret>,
 }
@@ -42,27 +42,58 @@ impl fmt::Display for HttpProxy {
     }
 }
 
+/// Why a proxy could not be used. Proxies are named by `host:port` only: a URL may hold a
+/// password.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
-    /// The URL is not echoed: it may hold a password.
+    /// The proxy URL cannot be used. The URL is not echoed: it may hold a password.
     #[error("{var} is not an http://[user:password@]host[:port] URL ({why})")]
     BadUrl {
+        /// Where the URL came from (e.g. `HTTPS_PROXY`).
         var: &'static str,
+        /// What is wrong with it.
         why: &'static str,
     },
+    /// Talking to the proxy failed.
     #[error("proxy {proxy}: {cause}")]
-    Io { proxy: String, cause: io::Error },
+    Io {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// The I/O error.
+        cause: io::Error,
+    },
+    /// The proxy answered CONNECT with an error status.
     #[error("proxy {proxy} refused the tunnel to {target}: {status}")]
     Refused {
+        /// The proxy's `host:port`.
         proxy: String,
+        /// The `host:port` the tunnel was for.
         target: String,
+        /// The proxy's status line (e.g. `403 Forbidden`).
         status: String,
     },
+    /// The proxy's answer to CONNECT was not HTTP.
     #[error("proxy {proxy} sent a malformed answer to CONNECT {target}")]
-    Malformed { proxy: String, target: String },
+    Malformed {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// The `host:port` the tunnel was for.
+        target: String,
+    },
 }
 
 impl HttpProxy {
+    /// The proxy's host name or address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Parses `http://[user:password@]host[:port]` (port 1080 if absent, as curl does).
     pub fn parse(url: &str, var: &'static str) -> Result<HttpProxy, ProxyError> {
         let bad = |why| ProxyError::BadUrl { var, why };
@@ -195,15 +226,45 @@ fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-/// Which hosts go through which proxy: the environment's `HTTPS_PROXY` and `NO_PROXY`.
+/// Which hosts go through which proxy: the environment's `HTTPS_PROXY` and `NO_PROXY`
+/// ([`ProxySettings::from_env`]), or set in code. `Default` is no proxy at all.
+///
+/// ```
+/// use device_streams::connector::proxy::{HttpProxy, ProxySettings};
+///
+/// let proxy = HttpProxy::parse("http://proxy.example:3128", "--proxy").unwrap();
+/// let settings = ProxySettings::via(proxy).bypass("localhost,.internal");
+/// assert!(settings.for_host("hub.example").is_some());
+/// assert!(settings.for_host("hub.internal").is_none());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ProxySettings {
-    pub proxy: Option<HttpProxy>,
+    proxy: Option<HttpProxy>,
     /// `NO_PROXY` entries, lower-cased, without leading dots; `*` bypasses every host.
-    pub no_proxy: Vec<String>,
+    no_proxy: Vec<String>,
 }
 
 impl ProxySettings {
+    /// Every host through `proxy` (until [`ProxySettings::bypass`] says otherwise).
+    pub fn via(proxy: HttpProxy) -> ProxySettings {
+        ProxySettings {
+            proxy: Some(proxy),
+            no_proxy: Vec::new(),
+        }
+    }
+
+    /// The same settings, reaching the hosts in `no_proxy` directly: a `NO_PROXY`-style
+    /// comma-separated list (`host`, `.domain`, `*` for every host), replacing any before.
+    pub fn bypass(mut self, no_proxy: &str) -> ProxySettings {
+        self.no_proxy = parse_no_proxy(no_proxy);
+        self
+    }
+
+    /// The proxy, if any.
+    pub fn proxy(&self) -> Option<&HttpProxy> {
+        self.proxy.as_ref()
+    }
+
     /// From `https_proxy`/`HTTPS_PROXY` and `no_proxy`/`NO_PROXY` (lower case first, as curl).
     pub fn from_env() -> Result<ProxySettings, ProxyError> {
         let var = |names: [&'static str; 2]| {

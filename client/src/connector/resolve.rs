@@ -23,6 +23,7 @@ const MAX_NAMES: usize = 64;
 
 type Entries = HashMap<(String, u16), (Vec<SocketAddr>, Instant)>;
 
+/// A cache of resolved addresses, shared by a connector's clones.
 #[derive(Clone, Default)]
 pub struct Resolver {
     cache: Arc<Mutex<Entries>>,

@@ -33,6 +33,7 @@ struct Spare {
     dialed: Instant,
 }
 
+/// At most one spare TLS connection, shared by a connector's clones.
 #[derive(Clone, Default)]
 pub struct Spares {
     slot: Arc<Mutex<Option<Spare>>>,
@@ -72,10 +73,12 @@ impl Spares {
         }
     }
 
+    /// How many spares have been taken so far.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Whether a spare is kept now (fresh or not).
     pub fn is_ready(&self) -> bool {
         self.lock().is_some()
     }

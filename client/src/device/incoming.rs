@@ -35,10 +35,21 @@ pub(crate) struct Answer {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcceptError {
+    /// The client shut down (or its control loop ended) before the answer could be sent.
     #[error("stream '{name}': the control channel to the hub is gone, so the answer was not sent")]
-    ControlChannelGone { name: String },
+    ControlChannelGone {
+        /// The stream's name.
+        name: String,
+    },
+    /// The hub was told yes, but the stream's WebSocket could not be opened (e.g. the
+    /// service gave up and the hub closed the stream's connect window).
     #[error("stream '{name}' accepted but its WebSocket failed: {cause}")]
-    WebSocket { name: String, cause: WsError },
+    WebSocket {
+        /// The stream's name.
+        name: String,
+        /// What failed.
+        cause: WsError,
+    },
 }
 
 /// A stream request from the hub, waiting for the program's answer.
@@ -80,7 +91,46 @@ impl IncomingStream {
         &self.request.rid
     }
 
-    /// Accepts the request and opens the stream's WebSocket with its one-time token.
+    /// The requesting hub's streaming endpoint for this stream (a `wss://` URL; the
+    /// one-time token travels apart from it and is never shown).
+    pub fn url(&self) -> &str {
+        &self.request.url
+    }
+
+    /// Whether the hub passes a rejection's reason on to the service (ours does; Azure's
+    /// does not).
+    pub fn reason_reaches_service(&self) -> bool {
+        self.request.wants_reason
+    }
+
+    /// Accepts the request and opens the stream's WebSocket with its one-time token. The
+    /// [`Stream`] is `AsyncRead + AsyncWrite`: what the service writes arrives here, and
+    /// `shutdown` ends the stream (or only the device's half, where the hub agreed to
+    /// half-close).
+    ///
+    /// Not run here (it needs a service to ask: the [crate-level example](crate) runs a
+    /// full round trip). A device serving a local TCP service, as the device proxy does:
+    ///
+    /// ```no_run
+    /// use device_streams::{splice::splice, IncomingStream};
+    /// use std::time::Duration;
+    ///
+    /// # async fn serve(request: IncomingStream) -> anyhow::Result<()> {
+    /// let target = match tokio::net::TcpStream::connect("127.0.0.1:22").await {
+    ///     Ok(tcp) => tcp,
+    ///     Err(e) => {
+    ///         request.reject(&format!("ssh is down: {e}")).await;
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// let stream = request.accept().await?;
+    /// let half_close = stream.half_close();
+    /// match splice(target, stream, Duration::from_secs(5), half_close).await {
+    ///     Ok(moved) => println!("{} bytes in, {} out", moved.stream_to_local, moved.local_to_stream),
+    ///     Err((e, _moved)) => eprintln!("stream failed: {e}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn accept(mut self) -> Result<Stream, AcceptError> {
         let name = self.request.name.clone();
         let answers = self.answers.take();
@@ -111,6 +161,20 @@ impl IncomingStream {
     /// when the hub supports it (ours does; Azure's does not), at most
     /// [`wire::MAX_REASON`] bytes of it: say nothing there the admin should not read. The
     /// program should log it too.
+    ///
+    /// ```no_run
+    /// # async fn serve(mut incoming: device_streams::device::Incoming) {
+    /// while let Some(request) = incoming.next().await {
+    ///     if request.name() != "ssh" {
+    ///         let reason = format!("no target is mapped for stream '{}'", request.name());
+    ///         eprintln!("{reason}");
+    ///         request.reject(&reason).await;
+    ///         continue;
+    ///     }
+    ///     // ... accept it
+    /// }
+    /// # }
+    /// ```
     pub async fn reject(mut self, reason: &str) {
         if let Some(tx) = self.answers.take() {
             let _ = tx.send(self.answer(REJECT, Some(reason))).await;

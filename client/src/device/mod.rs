@@ -7,7 +7,7 @@
 //! rejects. Requests are decided by name only: the program, not the hub, chooses what a
 //! name reaches.
 //!
-//! Layout: [`control`] (the session loop), [`incoming`] (one request and its answer).
+//! Layout: `control` (the session loop), `incoming` (one request and its answer).
 
 mod control;
 mod incoming;
@@ -119,6 +119,28 @@ pub struct DeviceClientBuilder {
 
 impl DeviceClient {
     /// A client for the device (and hub) a connection string names.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use device_streams::DeviceClient;
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let hub = e2e::System::start().await; // a hub in-process, for its CA file
+    /// # let secret = hub.add_device("dev1").to_secret_string();
+    /// # let (connection_string, ca_file) = (secret.expose(), hub.ca_file());
+    /// // "HostName=hub.example.com;DeviceId=dev1;SharedAccessKey=..."
+    /// let client = DeviceClient::builder(connection_string.parse()?)
+    ///     .ca_file(ca_file) // a self-hosted hub's CA; leave out for Azure
+    ///     .token_ttl(Duration::from_secs(3600)) // renewed at 80%
+    ///     .max_backoff(Duration::from_secs(30))
+    ///     .build()?;
+    /// assert_eq!(client.device_id(), "dev1");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// An `HTTPS_PROXY` (and `NO_PROXY`) in the environment is used for every connection
+    /// to the hub; [`DeviceClientBuilder::connector`] with
+    /// [`Connector::with_proxy`](crate::Connector::with_proxy) sets one in code.
     pub fn builder(connection: DeviceConnectionString) -> DeviceClientBuilder {
         DeviceClientBuilder {
             connection,
@@ -144,7 +166,30 @@ impl DeviceClient {
     }
 
     /// Starts the control channel; it runs until `shutdown` is cancelled. Stream requests
-    /// arrive through the returned [`Incoming`].
+    /// arrive through the returned [`Incoming`]. Must be called within a Tokio runtime.
+    ///
+    /// ```
+    /// use device_streams::{device::Status, DeviceClient};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let hub = e2e::System::start().await;
+    /// # let (connection_string, ca_file) = (hub.add_device("dev1"), hub.ca_file());
+    /// # let client = DeviceClient::builder(connection_string).ca_file(ca_file).build()?;
+    /// let shutdown = CancellationToken::new();
+    /// let mut incoming = client.start(shutdown.clone());
+    /// // Connected, authenticated and subscribed: services can reach the device now.
+    /// incoming.status().wait_for(|s| *s == Status::Connected).await?;
+    /// # let serve = async {
+    /// while let Some(request) = incoming.next().await {
+    ///     // accept or reject it (see IncomingStream)
+    /// #   drop(request);
+    /// }
+    /// # };
+    /// # shutdown.cancel();
+    /// # serve.await;
+    /// # Ok(()) }
+    /// ```
     pub fn start(self, shutdown: CancellationToken) -> Incoming {
         let (requests, rx) = mpsc::channel(QUEUE);
         let (answers_tx, answers_rx) = mpsc::channel(256);

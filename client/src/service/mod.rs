@@ -5,7 +5,7 @@
 //! asks the hub (Azure's `POST /twins/{device}/streams/{name}`), waits for the device to
 //! accept, and opens the stream's WebSocket with the one-time token the hub hands back.
 //!
-//! Layout: [`request`] (the REST call and its errors).
+//! Layout: `request` (the REST call and its errors).
 
 mod request;
 
@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 
 use device_streams_protocol::connection_string::ServiceConnectionString;
 
-pub use request::{Granted, StreamError};
+pub use request::{Granted, StreamError, StreamErrorKind};
 
 use crate::{
     connector::{tls::client_config, Connector, Reusable},
@@ -49,10 +49,12 @@ impl Route {
         }
     }
 
+    /// The device the stream goes to.
     pub fn device_id(&self) -> &str {
         &self.device_id
     }
 
+    /// The stream name the device program decides by.
     pub fn stream_name(&self) -> &str {
         &self.stream_name
     }
@@ -82,6 +84,24 @@ pub struct ServiceClientBuilder {
 
 impl ServiceClient {
     /// A client for the hub (and policy) a service connection string names.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use device_streams::ServiceClient;
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let hub = e2e::System::start().await; // a hub in-process, for its CA file
+    /// # let secret = hub.service_connection().to_secret_string();
+    /// # let (connection_string, ca_file) = (secret.expose(), hub.ca_file());
+    /// // "HostName=hub.example.com;SharedAccessKeyName=service;SharedAccessKey=..."
+    /// let client = ServiceClient::builder(connection_string.parse()?)
+    ///     .ca_file(ca_file) // a self-hosted hub's CA; leave out for Azure
+    ///     .timeout(Duration::from_secs(5))
+    ///     .response_timeout(Duration::from_secs(20))
+    ///     .build()?;
+    /// println!("streams go through {}", client.hub());
+    /// # Ok(()) }
+    /// ```
     pub fn builder(connection: ServiceConnectionString) -> ServiceClientBuilder {
         ServiceClientBuilder {
             connection,
@@ -110,7 +130,29 @@ impl ServiceClient {
         Ok(request::request(self, route).await?.0)
     }
 
-    /// Opens a stream along `route`: the byte stream to the device's target.
+    /// Opens a stream along `route`: asks the hub, waits for the device to accept, and
+    /// opens the stream's WebSocket. The [`Stream`] is `AsyncRead + AsyncWrite`; `flush`
+    /// sends what was written, `shutdown` ends the stream (or only our half, where the
+    /// hub agreed to half-close).
+    ///
+    /// Not run here (it needs a device to answer: the [crate-level example](crate) runs a
+    /// full round trip); how a program tells the causes of failure apart:
+    ///
+    /// ```no_run
+    /// use device_streams::{Route, ServiceClient, StreamError, StreamErrorKind};
+    ///
+    /// # async fn example(client: ServiceClient) -> anyhow::Result<()> {
+    /// match client.open(&Route::new("dev1", "ssh")).await {
+    ///     Ok(stream) => { /* read and write it */ }
+    ///     Err(StreamError::Rejected { reason, .. }) => {
+    ///         eprintln!("the device said no: {}", reason.as_deref().unwrap_or("no reason given"))
+    ///     }
+    ///     Err(e) if e.kind() == StreamErrorKind::Offline => eprintln!("dev1 is offline"),
+    ///     Err(e) if e.kind() == StreamErrorKind::Limited => eprintln!("try again later: {e}"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn open(&self, route: &Route) -> Result<Stream, StreamError> {
         let (granted, reuse) = request::request(self, route).await?;
         let elsewhere = |r: &Reusable| {

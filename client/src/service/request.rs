@@ -40,42 +40,192 @@ fn rejection(reason: &Option<String>) -> String {
     }
 }
 
+/// Why a stream could not be opened. Every variant names the device; match on
+/// [`StreamError::kind`] to act on the cause (retry later, tell the user the device is
+/// offline, ...) without depending on every variant.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
+    /// The hub could not be dialed (TCP, HTTP proxy or TLS).
     #[error("cannot reach the hub for device {device}: {cause}")]
-    Unreachable { device: String, cause: DialError },
+    Unreachable {
+        /// The device the stream was for.
+        device: String,
+        /// What failed while dialing.
+        cause: DialError,
+    },
+    /// The stream request failed at the HTTP level (the connection broke, a malformed answer).
     #[error("stream request for device {device} failed: {}", with_causes(.cause))]
-    Http { device: String, cause: hyper::Error },
+    Http {
+        /// The device the stream was for.
+        device: String,
+        /// hyper's error.
+        cause: hyper::Error,
+    },
+    /// No SAS token could be signed with the connection string's key.
     #[error("cannot sign a token for device {device}: {cause}")]
-    Sign { device: String, cause: SasError },
+    Sign {
+        /// The device the stream was for.
+        device: String,
+        /// Why signing failed.
+        cause: SasError,
+    },
+    /// The hub answered with an error status: the device is offline or unknown (404),
+    /// the policy is not authorised (401, 403), a limit is reached (429, 503), the device
+    /// did not answer in time (504). [`StreamError::kind`] sorts these out.
     #[error("hub refused the stream to device {device}: {status}: {message}")]
     Refused {
+        /// The device the stream was for.
         device: String,
+        /// The hub's HTTP status.
         status: StatusCode,
+        /// The hub's message (its JSON error's `message`, or the body).
         message: String,
     },
+    /// The device program rejected the stream.
     #[error("device {device} rejected stream '{name}'{}", rejection(.reason))]
     Rejected {
+        /// The device that rejected it.
         device: String,
+        /// The stream name asked for.
         name: String,
         /// The device's reason, as the hub passed it on; `None` from Azure.
         reason: Option<String>,
     },
+    /// The hub did not answer within the response timeout (plus the connect timeout).
     #[error("no answer from the hub about device {device} within {after:?}")]
-    Timeout { device: String, after: Duration },
+    Timeout {
+        /// The device the stream was for.
+        device: String,
+        /// How long the client waited.
+        after: Duration,
+    },
+    /// The hub accepted the stream but its answer lacked a header the stream needs.
     #[error("hub accepted the stream to device {device} but sent no {0} header", .missing)]
     Incomplete {
+        /// The device the stream was for.
         device: String,
+        /// The missing header.
         missing: &'static str,
     },
+    /// The device accepted, but the stream's WebSocket could not be opened.
     #[error("cannot open the stream to device {device}: {cause}")]
-    WebSocket { device: String, cause: WsError },
+    WebSocket {
+        /// The device the stream was for.
+        device: String,
+        /// What failed.
+        cause: WsError,
+    },
 }
 
-/// Where and how to connect the service side of an accepted stream.
+/// What a [`StreamError`] comes down to, for a program that acts on the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamErrorKind {
+    /// The device is not connected to the hub, or the hub does not know it.
+    Offline,
+    /// The device program said no ([`StreamError::Rejected`] holds its reason).
+    Rejected,
+    /// The hub does not accept the connection string's policy or key for this, or the
+    /// device is disabled.
+    Unauthorized,
+    /// A limit of the hub's is reached (streams per second, concurrent streams, load);
+    /// trying again later may work.
+    Limited,
+    /// Nobody answered in time: the hub, or the device through the hub.
+    TimedOut,
+    /// The hub could not be reached, or the connection to it failed.
+    Unreachable,
+    /// Anything else (a malformed request or answer).
+    Other,
+}
+
+impl StreamError {
+    /// The device the stream was for.
+    pub fn device(&self) -> &str {
+        match self {
+            StreamError::Unreachable { device, .. }
+            | StreamError::Http { device, .. }
+            | StreamError::Sign { device, .. }
+            | StreamError::Refused { device, .. }
+            | StreamError::Rejected { device, .. }
+            | StreamError::Timeout { device, .. }
+            | StreamError::Incomplete { device, .. }
+            | StreamError::WebSocket { device, .. } => device,
+        }
+    }
+
+    /// What the error comes down to: offline, rejected, unauthorised, limited, timed out...
+    ///
+    /// ```
+    /// use device_streams::{device::Status, DeviceClient, Route, ServiceClient};
+    /// use device_streams::{StreamError, StreamErrorKind};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let hub = e2e::System::start().await; // a real hub, in-process
+    /// # let (device_connection_string, service_connection_string, ca) =
+    /// #     (hub.add_device("dev1"), hub.service_connection(), hub.ca_file());
+    /// # let _never_connects = hub.add_device("dev2");
+    /// // A device that says no to everything, with a reason.
+    /// let shutdown = CancellationToken::new();
+    /// let device = DeviceClient::builder(device_connection_string).ca_file(&ca).build()?;
+    /// let mut incoming = device.start(shutdown.clone());
+    /// incoming.status().wait_for(|s| *s == Status::Connected).await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(request) = incoming.next().await {
+    ///         request.reject("under maintenance").await;
+    ///     }
+    /// });
+    ///
+    /// let service = ServiceClient::builder(service_connection_string).ca_file(&ca).build()?;
+    /// let Err(e) = service.open(&Route::new("dev1", "ssh")).await else { panic!("accepted") };
+    /// assert_eq!(e.kind(), StreamErrorKind::Rejected);
+    /// assert!(matches!(&e, StreamError::Rejected { reason: Some(r), .. } if r == "under maintenance"));
+    ///
+    /// // dev2 is registered but not connected.
+    /// let Err(e) = service.open(&Route::new("dev2", "ssh")).await else { panic!("accepted") };
+    /// assert_eq!((e.kind(), e.device()), (StreamErrorKind::Offline, "dev2"));
+    /// # shutdown.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub fn kind(&self) -> StreamErrorKind {
+        use StreamErrorKind as Kind;
+        match self {
+            StreamError::Rejected { .. } => Kind::Rejected,
+            StreamError::Timeout { .. } => Kind::TimedOut,
+            StreamError::Refused { status, .. } => match *status {
+                StatusCode::NOT_FOUND => Kind::Offline,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Kind::Unauthorized,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Kind::Limited,
+                StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Kind::TimedOut,
+                _ => Kind::Other,
+            },
+            StreamError::Unreachable { cause, .. } => match cause {
+                DialError::ConnectTimeout { .. } | DialError::HandshakeTimeout { .. } => {
+                    Kind::TimedOut
+                }
+                _ => Kind::Unreachable,
+            },
+            StreamError::Http { .. } => Kind::Unreachable,
+            StreamError::WebSocket { cause, .. } => match cause {
+                WsError::Timeout { .. } => Kind::TimedOut,
+                WsError::Refused { status: 401, .. } => Kind::Unauthorized,
+                WsError::Dial(_) | WsError::Handshake { .. } => Kind::Unreachable,
+                _ => Kind::Other,
+            },
+            StreamError::Sign { .. } | StreamError::Incomplete { .. } => Kind::Other,
+        }
+    }
+}
+
+/// Where and how to connect the service side of an accepted stream: what
+/// [`ServiceClient::request`] returns for a program that opens the WebSocket itself.
+#[non_exhaustive]
 pub struct Granted {
+    /// The stream's `wss://` URL on the streaming endpoint.
     pub url: String,
+    /// The one-time token that opens it (as `Authorization: Bearer`).
     pub token: Secret,
 }
 
