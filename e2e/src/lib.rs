@@ -12,6 +12,7 @@ pub mod fault;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod x509;
 pub mod xrdp;
 
 use std::{

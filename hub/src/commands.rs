@@ -13,12 +13,12 @@ use device_streams_protocol::{
 
 use crate::{
     activity, certs,
-    cli::{Command, DeviceCommand, PolicyCommand, StreamsCommand},
+    cli::{AuthType, CaCommand, Command, DeviceCommand, PolicyCommand, StreamsCommand},
     init::{self, DataDir},
     live::{self, DeviceState},
-    registry::{Device, Policy, Registry, Right},
-    registry_api::device_json,
-    Config, Limits,
+    registry::{Device, DeviceAuth, Policy, Registry, Right},
+    registry_api::{auth_json, device_json},
+    x509, Config, Limits,
 };
 
 /// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
@@ -38,6 +38,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         }
         Command::Device(cmd) => device(dir, cmd),
         Command::Policy(cmd) => policy(dir, cmd),
+        Command::Ca(cmd) => ca(dir, cmd),
         Command::Streams(cmd) => streams(dir, cmd),
         Command::ConnectionString { policy } => {
             let registry = dir.registry()?;
@@ -97,9 +98,14 @@ fn key(d: &Device, secondary: bool) -> &Secret {
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
     let host = dir.host(&registry)?;
-    let print_cs = |id: &str, key: &Secret| {
-        let cs = DeviceConnectionString::new(host.clone(), id, key.clone());
-        println!("{}", cs.to_secret_string().expose())
+    // An X.509 device's string names no key: its certificate is its credential.
+    let print_cs = |id: &str, key: &Secret| -> anyhow::Result<()> {
+        let cs = match registry.device_auth(id)?.is_x509() {
+            true => DeviceConnectionString::new_x509(host.clone(), id),
+            false => DeviceConnectionString::new(host.clone(), id, key.clone()),
+        };
+        println!("{}", cs.to_secret_string().expose());
+        Ok(())
     };
     let find = |id: &str| {
         registry
@@ -112,19 +118,44 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
             .unwrap_or_default())
     };
     match cmd {
-        DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
+        DeviceCommand::Add {
+            id,
+            auth,
+            thumbprint,
+            secondary_thumbprint,
+        } => {
+            let auth = match auth {
+                AuthType::Sas => DeviceAuth::Sas,
+                AuthType::X509Thumbprint => DeviceAuth::SelfSigned {
+                    primary: thumbprint,
+                    secondary: secondary_thumbprint,
+                },
+                AuthType::X509Ca => DeviceAuth::CertificateAuthority,
+            };
+            print_cs(&id, &registry.add_device_with_auth(&id, &auth)?.primary_key)?;
+        }
+        DeviceCommand::SetThumbprint {
+            id,
+            thumbprint,
+            secondary,
+            remove: _,
+        } => {
+            registry.set_thumbprint(&id, thumbprint.as_deref(), secondary)?;
+        }
         DeviceCommand::ConnectionString { id, secondary } => {
-            print_cs(&id, key(&find(&id)?, secondary));
+            print_cs(&id, key(&find(&id)?, secondary))?;
         }
         DeviceCommand::RotateKey { id, secondary } => {
-            print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary));
+            print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary))?;
         }
         DeviceCommand::List { json } => list_devices(&registry, json)?,
         DeviceCommand::Show { id, json: true } => {
-            println!("{}", device_view(&find(&id)?, &state(&id)?))
+            let auth = registry.device_auth(&id)?;
+            println!("{}", device_view(&find(&id)?, &state(&id)?, &auth))
         }
         DeviceCommand::Show { id, json: false } => {
-            print!("{}", device_text(&find(&id)?, &state(&id)?))
+            let auth = registry.device_auth(&id)?;
+            print!("{}", device_text(&find(&id)?, &state(&id)?, &auth))
         }
         DeviceCommand::Enable { id } => registry.set_enabled(&id, true)?,
         DeviceCommand::Disable { id } => registry.set_enabled(&id, false)?,
@@ -135,14 +166,11 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
 
 /// A device as the CLI shows it in JSON: Azure's shape ([`device_json`]) with the
 /// connection state the running hub published, and without the keys.
-fn device_view(d: &Device, state: &DeviceState) -> serde_json::Value {
+fn device_view(d: &Device, state: &DeviceState, auth: &DeviceAuth) -> serde_json::Value {
     let mut json = device_json(d, state.online_since.is_some(), state);
     if let Some(obj) = json.as_object_mut() {
-        // The type stays (a column for X.509 later); keys only through connection-string.
-        obj.insert(
-            "authentication".into(),
-            serde_json::json!({ "type": "sas" }),
-        );
+        // Keys only through connection-string; thumbprints are not secret.
+        obj.insert("authentication".into(), auth_json(auth, None));
         obj.insert("openStreams".into(), state.open_streams.into());
     }
     json
@@ -151,9 +179,14 @@ fn device_view(d: &Device, state: &DeviceState) -> serde_json::Value {
 fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
     let devices = registry.devices()?;
     let states = live::device_states(registry)?;
+    let auths = registry.device_auths()?;
     let state = |d: &Device| states.get(&d.id).copied().unwrap_or_default();
+    let auth = |d: &Device| auths.get(&d.id).cloned().unwrap_or_default();
     if json {
-        let list = devices.iter().map(|d| device_view(d, &state(d))).collect();
+        let list = devices
+            .iter()
+            .map(|d| device_view(d, &state(d), &auth(d)))
+            .collect();
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
@@ -167,7 +200,7 @@ fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
             online(&s).into(),
             last_seen(d, &s),
             s.open_streams.to_string(),
-            "sas".into(),
+            auth(d).kind().into(),
         ]);
     }
     print!("{}", table(&rows));
@@ -199,7 +232,7 @@ fn last_seen(d: &Device, s: &DeviceState) -> String {
 }
 
 /// One device for people: aligned `key: value` lines.
-fn device_text(d: &Device, s: &DeviceState) -> String {
+fn device_text(d: &Device, s: &DeviceState, auth: &DeviceAuth) -> String {
     let ago = |at: u64| {
         let elapsed =
             Duration::from_secs(device_streams_protocol::sas::unix_now().saturating_sub(at));
@@ -219,7 +252,7 @@ fn device_text(d: &Device, s: &DeviceState) -> String {
         ("connection", connection),
         ("last seen", seen),
         ("open streams", s.open_streams.to_string()),
-        ("authentication", "sas".into()),
+        ("authentication", auth_text(auth)),
         ("created", unix_time(d.created_at)),
         (
             "last connected",
@@ -231,6 +264,67 @@ fn device_text(d: &Device, s: &DeviceState) -> String {
         .iter()
         .map(|(k, v)| format!("{:width$} {v}\n", format!("{k}:")))
         .collect()
+}
+
+/// The authentication type, with a thumbprint device's thumbprints.
+fn auth_text(auth: &DeviceAuth) -> String {
+    match auth {
+        DeviceAuth::SelfSigned { primary, secondary } => {
+            let t = |t: &Option<String>| t.clone().unwrap_or_else(|| "none".into());
+            format!(
+                "selfSigned (primary thumbprint {}, secondary {})",
+                t(primary),
+                t(secondary)
+            )
+        }
+        other => other.kind().into(),
+    }
+}
+
+/// `stream-hub ca ...`.
+fn ca(dir: &DataDir, cmd: CaCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    match cmd {
+        CaCommand::Add { name, cert } => {
+            let der = device_streams_protocol::tls::load_certs(&cert)?.remove(0);
+            x509::check_ca(&der).map_err(|e| {
+                anyhow::anyhow!("{} is not a usable CA certificate: {e}", cert.display())
+            })?;
+            let ca = registry.add_ca(&name, &der)?;
+            println!(
+                "CA '{}' registered (SHA-256 thumbprint {})",
+                escape(&ca.name, false),
+                x509::thumbprints(&ca.der).1
+            );
+        }
+        CaCommand::List { json } => {
+            let cas = registry.cas()?;
+            if json {
+                let list = cas.iter().map(|ca| {
+                    serde_json::json!({
+                        "name": ca.name,
+                        "thumbprint": x509::thumbprints(&ca.der).1,
+                        "addedAt": ca.added_at,
+                    })
+                });
+                println!("{}", serde_json::Value::Array(list.collect()));
+                return Ok(());
+            }
+            let mut rows = vec![["CA", "SHA-256 THUMBPRINT", "ADDED"]
+                .map(String::from)
+                .to_vec()];
+            for ca in &cas {
+                rows.push(vec![
+                    escape(&ca.name, true),
+                    x509::thumbprints(&ca.der).1,
+                    unix_time(ca.added_at),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+        CaCommand::Delete { name } => registry.delete_ca(&name)?,
+    }
+    Ok(())
 }
 
 fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
@@ -502,7 +596,7 @@ mod tests {
             created_at: 0,
             last_connected_at: None,
         };
-        let text = device_text(&device, &DeviceState::default());
+        let text = device_text(&device, &DeviceState::default(), &DeviceAuth::Sas);
         assert!(text.starts_with("device id:      x\\x1b[2J\n"), "{text}");
         assert!(text.contains("\nlast seen:      never\n"), "{text}");
         assert!(text.contains("\nstatus:         disabled\n"), "{text}");
@@ -512,7 +606,7 @@ mod tests {
             last_seen: Some(0),
             open_streams: 2,
         };
-        let text = device_text(&device, &online);
+        let text = device_text(&device, &online, &DeviceAuth::Sas);
         assert!(text.contains("\nlast seen:      connected now\n"), "{text}");
         assert!(
             text.contains("\nconnection:     online since 1970-01-01T00:00:00Z ("),

@@ -4,8 +4,9 @@
 //! goes; [`crate::server`] accepts it). Both run the one [`session`]: the same
 //! authentication, limits and session loop, whatever carries the bytes.
 //!
-//! The first packet must be a CONNECT whose password is the device's SAS token, within
-//! the first-message timeout. After that the hub publishes stream requests to the device
+//! The first packet must be a CONNECT, within the first-message timeout, whose password is
+//! the device's SAS token, or, for an X.509 device, whose TLS connection presented the
+//! device's certificate ([`crate::x509`]). After that the hub publishes stream requests to the device
 //! and takes its answers (`$iothub/streams/res/<status>/?$rid=<rid>`). A device may only
 //! subscribe to the streams topics and only publish stream answers; anything else is
 //! refused or ignored, and a malformed packet ends the session.
@@ -18,6 +19,7 @@ use device_streams_protocol::{
     mqtt::MqttIo,
     sas::unix_now,
     wire::{self, MQTT_WS_SUBPROTOCOL},
+    Secret,
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -28,6 +30,7 @@ use rumqttc::mqttbytes::{
     },
     QoS,
 };
+use rustls::pki_types::UnixTime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::mpsc,
@@ -40,7 +43,9 @@ use crate::{
     auth::{self, AuthError, DeviceLogin},
     http::{accept_upgrade, upgraded, Body},
     metrics::AuthKind,
+    registry::{DeviceAuth, RegistryError},
     sessions::Outgoing,
+    x509::{self, PeerCerts},
     Hub,
 };
 
@@ -53,6 +58,11 @@ const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let certs = req
+        .extensions()
+        .get::<PeerCerts>()
+        .cloned()
+        .unwrap_or_default();
     let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
         Ok(accepted) => accepted,
         Err(bad) => return bad.response(),
@@ -64,7 +74,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
             let result = async {
                 let ws = upgraded(on_upgrade, hub.config.limits.max_message).await;
                 let ws = ws.context("WebSocket upgrade failed")?;
-                session(hub, WsStream::new(ws)).await
+                session(hub, WsStream::new(ws), certs).await
             };
             if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
@@ -75,9 +85,14 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     resp
 }
 
-/// A device's control session on `carrier`, from its first packet to its end. Run it in
-/// a span with an empty `device` field: the session fills it in from CONNECT.
-pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()> {
+/// A device's control session on `carrier`, from its first packet to its end; `certs` is
+/// what the TLS connection under it presented. Run it in a span with an empty `device`
+/// field: the session fills it in from CONNECT.
+pub async fn session<S: Carrier>(
+    hub: Arc<Hub>,
+    carrier: S,
+    certs: PeerCerts,
+) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.config.limits.max_mqtt_packet);
     let first = tokio::select! {
         // Nothing is registered yet, so nothing needs the grace period.
@@ -94,8 +109,8 @@ pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()
     };
     let device = connect.client_id.clone();
     tracing::Span::current().record("device", device.as_str());
-    let login = match authenticate(&hub, &connect).and_then(|l| room_for(&hub, &device).map(|()| l))
-    {
+    let login = authenticate(&hub, &connect, &certs);
+    let login = match login.and_then(|l| room_for(&hub, &device).map(|()| l)) {
         Ok(login) => login,
         Err((code, why)) => {
             let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
@@ -105,9 +120,13 @@ pub async fn session<S: Carrier>(hub: Arc<Hub>, carrier: S) -> anyhow::Result<()
     };
     // The session lasts no longer than the token that opened it: past `se` the device
     // must sign a new one (our device proxy reconnects at 80% of its token's life).
-    let token_left = Duration::from_secs(login.expiry.saturating_sub(unix_now()));
-    let expires = Instant::now().checked_add(token_left);
-    let registration = hub.sessions.register(&device, login.key, &hub.shutdown);
+    let expires = login.expiry.and_then(|expiry| {
+        let token_left = Duration::from_secs(expiry.saturating_sub(unix_now()));
+        Instant::now().checked_add(token_left)
+    });
+    let registration = hub
+        .sessions
+        .register(&device, login.credential, &hub.shutdown);
     if let Err(e) = hub.registry.touch_device(&device) {
         tracing::warn!("could not record the connection time: {e}");
     }
@@ -151,7 +170,18 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
     Ok(())
 }
 
-fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectReturnCode, String)> {
+/// What CONNECT proved: the credential the session is held to (a SAS key, or an X.509
+/// [`x509::Proof`]'s), and when a SAS session's token expires.
+struct Login {
+    credential: Secret,
+    expiry: Option<u64>,
+}
+
+fn authenticate(
+    hub: &Hub,
+    connect: &Connect,
+    certs: &PeerCerts,
+) -> Result<Login, (ConnectReturnCode, String)> {
     let device = &connect.client_id;
     if !wire::valid_device_id(device) {
         return Err((
@@ -167,9 +197,15 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectRet
         let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
+    let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
+    let kind = hub.registry.device_auth(device).map_err(unavailable)?;
+    if kind.is_x509() {
+        return x509_login(hub, device, &kind, certs);
+    }
     let max_lifetime = hub.config.limits.max_token_lifetime;
     let names = &hub.config.names;
-    auth::device(&hub.registry, names, max_lifetime, device, &login.password).map_err(|e| {
+    let login = auth::device(&hub.registry, names, max_lifetime, device, &login.password);
+    let login: DeviceLogin = login.map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {
             AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
@@ -179,7 +215,58 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectRet
             _ => ConnectReturnCode::BadUserNamePassword,
         };
         (code, e.to_string())
+    })?;
+    Ok(Login {
+        credential: login.key,
+        expiry: Some(login.expiry),
     })
+}
+
+/// An X.509 device: enabled, and its TLS client certificate checked against its
+/// registration (the CONNECT password is not looked at: Azure's X.509 devices send none).
+fn x509_login(
+    hub: &Hub,
+    device: &str,
+    kind: &DeviceAuth,
+    certs: &PeerCerts,
+) -> Result<Login, (ConnectReturnCode, String)> {
+    let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
+    let refuse = |code, why: String| {
+        hub.metrics.auth_failure(AuthKind::Device);
+        Err((code, why))
+    };
+    match hub.registry.device(device).map_err(unavailable)? {
+        None => {
+            return refuse(
+                ConnectReturnCode::NotAuthorized,
+                format!("device '{device}' is not registered"),
+            )
+        }
+        Some(d) if !d.enabled => {
+            return refuse(
+                ConnectReturnCode::NotAuthorized,
+                format!("device '{device}' is disabled"),
+            )
+        }
+        Some(_) => {}
+    }
+    let cas = match kind {
+        DeviceAuth::CertificateAuthority => hub.registry.cas().map_err(unavailable)?,
+        _ => Vec::new(),
+    };
+    match x509::check(&certs.0, device, kind, &cas, UnixTime::now()) {
+        Ok(proof) => {
+            tracing::debug!(?proof, "X.509 certificate accepted");
+            Ok(Login {
+                credential: Secret::new(proof.credential()),
+                expiry: None,
+            })
+        }
+        Err(e) => refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            format!("X.509 ({}): {e}", kind.kind()),
+        ),
+    }
 }
 
 async fn write<S: Carrier>(io: &mut MqttIo<S>, packet: Packet) -> anyhow::Result<()> {

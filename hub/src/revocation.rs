@@ -8,7 +8,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::Hub;
+use device_streams_protocol::Secret;
+
+use crate::{
+    registry::{Device, DeviceAuth, RegistryError},
+    x509::Proof,
+    Hub,
+};
 
 /// How often the hub checks whether another process changed the registry.
 const POLL: Duration = Duration::from_millis(250);
@@ -23,9 +29,16 @@ pub fn enforce(hub: &Hub) {
     for id in devices {
         let allowed = match hub.registry.device(&id) {
             Ok(Some(device)) if device.enabled => {
-                let keys = [&device.primary_key, &device.secondary_key];
-                if hub.sessions.disconnect_unless_key(&id, &keys) {
-                    tracing::info!(device = %id, "control connection cut: the key it signed in with was rotated");
+                let credentials = match credentials(hub, &device) {
+                    Ok(credentials) => credentials,
+                    Err(e) => {
+                        tracing::warn!("cannot check device '{id}' against the registry: {e}");
+                        continue;
+                    }
+                };
+                let credentials: Vec<_> = credentials.iter().collect();
+                if hub.sessions.disconnect_unless_key(&id, &credentials) {
+                    tracing::info!(device = %id, "control connection cut: the key, certificate thumbprint or CA it signed in with was replaced or removed");
                 }
                 true
             }
@@ -41,6 +54,31 @@ pub fn enforce(hub: &Hub) {
             tracing::info!(device = %id, control_connection_cut = cut, "device revoked: disabled or deleted");
         }
     }
+}
+
+/// What a session of `device` may still hold: its keys, or the credentials of the X.509
+/// proofs it could make now ([`Proof::credential`]).
+fn credentials(hub: &Hub, device: &Device) -> Result<Vec<Secret>, RegistryError> {
+    let proofs = match hub.registry.device_auth(&device.id)? {
+        DeviceAuth::Sas => {
+            return Ok(vec![
+                device.primary_key.clone(),
+                device.secondary_key.clone(),
+            ])
+        }
+        DeviceAuth::SelfSigned { primary, secondary } => [primary, secondary]
+            .into_iter()
+            .flatten()
+            .map(Proof::Thumbprint)
+            .collect(),
+        DeviceAuth::CertificateAuthority => hub
+            .registry
+            .cas()?
+            .into_iter()
+            .map(|ca| Proof::Ca(ca.name))
+            .collect::<Vec<_>>(),
+    };
+    Ok(proofs.iter().map(|p| Secret::new(p.credential())).collect())
 }
 
 /// Watches the registry for changes made by other processes (SQLite's `data_version`).

@@ -27,6 +27,7 @@ use crate::{
     http::{error, Body, ConnPermit},
     mqtt, registry_api, revocation,
     stream::{endpoint, request},
+    x509::PeerCerts,
     Hub,
 };
 
@@ -146,7 +147,8 @@ async fn handshake(
 async fn serve_mqtt(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, permit: ConnPermit) {
     match handshake(&hub, &acceptor, tcp).await {
         Ok(tls) => {
-            if let Err(e) = mqtt::session(hub, tls).await {
+            let peer = PeerCerts::of(tls.get_ref().1);
+            if let Err(e) = mqtt::session(hub, tls, peer).await {
                 tracing::warn!("control session ended: {e:#}");
             }
         }
@@ -164,6 +166,8 @@ async fn serve_connection(
 ) -> anyhow::Result<()> {
     let limits = &hub.config.limits;
     let tls = handshake(&hub, &acceptor, tcp).await?;
+    // For a control session over WebSocket on this connection (an X.509 device's proof).
+    let peer_certs = PeerCerts::of(tls.get_ref().1);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -172,6 +176,7 @@ async fn serve_connection(
     let route_hub = hub.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(permit.clone());
+        req.extensions_mut().insert(peer_certs.clone());
         route(route_hub.clone(), peer, req)
     });
     let conn = builder
