@@ -59,6 +59,10 @@ pub enum Command {
     /// Manage shared access policies (the credentials of services and admin tools).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage module identities: a device's named sub-identities, each with its own keys,
+    /// connecting and taking streams on their own.
+    #[command(subcommand)]
+    Module(ModuleCommand),
     /// Manage the CAs whose certificates x509-ca devices may present.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -182,6 +186,38 @@ pub enum StreamsCommand {
     },
     /// End a stream: the hub closes both sides; its activity record says "closed by an admin".
     Close { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Add a module to a registered device and print its connection string (`…;ModuleId=…`).
+    Add { device: String, module: String },
+    /// List a device's modules: status, online or offline, last seen.
+    List {
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a module's connection string (primary key, or --secondary).
+    ConnectionString {
+        device: String,
+        module: String,
+        #[arg(long)]
+        secondary: bool,
+    },
+    /// Replace a module's primary key (or --secondary) and print the new connection string.
+    RotateKey {
+        device: String,
+        module: String,
+        #[arg(long)]
+        secondary: bool,
+    },
+    /// Let a disabled module connect again.
+    Enable { device: String, module: String },
+    /// Refuse a module: its connection and streams are cut and it cannot reconnect.
+    Disable { device: String, module: String },
+    /// Remove a module (cut like `disable`).
+    Delete { device: String, module: String },
 }
 
 /// `device add --auth`: Azure's three kinds of device authentication.

@@ -13,11 +13,14 @@ use device_streams_protocol::{
 
 use crate::{
     activity, certs,
-    cli::{AuthType, CaCommand, Command, DeviceCommand, PolicyCommand, StreamsCommand},
+    cli::{
+        AuthType, CaCommand, Command, DeviceCommand, ModuleCommand, PolicyCommand, StreamsCommand,
+    },
     init::{self, DataDir},
     live::{self, DeviceState},
     registry::{Device, DeviceAuth, Policy, Registry, Right},
     registry_api::{auth_json, device_json},
+    registry_modules::Module,
     x509, Config, Limits,
 };
 
@@ -39,6 +42,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         Command::Device(cmd) => device(dir, cmd),
         Command::Policy(cmd) => policy(dir, cmd),
         Command::Ca(cmd) => ca(dir, cmd),
+        Command::Module(cmd) => module(dir, cmd),
         Command::Streams(cmd) => streams(dir, cmd),
         Command::ConnectionString { policy } => {
             let registry = dir.registry()?;
@@ -279,6 +283,101 @@ fn auth_text(auth: &DeviceAuth) -> String {
         }
         other => other.kind().into(),
     }
+}
+
+/// `stream-hub module ...`.
+fn module(dir: &DataDir, cmd: ModuleCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    let host = dir.host(&registry)?;
+    let print_cs = |m: &Module, secondary: bool| {
+        let key = match secondary {
+            true => &m.secondary_key,
+            false => &m.primary_key,
+        };
+        let cs = DeviceConnectionString::new(host.clone(), &m.device_id, key.clone())
+            .with_module(&m.module_id);
+        println!("{}", cs.to_secret_string().expose());
+    };
+    match cmd {
+        ModuleCommand::Add { device, module } => {
+            print_cs(&registry.add_module(&device, &module)?, false)
+        }
+        ModuleCommand::ConnectionString {
+            device,
+            module,
+            secondary,
+        } => {
+            let m = registry.module(&device, &module)?.with_context(|| {
+                format!(
+                    "module '{}/{}' is not registered",
+                    escape(&device, false),
+                    escape(&module, false)
+                )
+            })?;
+            print_cs(&m, secondary);
+        }
+        ModuleCommand::RotateKey {
+            device,
+            module,
+            secondary,
+        } => print_cs(
+            &registry.rotate_module_key(&device, &module, secondary)?,
+            secondary,
+        ),
+        ModuleCommand::Enable { device, module } => {
+            registry.set_module_enabled(&device, &module, true)?
+        }
+        ModuleCommand::Disable { device, module } => {
+            registry.set_module_enabled(&device, &module, false)?
+        }
+        ModuleCommand::Delete { device, module } => registry.delete_module(&device, &module)?,
+        ModuleCommand::List { device, json } => list_modules(&registry, &device, json)?,
+    }
+    Ok(())
+}
+
+fn list_modules(registry: &Registry, device: &str, json: bool) -> anyhow::Result<()> {
+    if registry.device(device)?.is_none() {
+        anyhow::bail!("device '{}' is not registered", escape(device, false));
+    }
+    let modules = registry.modules(device)?;
+    let states = live::device_states(registry)?;
+    let state = |m: &Module| states.get(&m.identity()).copied().unwrap_or_default();
+    if json {
+        let list = modules.iter().map(|m| {
+            let s = state(m);
+            serde_json::json!({
+                "deviceId": m.device_id,
+                "moduleId": m.module_id,
+                "status": if m.enabled { "enabled" } else { "disabled" },
+                "connectionState": if s.online_since.is_some() { "Connected" } else { "Disconnected" },
+                "createdAt": m.created_at,
+                "lastConnectedAt": m.last_connected_at,
+                "openStreams": s.open_streams,
+            })
+        });
+        println!("{}", serde_json::Value::Array(list.collect()));
+        return Ok(());
+    }
+    let header = ["MODULE", "STATUS", "STATE", "LAST SEEN", "STREAMS"];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for m in &modules {
+        let s = state(m);
+        let seen = match (s.online_since, s.last_seen.or(m.last_connected_at)) {
+            (Some(_), _) => "connected now".into(),
+            (None, Some(at)) => unix_time(at),
+            (None, None) => "never".into(),
+        };
+        rows.push(vec![
+            escape(&m.module_id, true),
+            if m.enabled { "enabled" } else { "disabled" }.into(),
+            online(&s).into(),
+            seen,
+            s.open_streams.to_string(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
 }
 
 /// `stream-hub ca ...`.

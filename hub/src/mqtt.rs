@@ -4,6 +4,9 @@
 //! goes; [`crate::server`] accepts it). Both run the one [`session`]: the same
 //! authentication, limits and session loop, whatever carries the bytes.
 //!
+//! A module identity is a session of its own, as `<deviceId>/<moduleId>` (its client id),
+//! signing in with the module's keys.
+//!
 //! The first packet must be a CONNECT, within the first-message timeout, whose password is
 //! the device's SAS token, or, for an X.509 device, whose TLS connection presented the
 //! device's certificate ([`crate::x509`]). After that the hub publishes stream requests to the device
@@ -44,6 +47,7 @@ use crate::{
     http::{accept_upgrade, upgraded, Body},
     metrics::AuthKind,
     registry::{DeviceAuth, RegistryError},
+    registry_modules::{split_identity, valid_identity},
     sessions::Outgoing,
     x509::{self, PeerCerts},
     Hub,
@@ -127,7 +131,11 @@ pub async fn session<S: Carrier>(
     let registration = hub
         .sessions
         .register(&device, login.credential, &hub.shutdown);
-    if let Err(e) = hub.registry.touch_device(&device) {
+    let touched = match split_identity(&device) {
+        (d, Some(m)) => hub.registry.touch_module(d, m),
+        (d, None) => hub.registry.touch_device(d),
+    };
+    if let Err(e) = touched {
         tracing::warn!("could not record the connection time: {e}");
     }
     let keep_alive = match connect.keep_alive {
@@ -182,29 +190,42 @@ fn authenticate(
     connect: &Connect,
     certs: &PeerCerts,
 ) -> Result<Login, (ConnectReturnCode, String)> {
-    let device = &connect.client_id;
-    if !wire::valid_device_id(device) {
-        return Err((
-            ConnectReturnCode::BadClientId,
-            "client id is not a valid device id".into(),
-        ));
+    // A module identity connects as `<deviceId>/<moduleId>`.
+    let identity = &connect.client_id;
+    if !valid_identity(identity) {
+        let why = "client id is not a valid device id (or <deviceId>/<moduleId>)";
+        return Err((ConnectReturnCode::BadClientId, why.into()));
     }
+    let (device, module) = split_identity(identity);
     let login = connect.login.as_ref().ok_or((
         ConnectReturnCode::BadUserNamePassword,
         "CONNECT has no user name and password".to_string(),
     ))?;
-    if login.username.split('/').nth(1) != Some(device.as_str()) {
-        let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
+    let mut user = login.username.split('/').skip(1);
+    let names_it = user.next() == Some(device) && module.is_none_or(|m| user.next() == Some(m));
+    if !names_it {
+        let why = "user name must be '<host>/<deviceId>/?api-version=...' (a module's: '<host>/<deviceId>/<moduleId>/?api-version=...')".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
     }
     let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
-    let kind = hub.registry.device_auth(device).map_err(unavailable)?;
-    if kind.is_x509() {
-        return x509_login(hub, device, &kind, certs);
+    if module.is_none() {
+        let kind = hub.registry.device_auth(device).map_err(unavailable)?;
+        if kind.is_x509() {
+            return x509_login(hub, device, &kind, certs);
+        }
     }
     let max_lifetime = hub.config.limits.max_token_lifetime;
     let names = &hub.config.names;
-    let login = auth::device(&hub.registry, names, max_lifetime, device, &login.password);
+    let login = match module {
+        Some(m) => auth::module(
+            &hub.registry,
+            names,
+            max_lifetime,
+            (device, m),
+            &login.password,
+        ),
+        None => auth::device(&hub.registry, names, max_lifetime, device, &login.password),
+    };
     let login: DeviceLogin = login.map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {

@@ -232,6 +232,7 @@ impl Registry {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::live::SCHEMA)?;
+        conn.execute_batch(crate::registry_modules::SCHEMA)?;
         // SQLite gives the -wal and -shm files it has just made the database's mode, so they
         // are private already; this covers a database from before, or one another tool made.
         for file in sqlite_files(path) {
@@ -326,8 +327,10 @@ impl Registry {
 
     pub fn delete_device(&self, id: &str) -> Result<(), RegistryError> {
         self.with(|c| {
-            // A device added later under the same id starts with SAS, not this one's X.509.
+            // A device added later under the same id starts with SAS, not this one's X.509,
+            // and with no modules.
             c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM modules WHERE device_id = ?1", [id])?;
             match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
                 0 => Err(RegistryError::UnknownDevice(id.to_string())),
                 _ => Ok(()),

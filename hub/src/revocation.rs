@@ -12,6 +12,7 @@ use device_streams_protocol::Secret;
 
 use crate::{
     registry::{Device, DeviceAuth, RegistryError},
+    registry_modules::split_identity,
     x509::Proof,
     Hub,
 };
@@ -27,22 +28,15 @@ pub fn enforce(hub: &Hub) {
     devices.sort();
     devices.dedup();
     for id in devices {
-        let allowed = match hub.registry.device(&id) {
-            Ok(Some(device)) if device.enabled => {
-                let credentials = match credentials(hub, &device) {
-                    Ok(credentials) => credentials,
-                    Err(e) => {
-                        tracing::warn!("cannot check device '{id}' against the registry: {e}");
-                        continue;
-                    }
-                };
+        let allowed = match allowed_credentials(hub, &id) {
+            Ok(Some(credentials)) => {
                 let credentials: Vec<_> = credentials.iter().collect();
                 if hub.sessions.disconnect_unless_key(&id, &credentials) {
                     tracing::info!(device = %id, "control connection cut: the key, certificate thumbprint or CA it signed in with was replaced or removed");
                 }
                 true
             }
-            Ok(Some(_)) | Ok(None) => false,
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!("cannot check device '{id}' against the registry: {e}");
                 continue;
@@ -53,6 +47,23 @@ pub fn enforce(hub: &Hub) {
             hub.streams.revoke(&id);
             tracing::info!(device = %id, control_connection_cut = cut, "device revoked: disabled or deleted");
         }
+    }
+}
+
+/// What a session of `identity` (a device, or `<device>/<module>`) may still sign in
+/// with; `None` when it is no longer registered and enabled.
+fn allowed_credentials(hub: &Hub, identity: &str) -> Result<Option<Vec<Secret>>, RegistryError> {
+    let (device_id, module) = split_identity(identity);
+    let Some(device) = hub.registry.device(device_id)?.filter(|d| d.enabled) else {
+        return Ok(None);
+    };
+    match module {
+        None => credentials(hub, &device).map(Some),
+        Some(m) => Ok(hub
+            .registry
+            .module(device_id, m)?
+            .filter(|m| m.enabled)
+            .map(|m| vec![m.primary_key, m.secondary_key])),
     }
 }
 

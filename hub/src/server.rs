@@ -3,7 +3,7 @@
 //!
 //! | route | endpoint |
 //! |---|---|
-//! | `POST /twins/{id}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
+//! | `POST /twins/{id}/streams/{name}`, `POST /twins/{id}/modules/{module}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
 //! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
 //! | `GET /bridges/{stream}` | [`crate::stream::endpoint`]: the streaming endpoint |
 //! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
@@ -200,14 +200,22 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
-        (Method::POST, p) if p.starts_with("/twins/") => match wire::parse_stream_request_path(p) {
-            Some((device, name)) => request::stream_request(hub, req, device, name).await,
-            None => error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "expected /twins/{deviceId}/streams/{streamName}",
-            ),
-        },
+        (Method::POST, p) if p.starts_with("/twins/") => {
+            let module = || wire::parse_module_stream_request_path(p);
+            match wire::parse_stream_request_path(p) {
+                Some((device, name)) => request::stream_request(hub, req, (device, None), name).await,
+                None => match module() {
+                    Some((device, module, name)) => {
+                        request::stream_request(hub, req, (device, Some(module)), name).await
+                    }
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "expected /twins/{deviceId}/streams/{streamName} or /twins/{deviceId}/modules/{moduleId}/streams/{streamName}",
+                    ),
+                },
+            }
+        }
         (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
         (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
             let id = p[wire::BRIDGES_PREFIX.len()..].to_string();

@@ -122,18 +122,27 @@ async fn open(settings: &Settings) -> anyhow::Result<Io> {
     let mut io = MqttIo::new(carrier, MAX_PACKET);
     let host = cs.host.to_string();
     // An X.509 device's credential is the certificate its TLS connection presented.
+    // A module identity is `<device>/<module>` to the hub: its own client id, user name
+    // and SAS resource.
+    let (client_id, username, resource) = match &cs.module_id {
+        Some(m) => (
+            format!("{}/{m}", cs.device_id),
+            wire::mqtt_module_username(&host, &cs.device_id, m),
+            sas::module_resource(&host, &cs.device_id, m),
+        ),
+        None => (
+            cs.device_id.clone(),
+            wire::mqtt_username(&host, &cs.device_id),
+            sas::device_resource(&host, &cs.device_id),
+        ),
+    };
     let token = match cs.x509 {
         true => Secret::new(String::new()),
-        false => sas::sign_for(
-            &sas::device_resource(&host, &cs.device_id),
-            &cs.key,
-            settings.token_ttl,
-            None,
-        )?,
+        false => sas::sign_for(&resource, &cs.key, settings.token_ttl, None)?,
     };
-    let mut connect = Connect::new(cs.device_id.clone());
+    let mut connect = Connect::new(client_id);
     connect.keep_alive = settings.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-    connect.set_login(wire::mqtt_username(&host, &cs.device_id), token.expose());
+    connect.set_login(username, token.expose());
     let limit = settings.connector.timeout;
     within(limit, "CONNECT", async {
         Ok(io.write(Packet::Connect(connect)).await?)
