@@ -256,6 +256,15 @@ async fn a_ca_signed_device_serves_streams_and_is_cut_when_its_ca_goes() {
     hub_cli(&data(&sys), &["device", "disable", "cam"]);
     let cut = eventually(Duration::from_secs(2), || !sys.hub.is_connected("cam"));
     assert!(cut.await, "a disabled device's session outlived it by 2 s");
+    // Enabled again, the proxy's reconnect (a resumed TLS session, which keeps the
+    // certificate it began with) is taken.
+    hub_cli(&data(&sys), &["device", "enable", "cam"]);
+    let back = eventually(Duration::from_secs(10), || sys.hub.is_connected("cam"));
+    assert!(back.await, "the re-enabled device did not reconnect");
+    let mut s = open_stream(&sys.service_config("cam", "echo"))
+        .await
+        .unwrap();
+    round_trip(&mut s, b"after reconnecting").await;
 }
 
 fn registry_token(sys: &System) -> String {

@@ -128,6 +128,9 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
             thumbprint,
             secondary_thumbprint,
         } => {
+            if auth != AuthType::X509Thumbprint && thumbprint.is_some() {
+                anyhow::bail!("--thumbprint is for --auth x509-thumbprint");
+            }
             let auth = match auth {
                 AuthType::Sas => DeviceAuth::Sas,
                 AuthType::X509Thumbprint => DeviceAuth::SelfSigned {
