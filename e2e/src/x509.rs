@@ -42,6 +42,8 @@ pub struct Spec<'a> {
     pub from_year: i32,
     pub to_year: i32,
     pub ca: bool,
+    /// An exact end of validity instead of `to_year`.
+    pub until: Option<std::time::SystemTime>,
 }
 
 impl<'a> Spec<'a> {
@@ -52,6 +54,7 @@ impl<'a> Spec<'a> {
             from_year: 2000,
             to_year: 2100,
             ca: false,
+            until: None,
         }
     }
 
@@ -60,6 +63,14 @@ impl<'a> Spec<'a> {
         Spec {
             ca: true,
             ..Spec::leaf(cn)
+        }
+    }
+
+    /// The same, valid until `at` (to the second).
+    pub fn until(self, at: std::time::SystemTime) -> Self {
+        Spec {
+            until: Some(at),
+            ..self
         }
     }
 
@@ -79,7 +90,10 @@ pub fn make(dir: &Path, name: &str, spec: Spec<'_>, issuer: Option<&Pem>) -> Pem
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name.push(DnType::CommonName, spec.cn);
     params.not_before = rcgen::date_time_ymd(spec.from_year, 1, 1);
-    params.not_after = rcgen::date_time_ymd(spec.to_year, 1, 1);
+    params.not_after = match spec.until {
+        Some(at) => at.into(),
+        None => rcgen::date_time_ymd(spec.to_year, 1, 1),
+    };
     if spec.ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     }

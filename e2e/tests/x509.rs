@@ -483,3 +483,33 @@ async fn an_x509_device_cannot_sign_in_with_its_sas_key() {
     let (_io, code) = raw::connect_with_key(&sys, "plain", &plain.key).await;
     assert_eq!(code, ConnectReturnCode::Success);
 }
+
+/// A session lasts no longer than the certificate that opened it, as a SAS session no
+/// longer than its token; the reconnect is refused as expired.
+#[tokio::test]
+async fn an_x509_session_ends_when_its_certificate_expires() {
+    let sys = System::start_with_mqtt(Limits::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let soon = std::time::SystemTime::now() + Duration::from_secs(3);
+    let pem = make(dir.path(), "brief", Spec::leaf("brief").until(soon), None);
+    let auth = DeviceAuth::SelfSigned {
+        primary: Some(pem.sha256()),
+        secondary: None,
+    };
+    sys.hub
+        .registry
+        .add_device_with_auth("brief", &auth)
+        .unwrap();
+    let connector = pem.connector(&sys.ca_file());
+    let (mut io, code) =
+        raw::connect_x509_tls(&connector, &sys.hostname(), sys.mqtt_port(), "brief").await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+    assert!(
+        raw::closed_within(&mut io, Duration::from_secs(8)).await,
+        "the session outlived its certificate"
+    );
+    let (_io, code) =
+        raw::connect_x509_tls(&connector, &sys.hostname(), sys.mqtt_port(), "brief").await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+}

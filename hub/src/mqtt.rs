@@ -179,7 +179,7 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
 }
 
 /// What CONNECT proved: the credential the session is held to (a SAS key, or an X.509
-/// [`x509::Proof`]'s), and when a SAS session's token expires.
+/// [`x509::Proof`]'s), and when its token or certificate expires.
 struct Login {
     credential: Secret,
     expiry: Option<u64>,
@@ -280,7 +280,12 @@ fn x509_login(
             tracing::debug!(?proof, "X.509 certificate accepted");
             Ok(Login {
                 credential: Secret::new(proof.credential()),
-                expiry: None,
+                // Valid through its notAfter second (as webpki reads it): ends after it.
+                expiry: certs
+                    .0
+                    .first()
+                    .and_then(|leaf| x509::not_after(leaf))
+                    .map(|t| t + 1),
             })
         }
         Err(e) => refuse(
@@ -322,7 +327,7 @@ async fn run<S: Carrier>(
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
-            () = &mut token_expiry => return Ok("device token expired"),
+            () = &mut token_expiry => return Ok("device token (or X.509 certificate) expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
             Some(out) = requests.recv(), if subscribed => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());

@@ -207,6 +207,59 @@ pub fn check_ca(der: &CertificateDer<'_>) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// When a DER certificate's validity ends (`notAfter`), in Unix seconds: an X.509
+/// session lasts no longer than its certificate, as a SAS session no longer than its token.
+pub fn not_after(der: &[u8]) -> Option<u64> {
+    let (0x30, cert, _) = der_next(der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_next(cert)? else {
+        return None;
+    };
+    // version [0] (optional), serialNumber, signature, issuer, then validity.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.2;
+    }
+    for _ in 0..3 {
+        tbs = der_next(tbs)?.2;
+    }
+    let (0x30, validity, _) = der_next(tbs)? else {
+        return None;
+    };
+    let (_, _, rest) = der_next(validity)?;
+    let (tag, time, _) = der_next(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        // UTCTime: two-digit years 50-99 are 19xx, 00-49 20xx (RFC 5280).
+        0x17 => match text.get(..2)?.parse::<u32>().ok()? {
+            y if y >= 50 => format!("19{text}"),
+            _ => format!("20{text}"),
+        },
+        0x18 => text.to_string(),
+        _ => return None,
+    };
+    let digits = full.strip_suffix('Z')?;
+    let field = |range: std::ops::Range<usize>| digits.get(range)?.parse::<u64>().ok();
+    let (year, month, day) = (field(0..4)?, field(4..6)?, field(6..8)?);
+    let (hour, minute, second) = (field(8..10)?, field(10..12)?, field(12..14)?);
+    let days = days_from_civil(year, month, day)?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || year < 1970 {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
 /// The first commonName (2.5.4.3) in a Name's contents (a sequence of RDN sets).
 fn subject_cn(name: &[u8]) -> Option<String> {
     const CN: &[u8] = &[0x55, 0x04, 0x03];
@@ -235,13 +288,11 @@ fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = match first {
         n if n < 0x80 => (usize::from(n), rest),
-        0x81 => (usize::from(*rest.first()?), &rest[1..]),
-        0x82 => {
-            let bytes = rest.get(..2)?;
-            (
-                usize::from(bytes[0]) << 8 | usize::from(bytes[1]),
-                &rest[2..],
-            )
+        0x81..=0x83 => {
+            let n = usize::from(first - 0x80);
+            let bytes = rest.get(..n)?;
+            let len = bytes.iter().fold(0, |len, b| len << 8 | usize::from(*b));
+            (len, &rest[n..])
         }
         _ => return None,
     };
@@ -457,6 +508,21 @@ mod tests {
         }
         let err = check(&[good], "cam", &auth, &[], now()).unwrap_err();
         assert_eq!(err, X509Error::NoCa);
+    }
+
+    #[test]
+    fn not_after_reads_both_time_encodings() {
+        // 2100-01-01 needs GeneralizedTime, 2030-06-01 is a UTCTime.
+        let cert = self_signed("cam", 2000, 2100);
+        assert_eq!(not_after(&cert), Some(4_102_444_800));
+        let key = KeyPair::generate().unwrap();
+        let mut p = params("cam", 2000, 2030);
+        p.not_after = rcgen::date_time_ymd(2030, 6, 1);
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(not_after(cert.der()), Some(1_906_502_400));
+        assert_eq!(not_after(b"\x30\x00"), None);
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(days_from_civil(2000, 3, 1), Some(11_017));
     }
 
     #[test]
