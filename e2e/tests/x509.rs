@@ -149,6 +149,13 @@ async fn a_thumbprint_device_serves_streams_and_a_new_thumbprint_cuts_it() {
     raw::subscribe(&mut io).await;
     serve_one_echo(&sys, &mut io, "cam").await;
     drop(io);
+    // The same over WebSocket on the main port (the certificate reaches the session
+    // through hyper's request).
+    let (mut io, code) = raw::connect_x509_ws(&connector, &sys.hostname(), "cam").await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    raw::subscribe(&mut io).await;
+    serve_one_echo(&sys, &mut io, "cam").await;
+    drop(io);
 
     let echo = Peer::echo().await;
     let (_child, mut lines) = device_proxy(&sys, "cam", &pem, &echo).await;
