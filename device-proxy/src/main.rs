@@ -14,7 +14,8 @@ use device_streams_common::{cli, logging};
 #[derive(Parser)]
 #[command(version = device_streams_common::version!(), about)]
 struct Args {
-    /// Device connection string: HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<key>.
+    /// Device connection string: HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<key>
+    /// (or, for an X.509 device, HostName=<host[:port]>;DeviceId=<id>;x509=true with --cert and --key).
     /// Prefer the environment variable: command lines are visible to other users.
     #[arg(long, env = "DEVICE_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<Secret>,
@@ -29,6 +30,13 @@ struct Args {
     /// PEM file with the CA certificate(s) to trust for the hub, instead of the system's.
     #[arg(long, env = "DEVICE_PROXY_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain, leaf first) this device presents to the hub: its
+    /// credential when the connection string says `x509=true` (then with --key).
+    #[arg(long, env = "DEVICE_PROXY_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert (mode 0600; it is the device's credential).
+    #[arg(long, env = "DEVICE_PROXY_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// A stream name and the local target it reaches, NAME=HOST:PORT; repeat for more
     /// (the variable takes a comma-separated list). Requests for other names are rejected.
     #[arg(
@@ -99,13 +107,15 @@ fn main() -> ExitCode {
 
 fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     use anyhow::Context;
-    let connection = cli::connection_string(
-        &Args::command(),
-        matches,
-        args.connection_string,
-        args.connection_string_file.as_deref(),
-        "device-connection-string",
-    )?;
+    let connection: device_streams::protocol::connection_string::DeviceConnectionString =
+        cli::connection_string(
+            &Args::command(),
+            matches,
+            args.connection_string,
+            args.connection_string_file.as_deref(),
+            "device-connection-string",
+        )?;
+    let x509 = connection.x509;
     let mut client = DeviceClient::builder(connection)
         .timeout(args.connect_timeout.into())
         .keep_alive(args.keep_alive.into())
@@ -121,8 +131,15 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);
     }
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => client = client.client_cert(cert, key),
+        _ if x509 => anyhow::bail!(
+            "the connection string says x509=true: give the device's certificate and key with --cert and --key"
+        ),
+        _ => {}
+    }
     Ok(Config {
-        client: client.build().context("--ca-file")?,
+        client: client.build().context("--ca-file, --cert, --key")?,
         targets: Targets::new(args.map).context("--map")?,
         target_timeout: args.target_timeout,
         max_streams: args.max_streams,

@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub connection: ServiceConnectionString,
     pub connector: Connector,
     pub device_id: String,
+    /// A module identity of the device to stream to instead of the device itself.
+    pub module_id: Option<String>,
     pub stream_name: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -51,6 +53,7 @@ impl ServiceConfig {
             connection,
             connector,
             device_id: device.to_string(),
+            module_id: None,
             stream_name: stream.to_string(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -71,7 +74,11 @@ impl ServiceConfig {
     }
 
     pub fn route(&self) -> Route {
-        Route::new(&self.device_id, &self.stream_name)
+        let route = Route::new(&self.device_id, &self.stream_name);
+        match &self.module_id {
+            Some(m) => route.with_module(m),
+            None => route,
+        }
     }
 
     /// The service proxy's own config for these settings.

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod x509;
 pub mod xrdp;
 
 use std::{
@@ -239,7 +240,11 @@ impl System {
 
     /// Starts a device proxy for `device` with `map` and waits until the hub sees it.
     pub async fn start_device(&self, connection: DeviceConnectionString, map: &[&str]) -> Running {
-        let device = connection.device_id.clone();
+        // A module's session is the hub's `<device>/<module>`.
+        let device = match &connection.module_id {
+            Some(m) => format!("{}/{m}", connection.device_id),
+            None => connection.device_id.clone(),
+        };
         let config = device_config(connection, self.connector(), map);
         let running = spawn_device(config);
         self.wait_connected(&device).await;

@@ -1,6 +1,7 @@
 //! A bare MQTT client speaking Azure's device protocol, over WebSocket ([`open`]) or
 //! straight over TLS ([`open_tls`]), for playing a device that misbehaves (or a device
-//! built on another SDK).
+//! built on another SDK), with a SAS token or, as an X.509 device, with the client
+//! certificate its connector presents ([`connect_x509_tls`]).
 
 use device_streams::websocket::{self, ClientStream};
 use device_streams::{connector::ClientTls, Connector};
@@ -95,6 +96,30 @@ pub async fn connect_tls_with_key(
     let token = device_streams_protocol::sas::sign(&resource, key, expiry, None).expect("sign");
     let mut io = open_tls(&sys.connector(), "localhost", sys.mqtt_port()).await;
     let code = connect(&mut io, &host, device, token.expose()).await;
+    (io, code)
+}
+
+/// An X.509 device's CONNECT straight over TLS: `connector` presents its certificate (or
+/// none) and the password is empty, as Azure's X.509 devices send it.
+pub async fn connect_x509_tls(
+    connector: &Connector,
+    hostname: &str,
+    mqtt_port: u16,
+    device: &str,
+) -> (TlsIo, ConnectReturnCode) {
+    let mut io = open_tls(connector, "localhost", mqtt_port).await;
+    let code = connect(&mut io, hostname, device, "").await;
+    (io, code)
+}
+
+/// [`connect_x509_tls`] over WebSocket on the main port.
+pub async fn connect_x509_ws(
+    connector: &Connector,
+    hostname: &str,
+    device: &str,
+) -> (Io, ConnectReturnCode) {
+    let mut io = open(connector, hostname).await;
+    let code = connect(&mut io, hostname, device, "").await;
     (io, code)
 }
 

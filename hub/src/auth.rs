@@ -153,6 +153,62 @@ pub fn device(
     })
 }
 
+/// Checks a module identity's CONNECT password as [`device`] does a device's: resource
+/// exactly `<host>/devices/<device>/modules/<module>`, device and module registered and
+/// enabled, signed with one of the module's keys.
+pub fn module(
+    registry: &Registry,
+    hub_names: &[impl AsRef<str>],
+    max_lifetime: Duration,
+    (device_id, module_id): (&str, &str),
+    token: &str,
+) -> Result<DeviceLogin, AuthError> {
+    let token = SasToken::parse(token)?;
+    let same = |encoded: &str, id: &str| {
+        !encoded.contains('/') && url_decode(encoded).is_ok_and(|e| e == id)
+    };
+    let for_this_module = valid_device_id(device_id)
+        && valid_device_id(module_id)
+        && token.resource.split_once('/').is_some_and(|(host, path)| {
+            is_this_hub(host, hub_names)
+                && path
+                    .strip_prefix("devices/")
+                    .and_then(|p| p.split_once("/modules/"))
+                    .is_some_and(|(d, m)| same(d, device_id) && same(m, module_id))
+        });
+    if !for_this_module {
+        return Err(AuthError::WrongResource(token.resource.clone()));
+    }
+    let identity = format!("{device_id}/{module_id}");
+    let device = registry
+        .device(device_id)?
+        .ok_or_else(|| AuthError::UnknownDevice(device_id.to_string()))?;
+    if !device.enabled {
+        return Err(AuthError::DisabledDevice(device_id.to_string()));
+    }
+    let module = registry
+        .module(device_id, module_id)?
+        .ok_or_else(|| AuthError::UnknownDevice(identity.clone()))?;
+    if !module.enabled {
+        return Err(AuthError::DisabledDevice(identity));
+    }
+    let slot = verify_either(
+        &token,
+        &module.primary_key,
+        &module.secondary_key,
+        max_lifetime,
+    )?;
+    let key = match slot {
+        KeySlot::Primary => module.primary_key,
+        KeySlot::Secondary => module.secondary_key,
+    };
+    Ok(DeviceLogin {
+        expiry: token.expiry,
+        slot,
+        key,
+    })
+}
+
 /// Checks a service's `Authorization` header (lifetime at most `max_lifetime`) and that
 /// its policy has `right`; returns the policy name.
 pub fn service(
@@ -287,6 +343,56 @@ mod tests {
         assert!(matches!(
             service(&reg, &["hub:8443"], DAY, t.expose(), Right::ServiceConnect),
             Err(AuthError::UnknownPolicy(_))
+        ));
+    }
+
+    #[test]
+    fn module_tokens_name_exactly_this_module() {
+        use device_streams_protocol::sas::module_resource;
+        let (_dir, reg) = registry();
+        reg.add_device("dev1").unwrap();
+        let m = reg.add_module("dev1", "m1").unwrap();
+        let exp = unix_now() + 60;
+        let hub = "hub:8443";
+        let check = |ids: (&str, &str), key: &Secret, resource: &str| {
+            let t = sign(resource, key, exp, None).unwrap();
+            module(&reg, &[hub], DAY, ids, t.expose())
+        };
+        let good = module_resource(hub, "dev1", "m1");
+        let login = check(("dev1", "m1"), &m.primary_key, &good).unwrap();
+        assert_eq!(login.slot, KeySlot::Primary);
+        check(("dev1", "m1"), &m.secondary_key, &good).unwrap();
+        for resource in [
+            "hub:8443/devices/dev1",
+            "hub:8443/devices/dev1/modules/m1/",
+            "hub:8443/devices/dev1/modules/m2",
+            "hub:8443/devices/dev1/modules/m1%2Fx",
+            "hub:8443/devices/x/../dev1/modules/m1",
+            "other:8443/devices/dev1/modules/m1",
+        ] {
+            let err = check(("dev1", "m1"), &m.primary_key, resource).unwrap_err();
+            assert!(
+                matches!(err, AuthError::WrongResource(_)),
+                "{resource}: {err}"
+            );
+        }
+        let dev_key = reg.device("dev1").unwrap().unwrap().primary_key;
+        assert!(matches!(
+            check(("dev1", "m1"), &dev_key, &good),
+            Err(AuthError::BadSignature)
+        ));
+        reg.set_module_enabled("dev1", "m1", false).unwrap();
+        assert!(matches!(
+            check(("dev1", "m1"), &m.primary_key, &good),
+            Err(AuthError::DisabledDevice(_))
+        ));
+        assert!(matches!(
+            check(
+                ("dev1", "m9"),
+                &m.primary_key,
+                &module_resource(hub, "dev1", "m9")
+            ),
+            Err(AuthError::UnknownDevice(_))
         ));
     }
 

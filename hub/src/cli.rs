@@ -59,6 +59,13 @@ pub enum Command {
     /// Manage shared access policies (the credentials of services and admin tools).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage module identities: a device's named sub-identities, each with its own keys,
+    /// connecting and taking streams on their own.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Manage the CAs whose certificates x509-ca devices may present.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Print a service connection string for a shared access policy.
     ConnectionString {
         /// The policy whose key the string carries.
@@ -104,7 +111,36 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum DeviceCommand {
     /// Register a device and print its connection string.
-    Add { id: String },
+    Add {
+        id: String,
+        /// How the device authenticates: `sas` (keys, SAS tokens), `x509-thumbprint` (a
+        /// certificate known by its thumbprint: Azure's selfSigned) or `x509-ca` (a
+        /// certificate issued by a CA registered with `ca add`, subject CN = device id).
+        #[arg(long, value_enum, default_value_t)]
+        auth: AuthType,
+        /// With x509-thumbprint: hex SHA-256 (or SHA-1) of the device's DER certificate,
+        /// any case, colons allowed (`openssl x509 -noout -fingerprint -sha256`).
+        #[arg(long, required_if_eq("auth", "x509-thumbprint"))]
+        thumbprint: Option<String>,
+        /// With x509-thumbprint: a second accepted thumbprint (the next certificate, for
+        /// rolling over without downtime).
+        #[arg(long, requires = "thumbprint")]
+        secondary_thumbprint: Option<String>,
+    },
+    /// Replace an x509-thumbprint device's thumbprint (or --secondary one), or --remove it;
+    /// a session that signed in with the old one is cut within a second.
+    SetThumbprint {
+        id: String,
+        /// The new thumbprint: hex SHA-256 or SHA-1 of the DER certificate.
+        #[arg(long, required_unless_present = "remove", conflicts_with = "remove")]
+        thumbprint: Option<String>,
+        /// Change the secondary thumbprint instead of the primary.
+        #[arg(long)]
+        secondary: bool,
+        /// Remove the thumbprint instead of replacing it.
+        #[arg(long)]
+        remove: bool,
+    },
     /// List devices: status, online or offline, last seen, open streams, authentication.
     List {
         #[arg(long)]
@@ -150,6 +186,69 @@ pub enum StreamsCommand {
     },
     /// End a stream: the hub closes both sides; its activity record says "closed by an admin".
     Close { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Add a module to a registered device and print its connection string (`…;ModuleId=…`).
+    Add { device: String, module: String },
+    /// List a device's modules: status, online or offline, last seen.
+    List {
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a module's connection string (primary key, or --secondary).
+    ConnectionString {
+        device: String,
+        module: String,
+        #[arg(long)]
+        secondary: bool,
+    },
+    /// Replace a module's primary key (or --secondary) and print the new connection string.
+    RotateKey {
+        device: String,
+        module: String,
+        #[arg(long)]
+        secondary: bool,
+    },
+    /// Let a disabled module connect again.
+    Enable { device: String, module: String },
+    /// Refuse a module: its connection and streams are cut and it cannot reconnect.
+    Disable { device: String, module: String },
+    /// Remove a module (cut like `disable`).
+    Delete { device: String, module: String },
+}
+
+/// `device add --auth`: Azure's three kinds of device authentication.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthType {
+    /// Shared access keys (SAS tokens).
+    #[default]
+    Sas,
+    /// A certificate known by its thumbprint (Azure's selfSigned).
+    X509Thumbprint,
+    /// A certificate chaining to a registered CA, subject CN = device id.
+    X509Ca,
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Register a CA certificate (PEM); devices added with `--auth x509-ca` may present
+    /// certificates it issued (a running hub takes them at once).
+    Add {
+        name: String,
+        /// PEM file holding the CA certificate (its first certificate is taken).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// List registered CAs: name, subject thumbprint (SHA-256), when added.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a CA: sessions whose certificates chained to it are cut.
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]

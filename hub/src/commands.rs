@@ -13,12 +13,15 @@ use device_streams_protocol::{
 
 use crate::{
     activity, certs,
-    cli::{Command, DeviceCommand, PolicyCommand, StreamsCommand},
+    cli::{
+        AuthType, CaCommand, Command, DeviceCommand, ModuleCommand, PolicyCommand, StreamsCommand,
+    },
     init::{self, DataDir},
     live::{self, DeviceState},
-    registry::{Device, Policy, Registry, Right},
-    registry_api::device_json,
-    Config, Limits,
+    registry::{Device, DeviceAuth, Policy, Registry, Right},
+    registry_api::{auth_json, device_json},
+    registry_modules::Module,
+    x509, Config, Limits,
 };
 
 /// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
@@ -38,6 +41,8 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         }
         Command::Device(cmd) => device(dir, cmd),
         Command::Policy(cmd) => policy(dir, cmd),
+        Command::Ca(cmd) => ca(dir, cmd),
+        Command::Module(cmd) => module(dir, cmd),
         Command::Streams(cmd) => streams(dir, cmd),
         Command::ConnectionString { policy } => {
             let registry = dir.registry()?;
@@ -97,9 +102,14 @@ fn key(d: &Device, secondary: bool) -> &Secret {
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
     let host = dir.host(&registry)?;
-    let print_cs = |id: &str, key: &Secret| {
-        let cs = DeviceConnectionString::new(host.clone(), id, key.clone());
-        println!("{}", cs.to_secret_string().expose())
+    // An X.509 device's string names no key: its certificate is its credential.
+    let print_cs = |id: &str, key: &Secret| -> anyhow::Result<()> {
+        let cs = match registry.device_auth(id)?.is_x509() {
+            true => DeviceConnectionString::new_x509(host.clone(), id),
+            false => DeviceConnectionString::new(host.clone(), id, key.clone()),
+        };
+        println!("{}", cs.to_secret_string().expose());
+        Ok(())
     };
     let find = |id: &str| {
         registry
@@ -112,19 +122,47 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
             .unwrap_or_default())
     };
     match cmd {
-        DeviceCommand::Add { id } => print_cs(&id, &registry.add_device(&id)?.primary_key),
+        DeviceCommand::Add {
+            id,
+            auth,
+            thumbprint,
+            secondary_thumbprint,
+        } => {
+            if auth != AuthType::X509Thumbprint && thumbprint.is_some() {
+                anyhow::bail!("--thumbprint is for --auth x509-thumbprint");
+            }
+            let auth = match auth {
+                AuthType::Sas => DeviceAuth::Sas,
+                AuthType::X509Thumbprint => DeviceAuth::SelfSigned {
+                    primary: thumbprint,
+                    secondary: secondary_thumbprint,
+                },
+                AuthType::X509Ca => DeviceAuth::CertificateAuthority,
+            };
+            print_cs(&id, &registry.add_device_with_auth(&id, &auth)?.primary_key)?;
+        }
+        DeviceCommand::SetThumbprint {
+            id,
+            thumbprint,
+            secondary,
+            remove: _,
+        } => {
+            registry.set_thumbprint(&id, thumbprint.as_deref(), secondary)?;
+        }
         DeviceCommand::ConnectionString { id, secondary } => {
-            print_cs(&id, key(&find(&id)?, secondary));
+            print_cs(&id, key(&find(&id)?, secondary))?;
         }
         DeviceCommand::RotateKey { id, secondary } => {
-            print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary));
+            print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary))?;
         }
         DeviceCommand::List { json } => list_devices(&registry, json)?,
         DeviceCommand::Show { id, json: true } => {
-            println!("{}", device_view(&find(&id)?, &state(&id)?))
+            let auth = registry.device_auth(&id)?;
+            println!("{}", device_view(&find(&id)?, &state(&id)?, &auth))
         }
         DeviceCommand::Show { id, json: false } => {
-            print!("{}", device_text(&find(&id)?, &state(&id)?))
+            let auth = registry.device_auth(&id)?;
+            print!("{}", device_text(&find(&id)?, &state(&id)?, &auth))
         }
         DeviceCommand::Enable { id } => registry.set_enabled(&id, true)?,
         DeviceCommand::Disable { id } => registry.set_enabled(&id, false)?,
@@ -135,14 +173,11 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
 
 /// A device as the CLI shows it in JSON: Azure's shape ([`device_json`]) with the
 /// connection state the running hub published, and without the keys.
-fn device_view(d: &Device, state: &DeviceState) -> serde_json::Value {
+fn device_view(d: &Device, state: &DeviceState, auth: &DeviceAuth) -> serde_json::Value {
     let mut json = device_json(d, state.online_since.is_some(), state);
     if let Some(obj) = json.as_object_mut() {
-        // The type stays (a column for X.509 later); keys only through connection-string.
-        obj.insert(
-            "authentication".into(),
-            serde_json::json!({ "type": "sas" }),
-        );
+        // Keys only through connection-string; thumbprints are not secret.
+        obj.insert("authentication".into(), auth_json(auth, None));
         obj.insert("openStreams".into(), state.open_streams.into());
     }
     json
@@ -151,9 +186,14 @@ fn device_view(d: &Device, state: &DeviceState) -> serde_json::Value {
 fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
     let devices = registry.devices()?;
     let states = live::device_states(registry)?;
+    let auths = registry.device_auths()?;
     let state = |d: &Device| states.get(&d.id).copied().unwrap_or_default();
+    let auth = |d: &Device| auths.get(&d.id).cloned().unwrap_or_default();
     if json {
-        let list = devices.iter().map(|d| device_view(d, &state(d))).collect();
+        let list = devices
+            .iter()
+            .map(|d| device_view(d, &state(d), &auth(d)))
+            .collect();
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
@@ -167,7 +207,7 @@ fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
             online(&s).into(),
             last_seen(d, &s),
             s.open_streams.to_string(),
-            "sas".into(),
+            auth(d).kind().into(),
         ]);
     }
     print!("{}", table(&rows));
@@ -199,7 +239,7 @@ fn last_seen(d: &Device, s: &DeviceState) -> String {
 }
 
 /// One device for people: aligned `key: value` lines.
-fn device_text(d: &Device, s: &DeviceState) -> String {
+fn device_text(d: &Device, s: &DeviceState, auth: &DeviceAuth) -> String {
     let ago = |at: u64| {
         let elapsed =
             Duration::from_secs(device_streams_protocol::sas::unix_now().saturating_sub(at));
@@ -219,7 +259,7 @@ fn device_text(d: &Device, s: &DeviceState) -> String {
         ("connection", connection),
         ("last seen", seen),
         ("open streams", s.open_streams.to_string()),
-        ("authentication", "sas".into()),
+        ("authentication", auth_text(auth)),
         ("created", unix_time(d.created_at)),
         (
             "last connected",
@@ -231,6 +271,162 @@ fn device_text(d: &Device, s: &DeviceState) -> String {
         .iter()
         .map(|(k, v)| format!("{:width$} {v}\n", format!("{k}:")))
         .collect()
+}
+
+/// The authentication type, with a thumbprint device's thumbprints.
+fn auth_text(auth: &DeviceAuth) -> String {
+    match auth {
+        DeviceAuth::SelfSigned { primary, secondary } => {
+            let t = |t: &Option<String>| t.clone().unwrap_or_else(|| "none".into());
+            format!(
+                "selfSigned (primary thumbprint {}, secondary {})",
+                t(primary),
+                t(secondary)
+            )
+        }
+        other => other.kind().into(),
+    }
+}
+
+/// `stream-hub module ...`.
+fn module(dir: &DataDir, cmd: ModuleCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    let host = dir.host(&registry)?;
+    let print_cs = |m: &Module, secondary: bool| {
+        let key = match secondary {
+            true => &m.secondary_key,
+            false => &m.primary_key,
+        };
+        let cs = DeviceConnectionString::new(host.clone(), &m.device_id, key.clone())
+            .with_module(&m.module_id);
+        println!("{}", cs.to_secret_string().expose());
+    };
+    match cmd {
+        ModuleCommand::Add { device, module } => {
+            print_cs(&registry.add_module(&device, &module)?, false)
+        }
+        ModuleCommand::ConnectionString {
+            device,
+            module,
+            secondary,
+        } => {
+            let m = registry.module(&device, &module)?.with_context(|| {
+                format!(
+                    "module '{}/{}' is not registered",
+                    escape(&device, false),
+                    escape(&module, false)
+                )
+            })?;
+            print_cs(&m, secondary);
+        }
+        ModuleCommand::RotateKey {
+            device,
+            module,
+            secondary,
+        } => print_cs(
+            &registry.rotate_module_key(&device, &module, secondary)?,
+            secondary,
+        ),
+        ModuleCommand::Enable { device, module } => {
+            registry.set_module_enabled(&device, &module, true)?
+        }
+        ModuleCommand::Disable { device, module } => {
+            registry.set_module_enabled(&device, &module, false)?
+        }
+        ModuleCommand::Delete { device, module } => registry.delete_module(&device, &module)?,
+        ModuleCommand::List { device, json } => list_modules(&registry, &device, json)?,
+    }
+    Ok(())
+}
+
+fn list_modules(registry: &Registry, device: &str, json: bool) -> anyhow::Result<()> {
+    if registry.device(device)?.is_none() {
+        anyhow::bail!("device '{}' is not registered", escape(device, false));
+    }
+    let modules = registry.modules(device)?;
+    let states = live::device_states(registry)?;
+    let state = |m: &Module| states.get(&m.identity()).copied().unwrap_or_default();
+    if json {
+        let list = modules.iter().map(|m| {
+            let s = state(m);
+            serde_json::json!({
+                "deviceId": m.device_id,
+                "moduleId": m.module_id,
+                "status": if m.enabled { "enabled" } else { "disabled" },
+                "connectionState": if s.online_since.is_some() { "Connected" } else { "Disconnected" },
+                "createdAt": m.created_at,
+                "lastConnectedAt": m.last_connected_at,
+                "openStreams": s.open_streams,
+            })
+        });
+        println!("{}", serde_json::Value::Array(list.collect()));
+        return Ok(());
+    }
+    let header = ["MODULE", "STATUS", "STATE", "LAST SEEN", "STREAMS"];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for m in &modules {
+        let s = state(m);
+        let seen = match (s.online_since, s.last_seen.or(m.last_connected_at)) {
+            (Some(_), _) => "connected now".into(),
+            (None, Some(at)) => unix_time(at),
+            (None, None) => "never".into(),
+        };
+        rows.push(vec![
+            escape(&m.module_id, true),
+            if m.enabled { "enabled" } else { "disabled" }.into(),
+            online(&s).into(),
+            seen,
+            s.open_streams.to_string(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+/// `stream-hub ca ...`.
+fn ca(dir: &DataDir, cmd: CaCommand) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    match cmd {
+        CaCommand::Add { name, cert } => {
+            let der = device_streams_protocol::tls::load_certs(&cert)?.remove(0);
+            x509::check_ca(&der).map_err(|e| {
+                anyhow::anyhow!("{} is not a usable CA certificate: {e}", cert.display())
+            })?;
+            let ca = registry.add_ca(&name, &der)?;
+            println!(
+                "CA '{}' registered (SHA-256 thumbprint {})",
+                escape(&ca.name, false),
+                x509::thumbprints(&ca.der).1
+            );
+        }
+        CaCommand::List { json } => {
+            let cas = registry.cas()?;
+            if json {
+                let list = cas.iter().map(|ca| {
+                    serde_json::json!({
+                        "name": ca.name,
+                        "thumbprint": x509::thumbprints(&ca.der).1,
+                        "addedAt": ca.added_at,
+                    })
+                });
+                println!("{}", serde_json::Value::Array(list.collect()));
+                return Ok(());
+            }
+            let mut rows = vec![["CA", "SHA-256 THUMBPRINT", "ADDED"]
+                .map(String::from)
+                .to_vec()];
+            for ca in &cas {
+                rows.push(vec![
+                    escape(&ca.name, true),
+                    x509::thumbprints(&ca.der).1,
+                    unix_time(ca.added_at),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+        CaCommand::Delete { name } => registry.delete_ca(&name)?,
+    }
+    Ok(())
 }
 
 fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
@@ -502,7 +698,7 @@ mod tests {
             created_at: 0,
             last_connected_at: None,
         };
-        let text = device_text(&device, &DeviceState::default());
+        let text = device_text(&device, &DeviceState::default(), &DeviceAuth::Sas);
         assert!(text.starts_with("device id:      x\\x1b[2J\n"), "{text}");
         assert!(text.contains("\nlast seen:      never\n"), "{text}");
         assert!(text.contains("\nstatus:         disabled\n"), "{text}");
@@ -512,7 +708,7 @@ mod tests {
             last_seen: Some(0),
             open_streams: 2,
         };
-        let text = device_text(&device, &online);
+        let text = device_text(&device, &online, &DeviceAuth::Sas);
         assert!(text.contains("\nlast seen:      connected now\n"), "{text}");
         assert!(
             text.contains("\nconnection:     online since 1970-01-01T00:00:00Z ("),

@@ -2,7 +2,9 @@
 //!
 //! Layout:
 //! - [`config`]: names the hub answers to, every limit it enforces, how much log it keeps.
-//! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it.
+//! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it;
+//!   [`registry_x509`]: X.509 devices' thumbprints and the registered CAs; [`x509`] checks
+//!   device certificates against them; [`registry_modules`]: module identities (`device/module`).
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
@@ -42,11 +44,14 @@ pub mod rate;
 pub mod refusal;
 pub mod registry;
 pub mod registry_api;
+pub mod registry_modules;
+pub mod registry_x509;
 pub mod revocation;
 pub mod server;
 pub mod sessions;
 pub mod stream;
 pub mod tls;
+pub mod x509;
 
 use std::sync::Arc;
 

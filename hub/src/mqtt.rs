@@ -4,8 +4,12 @@
 //! goes; [`crate::server`] accepts it). Both run the one [`session`]: the same
 //! authentication, limits and session loop, whatever carries the bytes.
 //!
-//! The first packet must be a CONNECT whose password is the device's SAS token, within
-//! the first-message timeout. After that the hub publishes stream requests to the device
+//! A module identity is a session of its own, as `<deviceId>/<moduleId>` (its client id),
+//! signing in with the module's keys.
+//!
+//! The first packet must be a CONNECT, within the first-message timeout, whose password is
+//! the device's SAS token, or, for an X.509 device, whose TLS connection presented the
+//! device's certificate ([`crate::x509`]). After that the hub publishes stream requests to the device
 //! and takes its answers (`$iothub/streams/res/<status>/?$rid=<rid>`). A device may only
 //! subscribe to the streams topics and only publish stream answers; anything else is
 //! refused or ignored, and a malformed packet ends the session.
@@ -18,6 +22,7 @@ use device_streams_protocol::{
     mqtt::MqttIo,
     sas::unix_now,
     wire::{self, MQTT_WS_SUBPROTOCOL},
+    Secret,
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -28,6 +33,7 @@ use rumqttc::mqttbytes::{
     },
     QoS,
 };
+use rustls::pki_types::UnixTime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::mpsc,
@@ -40,7 +46,10 @@ use crate::{
     auth::{self, AuthError, DeviceLogin},
     http::{accept_upgrade, upgraded, Body, ConnPermit},
     metrics::AuthKind,
+    registry::{DeviceAuth, RegistryError},
+    registry_modules::{split_identity, valid_identity},
     sessions::Outgoing,
+    x509::{self, PeerCerts},
     Hub,
 };
 
@@ -54,6 +63,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let permit = req.extensions().get::<ConnPermit>().cloned();
+    let certs = req
+        .extensions()
+        .get::<PeerCerts>()
+        .cloned()
+        .unwrap_or_default();
     let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
         Ok(accepted) => accepted,
         Err(bad) => return bad.response(),
@@ -68,7 +82,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
                 // before it has authenticated.
                 let ws = upgraded(on_upgrade, hub.limits().max_mqtt_packet).await;
                 let ws = ws.context("WebSocket upgrade failed")?;
-                session(hub, WsStream::new(ws), permit).await
+                session(hub, WsStream::new(ws), certs, permit).await
             };
             if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
@@ -79,12 +93,14 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
     resp
 }
 
-/// A device's control session on `carrier`, from its first packet to its end. Run it in
-/// a span with an empty `device` field: the session fills it in from CONNECT.
-/// `permit` is the connection's: a successful CONNECT marks it authenticated.
+/// A device's control session on `carrier`, from its first packet to its end; `certs` is
+/// what the TLS connection under it presented, and `permit` the connection's place, which
+/// a successful CONNECT marks authenticated. Run it in a span with an empty `device`
+/// field: the session fills it in from CONNECT.
 pub async fn session<S: Carrier>(
     hub: Arc<Hub>,
     carrier: S,
+    certs: PeerCerts,
     permit: Option<ConnPermit>,
 ) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
@@ -103,8 +119,8 @@ pub async fn session<S: Carrier>(
     };
     let device = connect.client_id.clone();
     tracing::Span::current().record("device", device.as_str());
-    let login = match authenticate(&hub, &connect).and_then(|l| room_for(&hub, &device).map(|()| l))
-    {
+    let login = authenticate(&hub, &connect, &certs);
+    let login = match login.and_then(|l| room_for(&hub, &device).map(|()| l)) {
         Ok(login) => {
             if let Some(permit) = &permit {
                 permit.authenticated();
@@ -119,10 +135,18 @@ pub async fn session<S: Carrier>(
     };
     // The session lasts no longer than the token that opened it: past `se` the device
     // must sign a new one (our device proxy reconnects at 80% of its token's life).
-    let token_left = Duration::from_secs(login.expiry.saturating_sub(unix_now()));
-    let expires = Instant::now().checked_add(token_left);
-    let registration = hub.sessions.register(&device, login.key, &hub.shutdown);
-    if let Err(e) = hub.registry.touch_device(&device) {
+    let expires = login.expiry.and_then(|expiry| {
+        let token_left = Duration::from_secs(expiry.saturating_sub(unix_now()));
+        Instant::now().checked_add(token_left)
+    });
+    let registration = hub
+        .sessions
+        .register(&device, login.credential, &hub.shutdown);
+    let touched = match split_identity(&device) {
+        (d, Some(m)) => hub.registry.touch_module(d, m),
+        (d, None) => hub.registry.touch_device(d),
+    };
+    if let Err(e) = touched {
         tracing::warn!("could not record the connection time: {e}");
     }
     let keep_alive = match connect.keep_alive {
@@ -165,25 +189,55 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
     Ok(())
 }
 
-fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectReturnCode, String)> {
-    let device = &connect.client_id;
-    if !wire::valid_device_id(device) {
-        return Err((
-            ConnectReturnCode::BadClientId,
-            "client id is not a valid device id".into(),
-        ));
+/// What CONNECT proved: the credential the session is held to (a SAS key, or an X.509
+/// [`x509::Proof`]'s), and when its token or certificate expires.
+struct Login {
+    credential: Secret,
+    expiry: Option<u64>,
+}
+
+fn authenticate(
+    hub: &Hub,
+    connect: &Connect,
+    certs: &PeerCerts,
+) -> Result<Login, (ConnectReturnCode, String)> {
+    // A module identity connects as `<deviceId>/<moduleId>`.
+    let identity = &connect.client_id;
+    if !valid_identity(identity) {
+        let why = "client id is not a valid device id (or <deviceId>/<moduleId>)";
+        return Err((ConnectReturnCode::BadClientId, why.into()));
     }
+    let (device, module) = split_identity(identity);
     let login = connect.login.as_ref().ok_or((
         ConnectReturnCode::BadUserNamePassword,
         "CONNECT has no user name and password".to_string(),
     ))?;
-    if login.username.split('/').nth(1) != Some(device.as_str()) {
-        let why = "user name must be '<host>/<deviceId>/?api-version=...'".to_string();
+    let mut user = login.username.split('/').skip(1);
+    let names_it = user.next() == Some(device) && module.is_none_or(|m| user.next() == Some(m));
+    if !names_it {
+        let why = "user name must be '<host>/<deviceId>/?api-version=...' (a module's: '<host>/<deviceId>/<moduleId>/?api-version=...')".to_string();
         return Err((ConnectReturnCode::BadUserNamePassword, why));
+    }
+    let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
+    if module.is_none() {
+        let kind = hub.registry.device_auth(device).map_err(unavailable)?;
+        if kind.is_x509() {
+            return x509_login(hub, device, &kind, certs);
+        }
     }
     let max_lifetime = hub.limits().max_token_lifetime;
     let names = &hub.config.names;
-    auth::device(&hub.registry, names, max_lifetime, device, &login.password).map_err(|e| {
+    let login = match module {
+        Some(m) => auth::module(
+            &hub.registry,
+            names,
+            max_lifetime,
+            (device, m),
+            &login.password,
+        ),
+        None => auth::device(&hub.registry, names, max_lifetime, device, &login.password),
+    };
+    let login: DeviceLogin = login.map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         let code = match e {
             AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
@@ -193,7 +247,63 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<DeviceLogin, (ConnectRet
             _ => ConnectReturnCode::BadUserNamePassword,
         };
         (code, e.to_string())
+    })?;
+    Ok(Login {
+        credential: login.key,
+        expiry: Some(login.expiry),
     })
+}
+
+/// An X.509 device: enabled, and its TLS client certificate checked against its
+/// registration (the CONNECT password is not looked at: Azure's X.509 devices send none).
+fn x509_login(
+    hub: &Hub,
+    device: &str,
+    kind: &DeviceAuth,
+    certs: &PeerCerts,
+) -> Result<Login, (ConnectReturnCode, String)> {
+    let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
+    let refuse = |code, why: String| {
+        hub.metrics.auth_failure(AuthKind::Device);
+        Err((code, why))
+    };
+    match hub.registry.device(device).map_err(unavailable)? {
+        None => {
+            return refuse(
+                ConnectReturnCode::NotAuthorized,
+                format!("device '{device}' is not registered"),
+            )
+        }
+        Some(d) if !d.enabled => {
+            return refuse(
+                ConnectReturnCode::NotAuthorized,
+                format!("device '{device}' is disabled"),
+            )
+        }
+        Some(_) => {}
+    }
+    let cas = match kind {
+        DeviceAuth::CertificateAuthority => hub.registry.cas().map_err(unavailable)?,
+        _ => Vec::new(),
+    };
+    match x509::check(&certs.0, device, kind, &cas, UnixTime::now()) {
+        Ok(proof) => {
+            tracing::debug!(?proof, "X.509 certificate accepted");
+            Ok(Login {
+                credential: Secret::new(proof.credential()),
+                // Valid through its notAfter second (as webpki reads it): ends after it.
+                expiry: certs
+                    .0
+                    .first()
+                    .and_then(|leaf| x509::not_after(leaf))
+                    .map(|t| t + 1),
+            })
+        }
+        Err(e) => refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            format!("X.509 ({}): {e}", kind.kind()),
+        ),
+    }
 }
 
 async fn write<S: Carrier>(io: &mut MqttIo<S>, packet: Packet) -> anyhow::Result<()> {
@@ -228,7 +338,7 @@ async fn run<S: Carrier>(
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
-            () = &mut token_expiry => return Ok("device token expired"),
+            () = &mut token_expiry => return Ok("device token (or X.509 certificate) expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
             Some(out) = requests.recv(), if subscribed => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());

@@ -32,6 +32,16 @@ pub enum RegistryError {
     UnknownPolicy(String),
     #[error("'{0}' is not a right (service-connect, registry-read, registry-write)")]
     BadRight(String),
+    #[error("CA '{0}' already exists")]
+    CaExists(String),
+    #[error("CA '{0}' is not registered")]
+    UnknownCa(String),
+    #[error(
+        "{0:?} is not a thumbprint (hex SHA-1 or SHA-256 of the DER certificate; colons allowed)"
+    )]
+    BadThumbprint(String),
+    #[error("device '{0}' does not authenticate by thumbprint (x509-thumbprint)")]
+    NotThumbprintDevice(String),
     #[error("setting '{0}' is missing from the registry")]
     MissingSetting(&'static str),
     #[error("registry database: {0}")]
@@ -95,6 +105,45 @@ impl Policy {
     }
 }
 
+/// How a device proves who it is, as Azure's device JSON names the kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DeviceAuth {
+    /// SAS tokens signed with one of its keys.
+    #[default]
+    Sas,
+    /// A certificate whose thumbprint (normalised: lower-case hex) is one of these.
+    SelfSigned {
+        primary: Option<String>,
+        secondary: Option<String>,
+    },
+    /// A certificate chaining to a registered CA, with the device id as subject CN.
+    CertificateAuthority,
+}
+
+impl DeviceAuth {
+    /// Azure's name for the kind: `sas`, `selfSigned`, `certificateAuthority`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeviceAuth::Sas => "sas",
+            DeviceAuth::SelfSigned { .. } => "selfSigned",
+            DeviceAuth::CertificateAuthority => "certificateAuthority",
+        }
+    }
+
+    pub fn is_x509(&self) -> bool {
+        !matches!(self, DeviceAuth::Sas)
+    }
+}
+
+/// A CA that device certificates may chain to (`stream-hub ca add`).
+#[derive(Debug, Clone)]
+pub struct CaCert {
+    pub name: String,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    pub added_at: u64,
+}
+
 /// A fresh 256-bit key, base64 as Azure's keys are.
 pub fn new_key() -> Secret {
     let mut bytes = [0u8; 32];
@@ -119,6 +168,17 @@ CREATE TABLE IF NOT EXISTS devices (
     enabled INTEGER NOT NULL DEFAULT 1,
     created_at INTEGER NOT NULL,
     last_connected_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS device_x509 (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    primary_thumbprint TEXT,
+    secondary_thumbprint TEXT
+);
+CREATE TABLE IF NOT EXISTS cas (
+    name TEXT PRIMARY KEY,
+    der BLOB NOT NULL,
+    added_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS policies (
     name TEXT PRIMARY KEY,
@@ -172,6 +232,7 @@ impl Registry {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::live::SCHEMA)?;
+        conn.execute_batch(crate::registry_modules::SCHEMA)?;
         // SQLite gives the -wal and -shm files it has just made the database's mode, so they
         // are private already; this covers a database from before, or one another tool made.
         for file in sqlite_files(path) {
@@ -265,12 +326,16 @@ impl Registry {
     }
 
     pub fn delete_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.with(
-            |c| match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
+        self.with(|c| {
+            // A device added later under the same id starts with SAS, not this one's X.509,
+            // and with no modules.
+            c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM modules WHERE device_id = ?1", [id])?;
+            match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
                 0 => Err(RegistryError::UnknownDevice(id.to_string())),
                 _ => Ok(()),
-            },
-        )
+            }
+        })
     }
 
     /// Replaces the primary (or secondary) key; the other keeps working meanwhile.

@@ -22,7 +22,7 @@ use crate::{
     live::{device_states, DeviceState},
     metrics::AuthKind,
     refusal::Refusal,
-    registry::{Device, RegistryError, Right},
+    registry::{Device, DeviceAuth, RegistryError, Right},
     revocation, Hub,
 };
 
@@ -56,6 +56,41 @@ pub fn device_json(d: &Device, connected: bool, state: &DeviceState) -> serde_js
             "symmetricKey": { "primaryKey": d.primary_key.expose(), "secondaryKey": d.secondary_key.expose() }
         }
     })
+}
+
+/// Azure's `authentication` object: its `type` (`sas`, `selfSigned`,
+/// `certificateAuthority`), the thumbprints of a selfSigned device, and the keys of a SAS
+/// one when `keys` gives them.
+pub fn auth_json(auth: &DeviceAuth, keys: Option<&Device>) -> serde_json::Value {
+    let (primary, secondary) = match auth {
+        DeviceAuth::SelfSigned { primary, secondary } => (primary.clone(), secondary.clone()),
+        _ => (None, None),
+    };
+    let mut json = serde_json::json!({
+        "type": auth.kind(),
+        "x509Thumbprint": { "primaryThumbprint": primary, "secondaryThumbprint": secondary },
+    });
+    if let (DeviceAuth::Sas, Some(d), Some(obj)) = (auth, keys, json.as_object_mut()) {
+        obj.insert(
+            "symmetricKey".into(),
+            serde_json::json!({ "primaryKey": d.primary_key.expose(), "secondaryKey": d.secondary_key.expose() }),
+        );
+    }
+    json
+}
+
+/// [`device_json`] with the device's real authentication ([`auth_json`], keys included).
+fn device_json_with_auth(
+    d: &Device,
+    connected: bool,
+    state: &DeviceState,
+    auth: &DeviceAuth,
+) -> serde_json::Value {
+    let mut json = device_json(d, connected, state);
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("authentication".into(), auth_json(auth, Some(d)));
+    }
+    json
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -117,9 +152,11 @@ async fn serve(
         (Method::GET, None) => {
             let list = hub.registry.devices()?;
             let states = device_states(&hub.registry)?;
+            let auths = hub.registry.device_auths()?;
             let list = list.iter().map(|d| {
                 let state = states.get(&d.id).copied().unwrap_or_default();
-                device_json(d, hub.sessions.is_connected(&d.id), &state)
+                let auth = auths.get(&d.id).cloned().unwrap_or_default();
+                device_json_with_auth(d, hub.sessions.is_connected(&d.id), &state, &auth)
             });
             Ok(json(
                 StatusCode::OK,
@@ -148,7 +185,11 @@ fn show(hub: &Hub, id: String) -> Result<Response<Body>, Refusal> {
         .remove(&id)
         .unwrap_or_default();
     match hub.registry.device(&id)? {
-        Some(d) => Ok(json(StatusCode::OK, &device_json(&d, connected, &state))),
+        Some(d) => {
+            let auth = hub.registry.device_auth(&id)?;
+            let body = device_json_with_auth(&d, connected, &state, &auth);
+            Ok(json(StatusCode::OK, &body))
+        }
         None => Err(RegistryError::UnknownDevice(id).into()),
     }
 }

@@ -8,7 +8,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::Hub;
+use device_streams_protocol::Secret;
+
+use crate::{
+    registry::{Device, DeviceAuth, RegistryError},
+    registry_modules::split_identity,
+    x509::Proof,
+    Hub,
+};
 
 /// How often the hub checks whether another process changed the registry.
 const POLL: Duration = Duration::from_millis(250);
@@ -21,15 +28,15 @@ pub fn enforce(hub: &Hub) {
     devices.sort();
     devices.dedup();
     for id in devices {
-        let allowed = match hub.registry.device(&id) {
-            Ok(Some(device)) if device.enabled => {
-                let keys = [&device.primary_key, &device.secondary_key];
-                if hub.sessions.disconnect_unless_key(&id, &keys) {
-                    tracing::info!(device = %id, "control connection cut: the key it signed in with was rotated");
+        let allowed = match allowed_credentials(hub, &id) {
+            Ok(Some(credentials)) => {
+                let credentials: Vec<_> = credentials.iter().collect();
+                if hub.sessions.disconnect_unless_key(&id, &credentials) {
+                    tracing::info!(device = %id, "control connection cut: the key, certificate thumbprint or CA it signed in with was replaced or removed");
                 }
                 true
             }
-            Ok(Some(_)) | Ok(None) => false,
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!("cannot check device '{id}' against the registry: {e}");
                 continue;
@@ -41,6 +48,48 @@ pub fn enforce(hub: &Hub) {
             tracing::info!(device = %id, control_connection_cut = cut, "device revoked: disabled or deleted");
         }
     }
+}
+
+/// What a session of `identity` (a device, or `<device>/<module>`) may still sign in
+/// with; `None` when it is no longer registered and enabled.
+fn allowed_credentials(hub: &Hub, identity: &str) -> Result<Option<Vec<Secret>>, RegistryError> {
+    let (device_id, module) = split_identity(identity);
+    let Some(device) = hub.registry.device(device_id)?.filter(|d| d.enabled) else {
+        return Ok(None);
+    };
+    match module {
+        None => credentials(hub, &device).map(Some),
+        Some(m) => Ok(hub
+            .registry
+            .module(device_id, m)?
+            .filter(|m| m.enabled)
+            .map(|m| vec![m.primary_key, m.secondary_key])),
+    }
+}
+
+/// What a session of `device` may still hold: its keys, or the credentials of the X.509
+/// proofs it could make now ([`Proof::credential`]).
+fn credentials(hub: &Hub, device: &Device) -> Result<Vec<Secret>, RegistryError> {
+    let proofs = match hub.registry.device_auth(&device.id)? {
+        DeviceAuth::Sas => {
+            return Ok(vec![
+                device.primary_key.clone(),
+                device.secondary_key.clone(),
+            ])
+        }
+        DeviceAuth::SelfSigned { primary, secondary } => [primary, secondary]
+            .into_iter()
+            .flatten()
+            .map(Proof::Thumbprint)
+            .collect(),
+        DeviceAuth::CertificateAuthority => hub
+            .registry
+            .cas()?
+            .into_iter()
+            .map(|ca| Proof::Ca(ca.name))
+            .collect::<Vec<_>>(),
+    };
+    Ok(proofs.iter().map(|p| Secret::new(p.credential())).collect())
 }
 
 /// Watches the registry for changes made by other processes (SQLite's `data_version`).

@@ -3,7 +3,7 @@
 //!
 //! | route | endpoint |
 //! |---|---|
-//! | `POST /twins/{id}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
+//! | `POST /twins/{id}/streams/{name}`, `POST /twins/{id}/modules/{module}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
 //! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
 //! | `GET /bridges/{stream}` | [`crate::stream::endpoint`]: the streaming endpoint |
 //! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
@@ -30,6 +30,7 @@ use crate::{
     preauth::Full,
     registry_api, revocation,
     stream::{endpoint, request},
+    x509::PeerCerts,
     Hub,
 };
 
@@ -170,7 +171,8 @@ async fn handshake(
 async fn serve_mqtt(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, permit: ConnPermit) {
     match handshake(&hub, &acceptor, tcp).await {
         Ok(tls) => {
-            if let Err(e) = mqtt::session(hub, tls, Some(permit.clone())).await {
+            let peer = PeerCerts::of(tls.get_ref().1);
+            if let Err(e) = mqtt::session(hub, tls, peer, Some(permit.clone())).await {
                 tracing::warn!("control session ended: {e:#}");
             }
         }
@@ -188,6 +190,8 @@ async fn serve_connection(
 ) -> anyhow::Result<()> {
     let limits = hub.limits();
     let tls = handshake(&hub, &acceptor, tcp).await?;
+    // For a control session over WebSocket on this connection (an X.509 device's proof).
+    let peer_certs = PeerCerts::of(tls.get_ref().1);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -196,6 +200,7 @@ async fn serve_connection(
     let route_hub = hub.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(permit.clone());
+        req.extensions_mut().insert(peer_certs.clone());
         route(route_hub.clone(), peer, req)
     });
     let conn = builder
@@ -219,14 +224,22 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match (req.method().clone(), path.as_str()) {
-        (Method::POST, p) if p.starts_with("/twins/") => match wire::parse_stream_request_path(p) {
-            Some((device, name)) => request::stream_request(hub, req, device, name).await,
-            None => error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "expected /twins/{deviceId}/streams/{streamName}",
-            ),
-        },
+        (Method::POST, p) if p.starts_with("/twins/") => {
+            let module = || wire::parse_module_stream_request_path(p);
+            match wire::parse_stream_request_path(p) {
+                Some((device, name)) => request::stream_request(hub, req, (device, None), name).await,
+                None => match module() {
+                    Some((device, module, name)) => {
+                        request::stream_request(hub, req, (device, Some(module)), name).await
+                    }
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "expected /twins/{deviceId}/streams/{streamName} or /twins/{deviceId}/modules/{moduleId}/streams/{streamName}",
+                    ),
+                },
+            }
+        }
         (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
         (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
             let id = p[wire::BRIDGES_PREFIX.len()..].to_string();

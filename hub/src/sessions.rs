@@ -52,8 +52,9 @@ struct Handle {
     generation: u64,
     tx: mpsc::Sender<Outgoing>,
     cancel: CancellationToken,
-    /// The device key the session's token was signed with, so that rotating it away cuts
-    /// the session ([`Sessions::disconnect_unless_key`]). A `Secret`: never logged.
+    /// The device key the session's token was signed with (or an X.509 device's
+    /// [`crate::x509::Proof::credential`]), so that rotating it away cuts the session
+    /// ([`Sessions::disconnect_unless_key`]). A `Secret`: never logged.
     key: Secret,
 }
 

@@ -96,11 +96,12 @@ fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> {
     Ok(key)
 }
 
-/// The server config, resolving its certificate through `store`.
+/// The server config, resolving its certificate through `store`. It asks clients for a
+/// certificate (X.509 devices), which none needs to give ([`crate::x509::AnyClientCert`]).
 pub fn server_config(store: Arc<CertStore>) -> anyhow::Result<Arc<ServerConfig>> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(crate::x509::AnyClientCert::new(provider())))
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -1,6 +1,8 @@
 //! Azure IoT Hub connection strings.
 //!
-//! - device:  `HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<base64 key>`
+//! - device:  `HostName=<host[:port]>;DeviceId=<id>;SharedAccessKey=<base64 key>`, or for an
+//!   X.509 device (its client certificate is its credential) `HostName=…;DeviceId=<id>;x509=true`;
+//!   a module identity adds `;ModuleId=<module>`
 //! - service: `HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<base64 key>`
 //!
 //! The port is this project's extension for self-hosted hubs; Azure's strings omit it (443).
@@ -42,6 +44,14 @@ pub enum ParseError {
     /// A service's connection string where a device's was expected.
     #[error("connection string has SharedAccessKeyName, so it is a service's, not a device's")]
     ServiceNotDevice,
+    /// `x509=` with a value other than `true` or `false`.
+    #[error("connection string's x509 is not true or false")]
+    BadX509,
+    /// `x509=true` together with a key: an X.509 device authenticates by certificate only.
+    #[error(
+        "connection string has both x509=true and a SharedAccessKey; an X.509 device has no key"
+    )]
+    X509WithKey,
 }
 
 /// How an error names an unknown part: by its name when that looks like one (a short word),
@@ -131,8 +141,12 @@ pub struct DeviceConnectionString {
     pub host: HostName,
     /// `DeviceId`.
     pub device_id: String,
-    /// `SharedAccessKey` (base64).
+    /// `SharedAccessKey` (base64); empty when [`DeviceConnectionString::x509`] is set.
     pub key: Secret,
+    /// `x509=true`: the device authenticates with its TLS client certificate, not SAS.
+    pub x509: bool,
+    /// `ModuleId`: the string is a module identity's, within the device.
+    pub module_id: Option<String>,
 }
 
 /// A service's connection string (a shared access policy's):
@@ -154,6 +168,8 @@ struct Parts {
     device_id: Option<String>,
     policy: Option<String>,
     key: Option<String>,
+    module_id: Option<String>,
+    x509: Option<String>,
 }
 
 fn parse_parts(s: &str) -> Result<Parts, ParseError> {
@@ -169,8 +185,10 @@ fn parse_parts(s: &str) -> Result<Parts, ParseError> {
             "DeviceId" => &mut parts.device_id,
             "SharedAccessKeyName" => &mut parts.policy,
             "SharedAccessKey" => &mut parts.key,
-            // Azure adds these to some strings; they do not change how we connect.
-            "GatewayHostName" | "ModuleId" => continue,
+            "ModuleId" => &mut parts.module_id,
+            "x509" => &mut parts.x509,
+            // Azure adds this to some strings; it does not change how we connect.
+            "GatewayHostName" => continue,
             other => return Err(ParseError::Unknown(PartName::new(other, index + 1))),
         };
         if slot.replace(value.trim().to_string()).is_some() {
@@ -204,7 +222,23 @@ impl FromStr for DeviceConnectionString {
         if parts.policy.is_some() {
             return Err(ParseError::ServiceNotDevice);
         }
-        let (host, key) = host_and_key(&mut parts)?;
+        let x509 = match parts.x509.take().map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ParseError::BadX509),
+        };
+        let (host, key) = match x509 {
+            true if parts.key.is_some() => return Err(ParseError::X509WithKey),
+            true => (
+                parts
+                    .host
+                    .take()
+                    .ok_or(ParseError::Missing("HostName"))?
+                    .parse()?,
+                Secret::new(String::new()),
+            ),
+            false => host_and_key(&mut parts)?,
+        };
         let device_id = parts
             .device_id
             .filter(|d| !d.is_empty())
@@ -213,6 +247,8 @@ impl FromStr for DeviceConnectionString {
             host,
             device_id,
             key,
+            x509,
+            module_id: parts.module_id.filter(|m| !m.is_empty()),
         })
     }
 }
@@ -241,16 +277,38 @@ impl DeviceConnectionString {
             host,
             device_id: device_id.into(),
             key,
+            x509: false,
+            module_id: None,
         }
+    }
+
+    /// An X.509 device's string (`x509=true`): no key, its certificate is its credential.
+    pub fn new_x509(host: HostName, device_id: impl Into<String>) -> Self {
+        DeviceConnectionString {
+            x509: true,
+            ..DeviceConnectionString::new(host, device_id, Secret::new(String::new()))
+        }
+    }
+
+    /// The same identity's module `module` (`ModuleId=`).
+    pub fn with_module(mut self, module: impl Into<String>) -> Self {
+        self.module_id = Some(module.into());
+        self
     }
 
     /// The string itself; it holds the key, so it is a secret too.
     pub fn to_secret_string(&self) -> Secret {
+        let module = match &self.module_id {
+            Some(m) => format!(";ModuleId={m}"),
+            None => String::new(),
+        };
+        let credential = match self.x509 {
+            true => "x509=true".to_string(),
+            false => format!("SharedAccessKey={}", self.key.expose()),
+        };
         Secret::new(format!(
-            "HostName={};DeviceId={};SharedAccessKey={}",
-            self.host,
-            self.device_id,
-            self.key.expose()
+            "HostName={};DeviceId={}{module};{credential}",
+            self.host, self.device_id
         ))
     }
 }
@@ -367,6 +425,41 @@ mod tests {
             .parse::<ServiceConnectionString>()
             .unwrap_err();
         assert_eq!(err, ParseError::DeviceNotService);
+    }
+
+    #[test]
+    fn x509_and_module_strings_parse_and_format() {
+        let cs: DeviceConnectionString =
+            "HostName=hub:8443;DeviceId=cam;x509=true".parse().unwrap();
+        assert!(cs.x509);
+        assert_eq!(cs.key.expose(), "");
+        assert_eq!(
+            cs.to_secret_string().expose(),
+            "HostName=hub:8443;DeviceId=cam;x509=true"
+        );
+        let err = format!("HostName=h;DeviceId=d;x509=true;SharedAccessKey={KEY}")
+            .parse::<DeviceConnectionString>()
+            .unwrap_err();
+        assert_eq!(err, ParseError::X509WithKey);
+        assert!(!err.to_string().contains(KEY));
+        let err = "HostName=h;DeviceId=d;x509=yes".parse::<DeviceConnectionString>();
+        assert_eq!(err.unwrap_err(), ParseError::BadX509);
+        let plain: DeviceConnectionString =
+            format!("HostName=h;DeviceId=d;x509=false;SharedAccessKey={KEY}")
+                .parse()
+                .unwrap();
+        assert!(!plain.x509);
+
+        let text = format!("HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey={KEY}");
+        let module: DeviceConnectionString = text.parse().unwrap();
+        assert_eq!(module.module_id.as_deref(), Some("m"));
+        assert_eq!(module.to_secret_string().expose(), text);
+        let x509_module =
+            DeviceConnectionString::new_x509("h".parse().unwrap(), "d").with_module("m");
+        assert_eq!(
+            x509_module.to_secret_string().expose(),
+            "HostName=h;DeviceId=d;ModuleId=m;x509=true"
+        );
     }
 
     #[test]

@@ -76,6 +76,15 @@ pub fn device_resource(host: &str, device_id: &str) -> String {
     format!("{host}/devices/{}", url_encode(device_id))
 }
 
+/// A module identity's SAS resource: `<host>/devices/<device>/modules/<module>`.
+pub fn module_resource(host: &str, device_id: &str, module_id: &str) -> String {
+    format!(
+        "{host}/devices/{}/modules/{}",
+        url_encode(device_id),
+        url_encode(module_id)
+    )
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -222,6 +222,36 @@ pub fn parse_stream_request_path(path: &str) -> Option<(String, String)> {
     Some((url_decode(device).ok()?, url_decode(name).ok()?))
 }
 
+/// Splits `/twins/<device>/modules/<module>/streams/<name>` (a module identity's stream
+/// request; path only) into decoded parts.
+pub fn parse_module_stream_request_path(path: &str) -> Option<(String, String, String)> {
+    let rest = path.strip_prefix("/twins/")?;
+    let (device, rest) = rest.split_once('/')?;
+    let (module, rest) = rest.strip_prefix("modules/")?.split_once('/')?;
+    let name = rest.strip_prefix("streams/")?;
+    if name.contains('/') {
+        return None;
+    }
+    let decode = |s: &str| url_decode(s).ok();
+    Some((decode(device)?, decode(module)?, decode(name)?))
+}
+
+/// Path and query of a service's stream request to a module identity.
+pub fn module_stream_request_path(device_id: &str, module_id: &str, stream_name: &str) -> String {
+    format!(
+        "/twins/{}/modules/{}/streams/{}?api-version={API_VERSION}",
+        url_encode(device_id),
+        url_encode(module_id),
+        url_encode(stream_name)
+    )
+}
+
+/// A module identity's MQTT user name: `<host>/<deviceId>/<moduleId>/?api-version=…`
+/// (its client id is `<deviceId>/<moduleId>`).
+pub fn mqtt_module_username(host: &str, device_id: &str, module_id: &str) -> String {
+    format!("{host}/{device_id}/{module_id}/?api-version={API_VERSION}")
+}
+
 /// Device ids: what Azure allows, less the characters that need quoting in topics and URLs.
 /// `.` and `..` are refused: as a path segment (a token's `<host>/devices/<id>`, a REST
 /// path) they would mean something else to anything that normalises the path.
@@ -383,6 +413,26 @@ mod tests {
             Some(("dev 1".into(), "ssh".into()))
         );
         assert_eq!(parse_stream_request_path("/twins/d/streams/a/b"), None);
+        assert_eq!(
+            parse_module_stream_request_path("/twins/d%201/modules/m.1/streams/ssh"),
+            Some(("d 1".into(), "m.1".into(), "ssh".into()))
+        );
+        assert_eq!(
+            parse_stream_request_path("/twins/d/modules/m/streams/ssh"),
+            None
+        );
+        for bad in [
+            "/twins/d/modules/m/streams/a/b",
+            "/twins/d/modules/streams/ssh",
+            "/twins/d/streams/ssh",
+            "/twins/d/modules/m/x/ssh",
+        ] {
+            assert_eq!(parse_module_stream_request_path(bad), None, "{bad}");
+        }
+        assert_eq!(
+            module_stream_request_path("d", "m", "ssh"),
+            format!("/twins/d/modules/m/streams/ssh?api-version={API_VERSION}")
+        );
         assert_eq!(mqtt_username("h:1", "d"), "h:1/d/?api-version=2020-09-30");
     }
 

@@ -78,7 +78,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.max_connections));
     tracing::info!(
         addr = %listener.local_addr()?,
-        device = %route.device_id(),
+        device = %route.target(),
         stream = %route.stream_name(),
         "listening; each connection opens a stream"
     );
@@ -90,7 +90,7 @@ pub async fn run(
             continue;
         };
         let (config, route) = (config.clone(), route.clone());
-        let span = tracing::info_span!("conn", %peer, device = %route.device_id());
+        let span = tracing::info_span!("conn", %peer, device = %route.target());
         tracker.spawn(
             async move {
                 if let Err(e) = serve(&config.client, &route, tcp).await {

@@ -39,6 +39,10 @@ struct Args {
     /// (Required unless --forward is given.)
     #[arg(long, env = "SERVICE_PROXY_DEVICE_ID")]
     device_id: Option<String>,
+    /// Open streams to this module identity of --device-id instead of the device itself
+    /// (the device program connected with the module's connection string serves them).
+    #[arg(long, env = "SERVICE_PROXY_MODULE_ID", requires = "device_id")]
+    module_id: Option<String>,
     /// Instead of --device-id: LOCALPORT=DEVICE:STREAM, a listener on 127.0.0.1:LOCALPORT
     /// (or ADDRESS:PORT=…) whose connections become streams to DEVICE's STREAM; repeat for
     /// more (the variable takes a comma-separated list), e.g. 2222=dev1:ssh 3389=dev2:rdp.
@@ -146,7 +150,14 @@ fn mode(args: &Args) -> anyhow::Result<Mode> {
         "--stream-name: '{}' is not a valid stream name (letters, digits, - . _)",
         args.stream_name
     );
-    let route = Route::new(device_id, args.stream_name.clone());
+    let mut route = Route::new(device_id, args.stream_name.clone());
+    if let Some(module) = &args.module_id {
+        anyhow::ensure!(
+            wire::valid_device_id(module),
+            "--module-id: '{module}' is not a valid module id"
+        );
+        route = route.with_module(module);
+    }
     Ok(match args.stdio {
         true => Mode::Stdio(route),
         false => Mode::Listen(args.listen, route),

@@ -16,6 +16,7 @@ use device_streams_protocol::{
     sas,
     wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
     ws::WsStream,
+    Secret,
 };
 use rumqttc::mqttbytes::{
     v4::{Connect, ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReasonCode},
@@ -120,15 +121,28 @@ async fn open(settings: &Settings) -> anyhow::Result<Io> {
         .context("cannot open the control channel")?;
     let mut io = MqttIo::new(carrier, MAX_PACKET);
     let host = cs.host.to_string();
-    let token = sas::sign_for(
-        &sas::device_resource(&host, &cs.device_id),
-        &cs.key,
-        settings.token_ttl,
-        None,
-    )?;
-    let mut connect = Connect::new(cs.device_id.clone());
+    // An X.509 device's credential is the certificate its TLS connection presented.
+    // A module identity is `<device>/<module>` to the hub: its own client id, user name
+    // and SAS resource.
+    let (client_id, username, resource) = match &cs.module_id {
+        Some(m) => (
+            format!("{}/{m}", cs.device_id),
+            wire::mqtt_module_username(&host, &cs.device_id, m),
+            sas::module_resource(&host, &cs.device_id, m),
+        ),
+        None => (
+            cs.device_id.clone(),
+            wire::mqtt_username(&host, &cs.device_id),
+            sas::device_resource(&host, &cs.device_id),
+        ),
+    };
+    let token = match cs.x509 {
+        true => Secret::new(String::new()),
+        false => sas::sign_for(&resource, &cs.key, settings.token_ttl, None)?,
+    };
+    let mut connect = Connect::new(client_id);
     connect.keep_alive = settings.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-    connect.set_login(wire::mqtt_username(&host, &cs.device_id), token.expose());
+    connect.set_login(username, token.expose());
     let limit = settings.connector.timeout;
     within(limit, "CONNECT", async {
         Ok(io.write(Packet::Connect(connect)).await?)
@@ -139,7 +153,7 @@ async fn open(settings: &Settings) -> anyhow::Result<Io> {
         Some(Packet::ConnAck(ack)) => bail!(
             "hub refused device '{}': {}",
             cs.device_id,
-            refusal(ack.code)
+            refusal(ack.code, cs.x509)
         ),
         _ => bail!("hub did not answer CONNECT with CONNACK"),
     }
@@ -161,8 +175,9 @@ async fn open(settings: &Settings) -> anyhow::Result<Io> {
     }
 }
 
-fn refusal(code: ConnectReturnCode) -> &'static str {
+fn refusal(code: ConnectReturnCode, x509: bool) -> &'static str {
     match code {
+        ConnectReturnCode::BadUserNamePassword if x509 => "bad credentials (the hub refused the client certificate: expired or not yet valid, not the registered thumbprint, not from a registered CA, or its subject CN is not the device id; the hub's log says which)",
         ConnectReturnCode::BadUserNamePassword => "bad credentials (wrong key, or an expired token; check the connection string and the clock)",
         ConnectReturnCode::NotAuthorized => "not authorized (device unknown to the hub, or disabled)",
         ConnectReturnCode::BadClientId => "the device id is not acceptable",
@@ -186,7 +201,12 @@ async fn session(
     let transport = settings.transport;
     tracing::info!(device = %settings.connection.device_id, "connected to hub {host} ({transport})");
     let _ = ch.status.send(Status::Connected);
-    let renew_at = Instant::now() + settings.token_ttl.mul_f64(0.8);
+    // An X.509 session has no token to renew.
+    let renew_in = match settings.connection.x509 {
+        true => Duration::from_secs(100 * 365 * 24 * 3600),
+        false => settings.token_ttl.mul_f64(0.8),
+    };
+    let renew_at = Instant::now() + renew_in;
     let keep_alive = settings.keep_alive;
     let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
     let mut awaiting_pong = false;

@@ -23,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use incoming::{AcceptError, IncomingStream};
 
-use crate::connector::{tls::client_config, Connector};
+use crate::connector::{
+    tls::{client_config, client_config_with_cert},
+    Connector,
+};
 
 /// Requests handed to the program but not yet taken; past this the hub is told no.
 const QUEUE: usize = 64;
@@ -108,6 +111,7 @@ pub struct DeviceClient {
 pub struct DeviceClientBuilder {
     connection: DeviceConnectionString,
     ca_file: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
     connector: Option<Connector>,
     transport: MqttTransport,
     timeout: Duration,
@@ -145,6 +149,7 @@ impl DeviceClient {
         DeviceClientBuilder {
             connection,
             ca_file: None,
+            client_cert: None,
             connector: None,
             transport: MqttTransport::default(),
             timeout: defaults::TIMEOUT,
@@ -217,6 +222,19 @@ impl DeviceClientBuilder {
         self
     }
 
+    /// Present this client certificate (PEM chain, leaf first) with its private key (PEM)
+    /// on every connection to the hub: an X.509 device's credential (connection string
+    /// `…;x509=true`). Ignored when [`DeviceClientBuilder::connector`] is given, whose
+    /// config must then carry the certificate.
+    pub fn client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.client_cert = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
     /// Dial the hub with this connector (TLS trust, HTTP proxy, timeouts).
     pub fn connector(mut self, connector: Connector) -> Self {
         self.connector = Some(connector);
@@ -262,13 +280,18 @@ impl DeviceClientBuilder {
         self
     }
 
-    /// The client; fails only if no TLS trust can be set up (an unreadable CA file, or
-    /// no system roots).
+    /// The client; fails if no TLS trust can be set up (an unreadable CA file, or no
+    /// system roots), or the client certificate cannot be read.
     pub fn build(self) -> anyhow::Result<DeviceClient> {
         let connector = match self.connector {
             Some(c) => c,
             None => {
-                let made = Connector::new(client_config(self.ca_file.as_deref())?, self.timeout);
+                let ca = self.ca_file.as_deref();
+                let config = match &self.client_cert {
+                    Some((cert, key)) => client_config_with_cert(ca, cert, key)?,
+                    None => client_config(ca)?,
+                };
+                let made = Connector::new(config, self.timeout);
                 match self.spares {
                     true => made.with_spares(),
                     false => made,

@@ -33,10 +33,12 @@ pub mod defaults {
     pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 }
 
-/// Where a stream goes: a device and the stream name its device program decides by.
+/// Where a stream goes: a device (or one of its module identities) and the stream name
+/// its device program decides by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     device_id: String,
+    module_id: Option<String>,
     stream_name: String,
 }
 
@@ -45,13 +47,36 @@ impl Route {
     pub fn new(device_id: impl Into<String>, stream_name: impl Into<String>) -> Self {
         Route {
             device_id: device_id.into(),
+            module_id: None,
             stream_name: stream_name.into(),
         }
+    }
+
+    /// The same stream to the device's module identity `module_id` instead (Azure's
+    /// `POST /twins/{device}/modules/{module}/streams/{name}`), which a device program
+    /// connected with that module's connection string serves.
+    pub fn with_module(mut self, module_id: impl Into<String>) -> Self {
+        self.module_id = Some(module_id.into());
+        self
     }
 
     /// The device the stream goes to.
     pub fn device_id(&self) -> &str {
         &self.device_id
+    }
+
+    /// The module identity the stream goes to, if not the device itself.
+    pub fn module_id(&self) -> Option<&str> {
+        self.module_id.as_deref()
+    }
+
+    /// Who the stream goes to, as the hub and its messages name it: the device id, or
+    /// `<device>/<module>`.
+    pub fn target(&self) -> String {
+        match &self.module_id {
+            Some(m) => format!("{}/{m}", self.device_id),
+            None => self.device_id.clone(),
+        }
     }
 
     /// The stream name the device program decides by.
@@ -171,7 +196,7 @@ impl ServiceClient {
             websocket::connect_stream_on(&self.connector, &granted.url, &granted.token, reuse)
                 .await
                 .map_err(|cause| StreamError::WebSocket {
-                    device: route.device_id.clone(),
+                    device: route.target(),
                     cause,
                 })?;
         let hub = &self.connection.host;

@@ -236,7 +236,7 @@ pub(super) async fn request(
     client: &ServiceClient,
     route: &Route,
 ) -> Result<(Granted, Option<Reusable>), StreamError> {
-    let device = || route.device_id.clone();
+    let device = || route.target();
     let cs = &client.connection;
     let tls = client
         .connector
@@ -295,7 +295,7 @@ fn build_request(
     client: &ServiceClient,
     route: &Route,
 ) -> Result<Request<Empty<Bytes>>, StreamError> {
-    let device = || route.device_id.clone();
+    let device = || route.target();
     let cs = &client.connection;
     let host = cs.host.to_string();
     let token =
@@ -306,20 +306,23 @@ fn build_request(
             }
         })?;
     let secs = |d: Duration| d.as_secs().max(1).to_string();
-    Request::post(wire::stream_request_path(
-        &route.device_id,
-        &route.stream_name,
-    ))
-    .header(header::HOST, &host)
-    .header(header::AUTHORIZATION, token.expose())
-    .header(header::CONTENT_LENGTH, "0")
-    .header(wire::HEADER_CONNECT_TIMEOUT, secs(client.connect_timeout))
-    .header(wire::HEADER_RESPONSE_TIMEOUT, secs(client.response_timeout))
-    .body(Empty::<Bytes>::new())
-    .map_err(|_| StreamError::Incomplete {
-        device: device(),
-        missing: "valid request",
-    })
+    let path = match &route.module_id {
+        Some(module) => {
+            wire::module_stream_request_path(&route.device_id, module, &route.stream_name)
+        }
+        None => wire::stream_request_path(&route.device_id, &route.stream_name),
+    };
+    Request::post(path)
+        .header(header::HOST, &host)
+        .header(header::AUTHORIZATION, token.expose())
+        .header(header::CONTENT_LENGTH, "0")
+        .header(wire::HEADER_CONNECT_TIMEOUT, secs(client.connect_timeout))
+        .header(wire::HEADER_RESPONSE_TIMEOUT, secs(client.response_timeout))
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| StreamError::Incomplete {
+            device: device(),
+            missing: "valid request",
+        })
 }
 
 /// What the hub's answer says: the stream's URL and token, or why there is none.
@@ -329,7 +332,7 @@ fn read_answer(
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<Granted, StreamError> {
-    let device = || route.device_id.clone();
+    let device = || route.target();
     if status != StatusCode::OK {
         return Err(StreamError::Refused {
             device: device(),

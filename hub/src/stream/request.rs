@@ -1,4 +1,5 @@
-//! A service's stream request: `POST /twins/{deviceId}/streams/{streamName}`.
+//! A service's stream request: `POST /twins/{deviceId}/streams/{streamName}`, or to a
+//! module identity `POST /twins/{deviceId}/modules/{moduleId}/streams/{streamName}`.
 //!
 //! The call blocks until the device accepts or rejects the stream, or the response
 //! timeout passes. Accepted and rejected both answer 200 with
@@ -53,16 +54,22 @@ fn timeout_header(headers: &HeaderMap, name: &str, default: Duration, max: Durat
         .clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
 }
 
+/// A stream request to `target`: a device, or a device's module (the hub knows a module
+/// as `<device>/<module>`).
 pub async fn stream_request(
     hub: Arc<Hub>,
     req: Request<Incoming>,
-    device: String,
+    target: (String, Option<String>),
     name: String,
 ) -> Response<Body> {
+    let device = match &target {
+        (device, Some(module)) => format!("{device}/{module}"),
+        (device, None) => device.clone(),
+    };
     // Only a request that authenticated and names a well-formed device and stream leaves
     // a record: anyone can send the others, and they must cost no disk (metrics count them).
     let policy = match authenticate(&hub, &req, &device)
-        .and_then(|p| well_formed(&device, &name).map(|()| p))
+        .and_then(|p| well_formed(&target, &name).map(|()| p))
     {
         Ok(policy) => policy,
         Err(refusal) => return refusal.response(),
@@ -170,8 +177,12 @@ fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<Stri
 }
 
 /// The device id and stream name are ones a registry and a device could hold.
-fn well_formed(device: &str, name: &str) -> Result<(), Refusal> {
+fn well_formed((device, module): &(String, Option<String>), name: &str) -> Result<(), Refusal> {
     let bad = StatusCode::BAD_REQUEST;
+    if module.as_deref().is_some_and(|m| !wire::valid_device_id(m)) {
+        let msg = "the module id is not valid (letters, digits and - . _ : @, at most 128)";
+        return Err(Refusal::new(bad, "InvalidModuleId", Outcome::Failed, msg));
+    }
     if !wire::valid_device_id(device) {
         let msg = "the device id is not valid (letters, digits and - . _ : @, at most 128)";
         return Err(Refusal::new(bad, "InvalidDeviceId", Outcome::Failed, msg));
@@ -194,9 +205,9 @@ fn log_behind(device: &str) -> Refusal {
 /// Every check between a well-formed, authenticated request and asking the device: the
 /// device's state and the hub's limits. Returns the stream's place under the limits.
 fn admit(hub: &Hub, device: &str) -> Result<super::Slot, Refusal> {
-    match hub.registry.device(device)? {
-        Some(d) if d.enabled => {}
-        Some(_) => {
+    match hub.registry.identity_enabled(device)? {
+        Some(true) => {}
+        Some(false) => {
             let msg = format!("device '{device}' is disabled");
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
