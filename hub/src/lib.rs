@@ -20,6 +20,8 @@
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit.
+//! - [`cluster`]: cluster mode, many nodes sharing the registry, presence and stream
+//!   requests through NATS JetStream.
 //! - [`live`]: what the running hub publishes in the database for the CLI (which devices
 //!   are online, open streams and their bytes) and the CLI's requests to close a stream.
 #![forbid(unsafe_code)]
@@ -29,6 +31,7 @@ pub mod admin;
 pub mod auth;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod http;
@@ -65,6 +68,8 @@ pub struct Hub {
     pub(crate) new_streams: rate::RateLimit,
     pub(crate) tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// This hub as a node of a cluster (`serve --cluster`), set once at start.
+    pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
 }
 
 impl Hub {
@@ -94,6 +99,7 @@ impl Hub {
             new_streams,
             tracker: TaskTracker::new(),
             shutdown,
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 

