@@ -60,8 +60,8 @@ pub fn log_file(path: &Path) -> Stdio {
 }
 
 /// A hub node: `stream-hub serve --cluster` as a process on a free loopback port,
-/// advertising its own streaming URL and answering to its own name as an alias.
-pub fn start_node(data: &Path, nats_url: &str, log: &Path) -> Daemon {
+/// advertising its own streaming URL and answering to its own name (and `aliases`).
+pub fn start_node(data: &Path, nats_url: &str, log: &Path, aliases: &[String]) -> Daemon {
     Daemon::start("stream-hub serve", log, |port| {
         let mut cmd = Command::new(crate::bin("stream-hub"));
         cmd.arg("--data-dir")
@@ -70,9 +70,45 @@ pub fn start_node(data: &Path, nats_url: &str, log: &Path) -> Daemon {
             .args(["--streaming-url", &format!("wss://localhost:{port}")])
             .args(["--alias", &format!("localhost:{port}")])
             .args(["--cluster", nats_url])
+            .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file(log));
         cmd
     })
+}
+
+/// A free loopback port, for a daemon whose port must be known before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// HAProxy in TCP mode on `port` in front of `backends` (loopback ports): health checks
+/// every 200 ms, and a connection to a backend that has just died is sent to another.
+pub fn start_haproxy(dir: &Path, port: u16, backends: &[u16]) -> Daemon {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("    server node{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1\n"))
+        .collect();
+    let config = format!(
+        "global\n    maxconn 1024\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 10m\n    timeout server 10m\n    retries 3\n    option redispatch\n\
+         frontend hub\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+         backend nodes\n    balance first\n{servers}"
+    );
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, config).expect("haproxy.cfg");
+    let log = dir.join("haproxy.log");
+    let haproxy = find("haproxy", &["/usr/sbin/haproxy"], "haproxy");
+    let mut cmd = Command::new(haproxy);
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log_file(&log));
+    Daemon::start_on("haproxy", &log, port, cmd)
 }

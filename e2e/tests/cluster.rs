@@ -1,7 +1,8 @@
 //! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
 //! A device connected to node A is reached through node B (the stream's bytes go to A,
 //! whose streaming URL B's answer names), and a device disabled from the CLI against the
-//! cluster is cut on A within 2 s.
+//! cluster is cut on A within 2 s. Behind HAProxy, a node killed with SIGKILL loses its
+//! devices to another node, through the balancer, within a stated bound.
 
 use std::{path::Path, time::Duration};
 
@@ -60,8 +61,8 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
     );
 
     let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
-    let a = nats::start_node(&data, &url, &a_log);
-    let b = nats::start_node(&data, &url, &b_log);
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
     let echo = Peer::echo().await;
     let ca = data.join("ca.pem");
     let to_a = DeviceConnectionString {
@@ -103,4 +104,74 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
     let refused = open_stream(&config).await;
     assert!(refused.is_err(), "a disabled device is refused through B");
     println!("revocation took {:?} to reach node A", cut.unwrap());
+}
+
+/// How long a device may take to come back on another node after its node is killed:
+/// the balancer's health check (200 ms), the device proxy's reconnect back-off (at most
+/// 2 s in these tests) and the CONNECT, with room for a loaded test machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = nats::start_nats(tmp.path());
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let lb = nats::free_port();
+    let name = format!("localhost:{lb}");
+    hub_cli(&data, &["init", "--hostname", &name, "--cluster", &url]);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, std::slice::from_ref(&name));
+    let b = nats::start_node(&data, &url, &b_log, std::slice::from_ref(&name));
+    let (a_port, b_port) = (a.port, b.port);
+    // `balance first`: every connection goes to A while it lives.
+    let _haproxy = nats::start_haproxy(tmp.path(), lb, &[a_port, b_port]);
+
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(device, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a_port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+    let config = ServiceConfig::new(service.clone(), connector(&ca), "dev1", "echo");
+    let mut stream = open_stream(&config)
+        .await
+        .expect("a stream through the balancer");
+    round_trip(&mut stream, b"to node A").await;
+
+    drop(a); // SIGKILL
+    let back = wait_for(FAILOVER_BOUND, || devices_on(&data, b_port) == 1).await;
+    assert!(
+        back.is_some(),
+        "dev1 did not come back on node B: {}",
+        nats::log(&b_log)
+    );
+    println!(
+        "dev1 was back on node B {:?} after node A was killed",
+        back.unwrap()
+    );
+    let config = ServiceConfig::new(service, connector(&ca), "dev1", "echo");
+    let granted = request_stream(&config)
+        .await
+        .expect("a stream after the failover");
+    assert!(granted
+        .url
+        .starts_with(&format!("wss://localhost:{b_port}/")));
+    let mut stream = open_stream(&config)
+        .await
+        .expect("a stream after the failover");
+    round_trip(&mut stream, b"to node B").await;
 }
