@@ -40,17 +40,24 @@ pub fn log(path: &Path) -> String {
 
 /// One `nats-server -js` on a free loopback port, its state in `dir`.
 pub fn start_nats(dir: &Path) -> Daemon {
-    let store = dir.join("js");
     let log = dir.join("nats.log");
-    Daemon::start("nats-server", &log, |port| {
-        let mut cmd = Command::new(nats_server());
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-            .arg("-sd")
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(log_file(&log));
-        cmd
-    })
+    Daemon::start("nats-server", &log, |port| nats_command(dir, port, &log))
+}
+
+/// [`start_nats`] on a given port: a server that comes back where it was, with its state.
+pub fn start_nats_on(dir: &Path, port: u16) -> Daemon {
+    let log = dir.join("nats.log");
+    Daemon::start_on("nats-server", &log, port, nats_command(dir, port, &log))
+}
+
+fn nats_command(dir: &Path, port: u16, log: &Path) -> Command {
+    let mut cmd = Command::new(nats_server());
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-sd")
+        .arg(dir.join("js"))
+        .stdout(Stdio::null())
+        .stderr(log_file(log));
+    cmd
 }
 
 pub fn log_file(path: &Path) -> Stdio {

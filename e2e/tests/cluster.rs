@@ -175,3 +175,70 @@ async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
         .expect("a stream after the failover");
     round_trip(&mut stream, b"to node B").await;
 }
+
+/// With NATS gone, a node goes on serving the devices it holds with the registry it last
+/// knew; when NATS is back it follows the cluster again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_serves_its_devices_while_nats_is_down_and_recovers_by_itself() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats_port = nats::free_port();
+    let nats = nats::start_nats_on(tmp.path(), nats_port);
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let data = tmp.path().join("data");
+    hub_cli(
+        &data,
+        &["init", "--hostname", "localhost:1", "--cluster", &url],
+    );
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let a_log = tmp.path().join("a.log");
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+    let via_a = ServiceConnectionString {
+        host: host(a.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_a, connector(&ca), "dev1", "echo");
+
+    drop(nats); // SIGKILL: no NATS at all
+    for round in 0..3 {
+        let mut stream = open_stream(&config)
+            .await
+            .unwrap_or_else(|e| panic!("round {round} without NATS: {e}\n{}", nats::log(&a_log)));
+        round_trip(&mut stream, b"no NATS needed").await;
+    }
+
+    let _nats = nats::start_nats_on(tmp.path(), nats_port);
+    hub_cli(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(40), || devices_on(&data, a.port) == 0).await;
+    assert!(
+        cut.is_some(),
+        "node A never followed the cluster again: {}",
+        nats::log(&a_log)
+    );
+    println!(
+        "node A followed a change {:?} after NATS was back",
+        cut.unwrap()
+    );
+    assert!(open_stream(&config).await.is_err(), "dev1 is disabled now");
+}
