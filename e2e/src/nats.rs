@@ -119,3 +119,33 @@ pub fn start_haproxy(dir: &Path, port: u16, backends: &[u16]) -> Daemon {
         .stderr(log_file(&log));
     Daemon::start_on("haproxy", &log, port, cmd)
 }
+
+/// Three `nats-server -js` in one cluster (routes between them), on free loopback ports,
+/// each with its own state under `dir`; returns them and the client URL list.
+pub fn start_nats_cluster(dir: &Path) -> (Vec<Daemon>, String) {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_urls = routes
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let servers: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let own = dir.join(format!("nats{i}"));
+            std::fs::create_dir_all(&own).expect("nats dir");
+            let log = own.join("nats.log");
+            let port = free_port();
+            let mut cmd = nats_command(&own, port, &log);
+            cmd.args(["-n", &format!("n{i}"), "--cluster_name", "hubs"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &route_urls]);
+            Daemon::start_on("nats-server", &log, port, cmd)
+        })
+        .collect();
+    let urls = servers
+        .iter()
+        .map(|s| format!("nats://127.0.0.1:{}", s.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    (servers, urls)
+}

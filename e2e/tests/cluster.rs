@@ -242,3 +242,117 @@ async fn a_node_serves_its_devices_while_nats_is_down_and_recovers_by_itself() {
     );
     assert!(open_stream(&config).await.is_err(), "dev1 is disabled now");
 }
+
+/// On a 3-server NATS cluster with the buckets replicated 3 times, losing one server
+/// changes nothing users see: streams through another node and revocation go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_one_nats_server_of_three_changes_nothing() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut servers, urls) = nats::start_nats_cluster(tmp.path());
+    let data = tmp.path().join("data");
+    let init = [
+        "init",
+        "--hostname",
+        "localhost:1",
+        "--cluster",
+        &urls,
+        "--cluster-replicas",
+        "3",
+    ];
+    // JetStream elects its meta leader a moment after the servers start.
+    let mut initialised = false;
+    for _ in 0..40 {
+        let out = std::process::Command::new(e2e::bin("stream-hub"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(init)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            initialised = true;
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&data);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(initialised, "init --cluster never worked on the 3 servers");
+    let device: DeviceConnectionString = retried(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &urls, &a_log, &[]);
+    let b = nats::start_node(&data, &urls, &b_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+
+    drop(servers.remove(0)); // SIGKILL one server of three
+    let via_b = ServiceConnectionString {
+        host: host(b.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let mut stream = None;
+    for _ in 0..20 {
+        // A client of the dead server moves to another within its reconnect delay.
+        match open_stream(&config).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let mut stream = stream.unwrap_or_else(|| {
+        panic!(
+            "no stream through B after losing a NATS server: {}",
+            nats::log(&b_log)
+        )
+    });
+    round_trip(&mut stream, b"two NATS servers are enough").await;
+    // The buckets' streams may be electing a new leader still: the write waits for one.
+    retried(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(5), || devices_on(&data, a.port) == 0).await;
+    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    println!(
+        "with one NATS server down, revocation reached node A in {:?}",
+        cut.unwrap()
+    );
+}
+
+/// `stream-hub` `args`, retried for up to 10 s while a fresh NATS cluster settles (its
+/// replicated streams answer a moment after they are created).
+fn retried(data: &Path, args: &[&str]) -> String {
+    let mut last = String::new();
+    for _ in 0..40 {
+        let out = std::process::Command::new(e2e::bin("stream-hub"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("stream-hub {args:?}: {last}")
+}

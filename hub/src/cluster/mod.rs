@@ -281,7 +281,16 @@ pub async fn join(
 ) -> anyhow::Result<(Registry, Node)> {
     let conn = Connection::open(config).await?;
     let cache = dir.path.join("nodes").join(&id);
-    std::fs::create_dir_all(&cache)
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Owner only, like the rest of the data directory: the copy holds every key.
+        builder.mode(0o700);
+    }
+    builder
+        .create(&cache)
         .with_context(|| format!("cannot create {}", cache.display()))?;
     let path = cache.join(crate::registry::DB_FILE);
     let opened = conn.clone();
