@@ -57,6 +57,29 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Starts `command`, which listens on `port` (chosen beforehand because something
+    /// else must name it first), and waits until the port accepts connections.
+    pub fn start_on(name: &str, log: &Path, port: u16, mut command: Command) -> Daemon {
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Daemon { port, child };
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("{name} did not start on port {port}: {log}");
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -9,6 +9,7 @@
 pub mod clients;
 pub mod daemon;
 pub mod fault;
+pub mod nats;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;

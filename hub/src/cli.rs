@@ -52,6 +52,9 @@ pub enum Command {
         /// certificate and the connection strings.
         #[arg(long, env = "STREAM_HUB_HOSTNAME", default_value = "localhost")]
         hostname: String,
+        /// Keep the registry in a cluster (see `serve --cluster`) instead of SQLite.
+        #[command(flatten)]
+        cluster: crate::cluster::ClusterArgs,
     },
     /// Manage devices in the registry (a running hub sees changes at once).
     #[command(subcommand)]
@@ -106,6 +109,18 @@ pub enum Command {
     },
     /// Run the hub.
     Serve(Box<ServeArgs>),
+    /// The cluster a data directory's hub nodes share (`init --cluster`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// The cluster's NATS server, buckets, and which node holds how many devices.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +315,13 @@ pub struct ServeArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub retention: crate::config::Retention,
+    /// Run as a node of a cluster (default: the one `init --cluster` remembered).
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
+    /// This node's name in the cluster (letters, digits, - and _); default: from
+    /// --streaming-url, else the port.
+    #[arg(long, env = "STREAM_HUB_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// Reads the command line and `--config` file again and puts `serve`'s limits in force
@@ -334,7 +356,15 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let registry = dir.registry()?;
+    let (registry, node) = match args.cluster.resolve(dir)? {
+        None => (dir.registry()?, None),
+        Some(cluster) => {
+            let url = args.streaming_url.as_deref();
+            let id = crate::cluster::node_id(args.node_id.as_deref(), url, args.listen.port());
+            let (registry, node) = crate::cluster::join(dir, &cluster, id).await?;
+            (registry, Some(node))
+        }
+    };
     let hostname = dir.hostname(&registry)?;
     let certs = cert_store(dir, &args)?;
     let tls = crate::tls::server_config(certs.clone())?;
@@ -369,6 +399,10 @@ pub async fn serve(
         None => None,
     };
     let hub = Hub::new(config, registry, shutdown)?;
+    if let Some(node) = node {
+        tracing::info!(node = %node.id, "serving as a cluster node");
+        crate::cluster::start(&hub, node)?;
+    }
     hub.tracker
         .spawn(crate::tls::watch(certs.clone(), hub.shutdown.clone()));
     let reloading = hub.clone();

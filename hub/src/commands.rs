@@ -27,8 +27,8 @@ use crate::{
 /// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
 pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init { hostname } => {
-            init::init(dir, &hostname)?;
+        Command::Init { hostname, cluster } => {
+            init::init_with(dir, &hostname, cluster.given().as_ref())?;
             if let Some(warning) = init::microsoft_sdk_warning(&hostname) {
                 eprintln!("stream-hub: {warning}");
             }
@@ -83,6 +83,9 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(_) => anyhow::bail!("serve runs through cli::serve"),
+        Command::Cluster(crate::cli::ClusterCommand::Status { json }) => {
+            crate::cluster::status(dir, json)
+        }
     }
 }
 

@@ -49,6 +49,10 @@ impl DataDir {
     /// Opens the registry of an initialised directory, first taking away any access group
     /// and other users have to the directory or its files.
     pub fn registry(&self) -> anyhow::Result<Registry> {
+        if let Some(cluster) = crate::cluster::remembered(self)? {
+            self.make_private();
+            return crate::cluster::cli_registry(self, &cluster);
+        }
         let db = self.path.join(DB_FILE);
         anyhow::ensure!(
             db.is_file(),
@@ -141,6 +145,15 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 /// Creates a data directory for a hub reachable as `hostname` (`host[:port]`).
 /// Refuses to touch a directory that exists and is not empty.
 pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
+    init_with(dir, hostname, None)
+}
+
+/// [`init`], with the registry in `cluster` rather than in the directory when given.
+pub fn init_with(
+    dir: &DataDir,
+    hostname: &str,
+    cluster: Option<&crate::cluster::ClusterConfig>,
+) -> anyhow::Result<()> {
     let host: HostName = hostname.parse().context("--hostname")?;
     if dir.path.exists() {
         let mut entries = fs::read_dir(&dir.path)
@@ -160,7 +173,13 @@ pub fn init(dir: &DataDir, hostname: &str) -> anyhow::Result<()> {
     write_file(&dir.cert_file(), &chain)?;
     write_file(&dir.key_file(), &issued.key_pem)?;
 
-    let registry = Registry::open(&dir.path.join(DB_FILE))?;
+    let registry = match cluster {
+        Some(cluster) => {
+            crate::cluster::remember(dir, cluster)?;
+            dir.registry()?
+        }
+        None => Registry::open(&dir.path.join(DB_FILE))?,
+    };
     registry.set_setting(HOSTNAME_SETTING, &host.to_string())?;
     registry.add_policy(
         DEFAULT_POLICY,

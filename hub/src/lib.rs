@@ -23,6 +23,8 @@
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit; [`preauth`]: what a connection may cost
 //!   before it has authenticated.
+//! - [`cluster`]: cluster mode, many nodes sharing the registry, presence and stream
+//!   requests through NATS JetStream.
 //! - [`live`]: what the running hub publishes in the database for the CLI (which devices
 //!   are online, open streams and their bytes) and the CLI's requests to close a stream.
 #![forbid(unsafe_code)]
@@ -32,6 +34,7 @@ pub mod admin;
 pub mod auth;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod http;
@@ -76,6 +79,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// The limits in force: `config.limits` at start, replaced by a reload (SIGHUP).
     limits: std::sync::RwLock<Arc<Limits>>,
+    /// This hub as a node of a cluster (`serve --cluster`), set once at start.
+    pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
 }
 
 impl Hub {
@@ -108,6 +113,7 @@ impl Hub {
             preauth: preauth::Gate::default(),
             shutdown,
             limits: std::sync::RwLock::new(Arc::new(initial_limits)),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 

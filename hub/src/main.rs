@@ -11,7 +11,8 @@ use stream_hub::{
 
 fn main() -> ExitCode {
     let cli: Cli = cli::parse("stream-hub");
-    logging::init(cli.log_format, "info");
+    // async-nats says "connected" at info on every connection, which the CLI makes per command.
+    logging::init(cli.log_format, "info,async_nats=warn");
     let dir = DataDir::new(&cli.data_dir);
     match cli.command {
         Command::Serve(args) => cli::main("stream-hub", Ok(args), |args, shutdown| async move {

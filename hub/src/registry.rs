@@ -46,6 +46,9 @@ pub enum RegistryError {
     MissingSetting(&'static str),
     #[error("registry database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The cluster's registry (a JetStream KV bucket) did not take a change: it was not made.
+    #[error("cluster registry: {0}")]
+    Cluster(String),
     #[error("registry file {}: {source}", path.display())]
     File { path: PathBuf, source: io::Error },
 }
@@ -151,12 +154,31 @@ pub fn new_key() -> Secret {
     Secret::new(STANDARD.encode(bytes))
 }
 
+/// One change to the registry's devices, policies or settings, as a [`Mirror`] carries it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Device(Device),
+    DeviceGone(String),
+    Policy(Policy),
+    PolicyGone(String),
+    Setting(String, String),
+}
+
+/// Where registry changes must also go before they count: in cluster mode the shared
+/// JetStream KV bucket ([`crate::cluster`]), of which this database is then the node's
+/// cache. A change the mirror refuses is rolled back here, so the cache never holds what
+/// the cluster does not.
+pub trait Mirror: Send + Sync {
+    fn write(&self, change: &Change) -> Result<(), String>;
+}
+
 /// Clones share one connection: the hub's writes through it (see [`crate::live`]) do not
 /// change the `data_version` its watcher reads.
 #[derive(Clone)]
 pub struct Registry {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 const SCHEMA: &str = "
@@ -241,7 +263,97 @@ impl Registry {
         Ok(Registry {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            mirror: None,
         })
+    }
+
+    /// This registry with every change also written to `mirror` (first, see [`Mirror`]).
+    pub fn with_mirror(mut self, mirror: Arc<dyn Mirror>) -> Registry {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// Runs a change in one transaction that commits only once the mirror (if any) took
+    /// the change `f` reports. The lock is held meanwhile, so the cache and the mirror
+    /// see changes in the same order.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<(T, Change), RegistryError>,
+    ) -> Result<T, RegistryError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let (value, change) = f(&tx)?;
+            if let Some(mirror) = &self.mirror {
+                mirror.write(&change).map_err(RegistryError::Cluster)?;
+            }
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// Applies a change that comes from the mirror (another node's or the CLI's), without
+    /// writing it back. The connection time a device had here is kept.
+    pub fn apply(&self, change: &Change) -> Result<(), RegistryError> {
+        self.with(|c| {
+            match change {
+                Change::Device(d) => c.execute(
+                    "INSERT INTO devices (id, primary_key, secondary_key, enabled, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET \
+                     primary_key = ?2, secondary_key = ?3, enabled = ?4, created_at = ?5",
+                    params![
+                        d.id,
+                        d.primary_key.expose(),
+                        d.secondary_key.expose(),
+                        d.enabled,
+                        d.created_at
+                    ],
+                )?,
+                Change::DeviceGone(id) => c.execute("DELETE FROM devices WHERE id = ?1", [id])?,
+                Change::Policy(p) => c.execute(
+                    "INSERT OR REPLACE INTO policies (name, primary_key, secondary_key, rights) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        p.name,
+                        p.primary_key.expose(),
+                        p.secondary_key.expose(),
+                        p.rights.join(",")
+                    ],
+                )?,
+                Change::PolicyGone(n) => c.execute("DELETE FROM policies WHERE name = ?1", [n])?,
+                Change::Setting(n, v) => c.execute(
+                    "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
+                    params![n, v],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    /// Removes the devices and policies not named (the mirror no longer has them).
+    pub fn retain(
+        &self,
+        devices: &std::collections::HashSet<String>,
+        policies: &std::collections::HashSet<String>,
+    ) -> Result<(), RegistryError> {
+        let gone_devices: Vec<String> = self
+            .devices()?
+            .into_iter()
+            .map(|d| d.id)
+            .filter(|id| !devices.contains(id))
+            .collect();
+        let gone_policies: Vec<String> = self
+            .policies()?
+            .into_iter()
+            .map(|p| p.name)
+            .filter(|n| !policies.contains(n))
+            .collect();
+        for id in gone_devices {
+            self.apply(&Change::DeviceGone(id))?;
+        }
+        for name in gone_policies {
+            self.apply(&Change::PolicyGone(name))?;
+        }
+        Ok(())
     }
 
     /// The database file, which the activity log shares.
@@ -259,12 +371,12 @@ impl Registry {
     }
 
     pub fn set_setting(&self, name: &str, value: &str) -> Result<(), RegistryError> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
                 params![name, value],
             )?;
-            Ok(())
+            Ok(((), Change::Setting(name.to_string(), value.to_string())))
         })
     }
 
@@ -290,7 +402,7 @@ impl Registry {
             created_at: unix_now(),
             last_connected_at: None,
         };
-        self.with(|c| {
+        self.write(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO devices (id, primary_key, secondary_key, enabled, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
                 params![device.id, device.primary_key.expose(), device.secondary_key.expose(), device.created_at],
@@ -298,18 +410,13 @@ impl Registry {
             if inserted == 0 {
                 return Err(RegistryError::DeviceExists(id.to_string()));
             }
-            Ok(())
+            Ok(((), Change::Device(device.clone())))
         })?;
         Ok(device)
     }
 
     pub fn device(&self, id: &str) -> Result<Option<Device>, RegistryError> {
-        self.with(|c| {
-            // Every stream request and device connect looks a device up: parse the SQL once.
-            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1");
-            let mut stmt = c.prepare_cached(&sql)?;
-            Ok(stmt.query_row([id], device_from_row).optional()?)
-        })
+        self.with(|c| device_in(c, id))
     }
 
     pub fn devices(&self) -> Result<Vec<Device>, RegistryError> {
@@ -326,14 +433,14 @@ impl Registry {
     }
 
     pub fn delete_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.with(|c| {
+        self.write(|c| {
             // A device added later under the same id starts with SAS, not this one's X.509,
             // and with no modules.
             c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?;
             c.execute("DELETE FROM modules WHERE device_id = ?1", [id])?;
             match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
                 0 => Err(RegistryError::UnknownDevice(id.to_string())),
-                _ => Ok(()),
+                _ => Ok(((), Change::DeviceGone(id.to_string()))),
             }
         })
     }
@@ -358,12 +465,14 @@ impl Registry {
         })
     }
 
+    /// Records a connection here only: in cluster mode each node knows when devices last
+    /// connected to it, and the cluster is not written on every CONNECT.
     pub fn touch_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.update_device(
-            id,
-            "UPDATE devices SET last_connected_at = ?2 WHERE id = ?1",
-            unix_now(),
-        )
+        let sql = "UPDATE devices SET last_connected_at = ?2 WHERE id = ?1";
+        self.with(|c| match c.execute(sql, params![id, unix_now()])? {
+            0 => Err(RegistryError::UnknownDevice(id.to_string())),
+            _ => Ok(()),
+        })
     }
 
     fn update_device(
@@ -372,9 +481,13 @@ impl Registry {
         sql: &str,
         value: impl rusqlite::ToSql,
     ) -> Result<(), RegistryError> {
-        self.with(|c| match c.execute(sql, params![id, value])? {
+        self.write(|c| match c.execute(sql, params![id, value])? {
             0 => Err(RegistryError::UnknownDevice(id.to_string())),
-            _ => Ok(()),
+            _ => {
+                let device = device_in(c, id)?;
+                let device = device.ok_or_else(|| RegistryError::UnknownDevice(id.to_string()))?;
+                Ok(((), Change::Device(device)))
+            }
         })
     }
 
@@ -385,7 +498,7 @@ impl Registry {
             secondary_key: new_key(),
             rights: rights.iter().map(|r| r.name().to_string()).collect(),
         };
-        self.with(|c| {
+        self.write(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO policies (name, primary_key, secondary_key, rights) VALUES (?1, ?2, ?3, ?4)",
                 params![name, policy.primary_key.expose(), policy.secondary_key.expose(), policy.rights.join(",")],
@@ -393,7 +506,7 @@ impl Registry {
             if inserted == 0 {
                 return Err(RegistryError::PolicyExists(name.to_string()));
             }
-            Ok(())
+            Ok(((), Change::Policy(policy.clone())))
         })?;
         Ok(policy)
     }
@@ -409,10 +522,10 @@ impl Registry {
     }
 
     pub fn delete_policy(&self, name: &str) -> Result<(), RegistryError> {
-        self.with(
+        self.write(
             |c| match c.execute("DELETE FROM policies WHERE name = ?1", [name])? {
                 0 => Err(RegistryError::UnknownPolicy(name.to_string())),
-                _ => Ok(()),
+                _ => Ok(((), Change::PolicyGone(name.to_string()))),
             },
         )
     }
@@ -424,6 +537,13 @@ impl Registry {
             Ok(stmt.query_row([name], policy_from_row).optional()?)
         })
     }
+}
+
+fn device_in(c: &Connection, id: &str) -> Result<Option<Device>, RegistryError> {
+    // Every stream request and device connect looks a device up: parse the SQL once.
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1");
+    let mut stmt = c.prepare_cached(&sql)?;
+    Ok(stmt.query_row([id], device_from_row).optional()?)
 }
 
 /// The database and the files SQLite keeps beside it in WAL mode.

@@ -76,6 +76,10 @@ pub struct Sessions {
     /// Told, under the lock, whenever a device's session comes or goes, so the changes
     /// reach it in the order they happened.
     presence: Presence,
+    /// In cluster mode, the same changes for the cluster's presence bucket
+    /// ([`crate::cluster::presence`]); full, it loses them with a warning rather than
+    /// holding up sessions while the cluster is slow or away.
+    cluster: std::sync::OnceLock<mpsc::Sender<(String, bool)>>,
 }
 
 /// What a new control session gets: its id, its queue of requests and its kill switch.
@@ -90,6 +94,24 @@ impl Sessions {
         Sessions {
             presence,
             ..Sessions::default()
+        }
+    }
+
+    /// Has every later change of presence sent to `tx` too (cluster mode).
+    pub(crate) fn report_to(&self, tx: mpsc::Sender<(String, bool)>) {
+        let _ = self.cluster.set(tx);
+    }
+
+    fn set_presence(&self, device: &str, online: bool) {
+        self.presence.set(device, online);
+        if let Some(tx) = self.cluster.get() {
+            if tx.try_send((device.to_string(), online)).is_err() {
+                tracing::warn!(
+                    device,
+                    online,
+                    "cluster presence update lost: its queue is full"
+                );
+            }
         }
     }
 
@@ -110,7 +132,7 @@ impl Sessions {
             key,
         };
         let old = inner.devices.insert(device.to_string(), handle);
-        self.presence.set(device, true);
+        self.set_presence(device, true);
         drop(inner);
         if let Some(old) = old {
             tracing::info!(device, "a new connection replaces the device's earlier one");
@@ -133,7 +155,7 @@ impl Sessions {
         {
             inner.devices.remove(device);
             inner.waiters.retain(|_, w| w.device != device);
-            self.presence.set(device, false);
+            self.set_presence(device, false);
         }
     }
 
@@ -143,7 +165,7 @@ impl Sessions {
         match inner.devices.remove(device) {
             Some(handle) => {
                 handle.cancel.cancel();
-                self.presence.set(device, false);
+                self.set_presence(device, false);
                 true
             }
             None => false,
@@ -162,7 +184,7 @@ impl Sessions {
         match stale.then(|| inner.devices.remove(device)).flatten() {
             Some(handle) => {
                 handle.cancel.cancel();
-                self.presence.set(device, false);
+                self.set_presence(device, false);
                 true
             }
             None => false,

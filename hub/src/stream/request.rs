@@ -80,6 +80,25 @@ pub async fn stream_request(
     let connect_timeout = timeout_header(req.headers(), wire::HEADER_CONNECT_TIMEOUT, default, max);
     let response_timeout =
         timeout_header(req.headers(), wire::HEADER_RESPONSE_TIMEOUT, default, max);
+    let timeouts = (connect_timeout, response_timeout);
+    // In cluster mode a device held by another node is asked there, which records it.
+    let elsewhere = crate::cluster::forward::elsewhere(&hub, &device, &name, &policy, timeouts);
+    if let Some(response) = elsewhere.await {
+        return response;
+    }
+    authorized(hub, device, name, policy, timeouts).await
+}
+
+/// A stream request past authentication, for a device this node may hold: its record,
+/// the checks, and asking the device. Other nodes' forwarded requests start here.
+pub(crate) async fn authorized(
+    hub: Arc<Hub>,
+    device: String,
+    name: String,
+    policy: String,
+    timeouts: (Duration, Duration),
+) -> Response<Body> {
+    let response_timeout = timeouts.1;
     let open = hub.recorder();
     let open = open.open(&device, &name, &policy);
     let Ok(record) = tokio::time::timeout(response_timeout, open).await else {
@@ -89,8 +108,6 @@ pub async fn stream_request(
         Ok(slot) => slot,
         Err(refusal) => return refuse(record, refusal),
     };
-
-    let timeouts = (connect_timeout, response_timeout);
     ask_device(
         &hub,
         &device,

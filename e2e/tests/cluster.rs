@@ -1,0 +1,358 @@
+//! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
+//! A device connected to node A is reached through node B (the stream's bytes go to A,
+//! whose streaming URL B's answer names), and a device disabled from the CLI against the
+//! cluster is cut on A within 2 s. Behind HAProxy, a node killed with SIGKILL loses its
+//! devices to another node, through the balancer, within a stated bound.
+
+use std::{path::Path, time::Duration};
+
+use device_streams::protocol::connection_string::{
+    DeviceConnectionString, HostName, ServiceConnectionString,
+};
+use e2e::{
+    connector, device_config, fault::Peer, hub_cli, nats, open_stream, request_stream, round_trip,
+    spawn_device, ServiceConfig,
+};
+
+fn host(port: u16) -> HostName {
+    format!("localhost:{port}").parse().unwrap()
+}
+
+/// Which node holds how many devices, as `stream-hub cluster status` says.
+fn devices_on(data: &Path, node_port: u16) -> u64 {
+    let status = hub_cli(data, &["cluster", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status["devices_by_node"][format!("localhost_{node_port}")]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = nats::start_nats(tmp.path());
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
+    hub_cli(&data, &init);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !data.join("registry.db").exists(),
+        "the registry is the cluster's"
+    );
+
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+
+    let via_b = ServiceConnectionString {
+        host: host(b.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let granted = request_stream(&config)
+        .await
+        .expect("a stream through node B");
+    assert!(
+        granted
+            .url
+            .starts_with(&format!("wss://localhost:{}/", a.port)),
+        "the stream is node A's: {}",
+        granted.url
+    );
+    let mut stream = open_stream(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", nats::log(&a_log), nats::log(&b_log)));
+    round_trip(&mut stream, b"through node B to node A").await;
+
+    hub_cli(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
+    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    let refused = open_stream(&config).await;
+    assert!(refused.is_err(), "a disabled device is refused through B");
+    println!("revocation took {:?} to reach node A", cut.unwrap());
+}
+
+/// How long a device may take to come back on another node after its node is killed:
+/// the balancer's health check (200 ms), the device proxy's reconnect back-off (at most
+/// 2 s in these tests) and the CONNECT, with room for a loaded test machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = nats::start_nats(tmp.path());
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let lb = nats::free_port();
+    let name = format!("localhost:{lb}");
+    hub_cli(&data, &["init", "--hostname", &name, "--cluster", &url]);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, std::slice::from_ref(&name));
+    let b = nats::start_node(&data, &url, &b_log, std::slice::from_ref(&name));
+    let (a_port, b_port) = (a.port, b.port);
+    // `balance first`: every connection goes to A while it lives.
+    let _haproxy = nats::start_haproxy(tmp.path(), lb, &[a_port, b_port]);
+
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(device, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a_port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+    let config = ServiceConfig::new(service.clone(), connector(&ca), "dev1", "echo");
+    let mut stream = open_stream(&config)
+        .await
+        .expect("a stream through the balancer");
+    round_trip(&mut stream, b"to node A").await;
+
+    drop(a); // SIGKILL
+    let back = wait_for(FAILOVER_BOUND, || devices_on(&data, b_port) == 1).await;
+    assert!(
+        back.is_some(),
+        "dev1 did not come back on node B: {}",
+        nats::log(&b_log)
+    );
+    println!(
+        "dev1 was back on node B {:?} after node A was killed",
+        back.unwrap()
+    );
+    let config = ServiceConfig::new(service, connector(&ca), "dev1", "echo");
+    let granted = request_stream(&config)
+        .await
+        .expect("a stream after the failover");
+    assert!(granted
+        .url
+        .starts_with(&format!("wss://localhost:{b_port}/")));
+    let mut stream = open_stream(&config)
+        .await
+        .expect("a stream after the failover");
+    round_trip(&mut stream, b"to node B").await;
+}
+
+/// With NATS gone, a node goes on serving the devices it holds with the registry it last
+/// knew; when NATS is back it follows the cluster again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_serves_its_devices_while_nats_is_down_and_recovers_by_itself() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats_port = nats::free_port();
+    let nats = nats::start_nats_on(tmp.path(), nats_port);
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let data = tmp.path().join("data");
+    hub_cli(
+        &data,
+        &["init", "--hostname", "localhost:1", "--cluster", &url],
+    );
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let a_log = tmp.path().join("a.log");
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+    let via_a = ServiceConnectionString {
+        host: host(a.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_a, connector(&ca), "dev1", "echo");
+
+    drop(nats); // SIGKILL: no NATS at all
+    for round in 0..3 {
+        let mut stream = open_stream(&config)
+            .await
+            .unwrap_or_else(|e| panic!("round {round} without NATS: {e}\n{}", nats::log(&a_log)));
+        round_trip(&mut stream, b"no NATS needed").await;
+    }
+
+    let _nats = nats::start_nats_on(tmp.path(), nats_port);
+    hub_cli(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(40), || devices_on(&data, a.port) == 0).await;
+    assert!(
+        cut.is_some(),
+        "node A never followed the cluster again: {}",
+        nats::log(&a_log)
+    );
+    println!(
+        "node A followed a change {:?} after NATS was back",
+        cut.unwrap()
+    );
+    assert!(open_stream(&config).await.is_err(), "dev1 is disabled now");
+}
+
+/// On a 3-server NATS cluster with the buckets replicated 3 times, losing one server
+/// changes nothing users see: streams through another node and revocation go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_one_nats_server_of_three_changes_nothing() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut servers, urls) = nats::start_nats_cluster(tmp.path());
+    let data = tmp.path().join("data");
+    let init = [
+        "init",
+        "--hostname",
+        "localhost:1",
+        "--cluster",
+        &urls,
+        "--cluster-replicas",
+        "3",
+    ];
+    // JetStream elects its meta leader a moment after the servers start.
+    let mut initialised = false;
+    for _ in 0..40 {
+        let out = std::process::Command::new(e2e::bin("stream-hub"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(init)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            initialised = true;
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&data);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(initialised, "init --cluster never worked on the 3 servers");
+    let device: DeviceConnectionString = retried(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &urls, &a_log, &[]);
+    let b = nats::start_node(&data, &urls, &b_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let map = format!("echo={}", echo.addr);
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(
+        on_a.is_some(),
+        "dev1 never showed on node A: {}",
+        nats::log(&a_log)
+    );
+
+    drop(servers.remove(0)); // SIGKILL one server of three
+    let via_b = ServiceConnectionString {
+        host: host(b.port),
+        ..service
+    };
+    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let mut stream = None;
+    for _ in 0..20 {
+        // A client of the dead server moves to another within its reconnect delay.
+        match open_stream(&config).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let mut stream = stream.unwrap_or_else(|| {
+        panic!(
+            "no stream through B after losing a NATS server: {}",
+            nats::log(&b_log)
+        )
+    });
+    round_trip(&mut stream, b"two NATS servers are enough").await;
+    // The buckets' streams may be electing a new leader still: the write waits for one.
+    retried(&data, &["device", "disable", "dev1"]);
+    let cut = wait_for(Duration::from_secs(5), || devices_on(&data, a.port) == 0).await;
+    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    println!(
+        "with one NATS server down, revocation reached node A in {:?}",
+        cut.unwrap()
+    );
+}
+
+/// `stream-hub` `args`, retried for up to 10 s while a fresh NATS cluster settles (its
+/// replicated streams answer a moment after they are created).
+fn retried(data: &Path, args: &[&str]) -> String {
+    let mut last = String::new();
+    for _ in 0..40 {
+        let out = std::process::Command::new(e2e::bin("stream-hub"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("stream-hub {args:?}: {last}")
+}

@@ -1,0 +1,378 @@
+//! Cluster mode (`--cluster nats://…`): many hub nodes behind one name, sharing state
+//! through NATS JetStream rather than a protocol of our own (see docs/DESIGN.md).
+//!
+//! - [`registry_kv`]: devices, policies and settings in a KV bucket; each node keeps its
+//!   own SQLite copy, fed by a watch, so reads stay local and a node goes on with the
+//!   last registry it knew while NATS is away; writes go to the bucket first.
+//! - [`presence`]: which node holds each device's control session; the newest session
+//!   wins cluster-wide.
+//! - [`forward`]: a stream request for a device another node holds is asked there over
+//!   request/reply, and the answer names that node's streaming URL.
+//!
+//! Every NATS call runs on one runtime of its own ([`runtime`]), so the synchronous
+//! registry can wait for one from any thread, inside the hub's runtime or not.
+
+pub mod forward;
+pub mod presence;
+pub mod registry_kv;
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use anyhow::{anyhow, Context};
+use async_nats::jetstream::{self, kv};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::{init::DataDir, registry::Registry, Hub};
+
+/// Where `init --cluster` remembers the cluster, in the data directory.
+pub const CLUSTER_FILE: &str = "cluster.json";
+/// The CLI's copy of the cluster's registry, in the data directory.
+const CLI_CACHE: &str = "cluster-cache.db";
+const REGISTRY_BUCKET: &str = "stream_hub_registry";
+const PRESENCE_BUCKET: &str = "stream_hub_presence";
+/// The longest any one NATS call may take before it counts as failed.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClusterArgs {
+    /// Run as one node of a cluster: NATS servers with JetStream, comma-separated
+    /// (nats://HOST:PORT[,…]). `init` remembers it for later commands.
+    #[arg(long = "cluster", env = "STREAM_HUB_CLUSTER", value_name = "URLS")]
+    pub urls: Option<String>,
+    /// NATS credentials file (.creds) for the cluster.
+    #[arg(long, env = "STREAM_HUB_CLUSTER_CREDS")]
+    pub cluster_creds: Option<PathBuf>,
+    /// Replicas of the cluster's KV buckets when `init` creates them (1, 3 or 5).
+    #[arg(long, env = "STREAM_HUB_CLUSTER_REPLICAS", default_value_t = 1)]
+    pub cluster_replicas: usize,
+}
+
+/// The cluster a data directory belongs to, as `init --cluster` wrote it down.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ClusterConfig {
+    pub urls: String,
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ClusterArgs {
+    /// The cluster given on the command line, else the one the data directory remembers.
+    pub fn resolve(&self, dir: &DataDir) -> anyhow::Result<Option<ClusterConfig>> {
+        match self.given() {
+            Some(config) => Ok(Some(config)),
+            None => remembered(dir),
+        }
+    }
+
+    /// The cluster given on the command line.
+    pub fn given(&self) -> Option<ClusterConfig> {
+        Some(ClusterConfig {
+            urls: self.urls.clone()?,
+            creds: self.cluster_creds.clone(),
+            replicas: self.cluster_replicas,
+        })
+    }
+}
+
+pub fn remembered(dir: &DataDir) -> anyhow::Result<Option<ClusterConfig>> {
+    let path = dir.path.join(CLUSTER_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let config = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(Some(config))
+}
+
+pub fn remember(dir: &DataDir, config: &ClusterConfig) -> anyhow::Result<()> {
+    let path = dir.path.join(CLUSTER_FILE);
+    let text = serde_json::to_string_pretty(config)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Like every file of the data directory: it may name a credentials file.
+        options.mode(0o600);
+    }
+    let write = |mut f: std::fs::File| std::io::Write::write_all(&mut f, text.as_bytes());
+    options
+        .open(&path)
+        .and_then(write)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The runtime every NATS client and call of this process lives on.
+fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    rt.as_ref()
+        .map_err(|e| anyhow!("cannot start the cluster runtime: {e}"))
+}
+
+/// Runs `fut` on the cluster runtime and waits for it from async code.
+pub(crate) async fn on_runtime<T: Send + 'static>(
+    fut: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    runtime()?.spawn(fut).await.context("cluster task failed")?
+}
+
+/// Runs `fut` on the cluster runtime and waits for it from synchronous code, blocking
+/// this thread (within the hub's runtime too: only registry writes do, bounded).
+pub(crate) fn block<T: Send + 'static>(
+    fut: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime()?.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv_timeout(OP_TIMEOUT * 3)
+        .map_err(|_| anyhow!("the cluster did not answer within {:?}", OP_TIMEOUT * 3))?
+}
+
+/// A connection to the cluster and its buckets.
+#[derive(Clone)]
+pub struct Connection {
+    pub client: async_nats::Client,
+    pub registry: kv::Store,
+    pub presence: kv::Store,
+}
+
+impl Connection {
+    /// Connects (on the cluster runtime) and opens the buckets, creating missing ones.
+    pub async fn open(config: &ClusterConfig) -> anyhow::Result<Connection> {
+        let config = config.clone();
+        on_runtime(async move { connect(&config).await }).await
+    }
+}
+
+async fn connect(config: &ClusterConfig) -> anyhow::Result<Connection> {
+    let servers = config
+        .urls
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--cluster '{}' is not nats://HOST:PORT[,…]", config.urls))?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name("stream-hub")
+        .connection_timeout(OP_TIMEOUT)
+        .request_timeout(Some(OP_TIMEOUT))
+        // Reconnects go on for ever, but no faster than this (with jitter): a node must
+        // come back by itself after NATS does, without hammering it meanwhile.
+        .reconnect_delay_callback(|attempts| {
+            let ms = 100u64.saturating_mul(1 << attempts.min(6)).min(5_000);
+            Duration::from_millis(ms + rand::random::<u64>() % 250)
+        });
+    if let Some(creds) = &config.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("cluster credentials {}", creds.display()))?;
+    }
+    let client = tokio::time::timeout(OP_TIMEOUT, options.connect(servers))
+        .await
+        .map_err(|_| anyhow!("no NATS server of '{}' answered", config.urls))?
+        .with_context(|| format!("cannot connect to the cluster at {}", config.urls))?;
+    let js = jetstream::new(client.clone());
+    let registry = bucket(&js, REGISTRY_BUCKET, config.replicas).await?;
+    let presence = bucket(&js, PRESENCE_BUCKET, config.replicas).await?;
+    Ok(Connection {
+        client,
+        registry,
+        presence,
+    })
+}
+
+async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.to_string(),
+        history: 1,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another node may have created it meanwhile.
+        Err(e) => js
+            .get_key_value(name)
+            .await
+            .map_err(|_| anyhow!("cannot create the cluster's bucket {name}: {e}")),
+    }
+}
+
+/// The registry for the CLI in a cluster's data directory: its own copy, brought up to
+/// date from the cluster, whose changes go to the cluster.
+pub fn cli_registry(dir: &DataDir, config: &ClusterConfig) -> anyhow::Result<Registry> {
+    let config = config.clone();
+    let conn = block(async move { connect(&config).await })?;
+    open_cache(&dir.path.join(CLI_CACHE), &conn)
+}
+
+/// Opens a copy of the cluster's registry at `path`, brought up to date, writing through.
+fn open_cache(path: &Path, conn: &Connection) -> anyhow::Result<Registry> {
+    let registry =
+        Registry::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let store = conn.registry.clone();
+    let copy = registry.clone();
+    block(async move { registry_kv::load(&store, &copy).await })?;
+    let mirror = registry_kv::KvMirror::new(conn.registry.clone());
+    Ok(registry.with_mirror(Arc::new(mirror)))
+}
+
+/// This node in the cluster.
+pub struct Node {
+    pub id: String,
+    pub conn: Connection,
+    pub(crate) presence: presence::Presence,
+}
+
+/// A node id: `--node-id`, else the streaming URL's host and port, as NATS subject
+/// tokens allow.
+pub fn node_id(given: Option<&str>, streaming_url: Option<&str>, port: u16) -> String {
+    let raw = match (given, streaming_url) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(url)) => url
+            .split("://")
+            .last()
+            .unwrap_or(url)
+            .trim_end_matches('/')
+            .to_string(),
+        (None, None) => format!("port-{port}"),
+    };
+    raw.chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect()
+}
+
+/// Connects a node: its registry copy under `nodes/<id>/` in the data directory,
+/// up to date with the cluster's before the hub serves anything.
+pub async fn join(
+    dir: &DataDir,
+    config: &ClusterConfig,
+    id: String,
+) -> anyhow::Result<(Registry, Node)> {
+    let conn = Connection::open(config).await?;
+    let cache = dir.path.join("nodes").join(&id);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Owner only, like the rest of the data directory: the copy holds every key.
+        builder.mode(0o700);
+    }
+    builder
+        .create(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let path = cache.join(crate::registry::DB_FILE);
+    let opened = conn.clone();
+    let registry = tokio::task::spawn_blocking(move || open_cache(&path, &opened)).await??;
+    let presence = presence::Presence::new(conn.presence.clone(), id.clone());
+    Ok((registry, Node { id, conn, presence }))
+}
+
+/// Starts the node's cluster tasks on `hub`: the registry watch, presence and the
+/// answering of other nodes' stream requests.
+pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
+    let node = Arc::new(node);
+    if hub.cluster.set(node.clone()).is_err() {
+        anyhow::bail!("the hub is in a cluster already");
+    }
+    // On the hub's runtime, like the work they start; each ends with the hub's shutdown.
+    tokio::spawn(registry_kv::follow(hub.clone(), node.conn.registry.clone()));
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    hub.sessions.report_to(tx);
+    tokio::spawn(presence::write(hub.clone(), node.clone(), rx));
+    tokio::spawn(presence::watch(hub.clone(), node.clone()));
+    tokio::spawn(forward::answer(hub.clone(), node));
+    Ok(())
+}
+
+/// `stream-hub cluster status`: the server this command reached, the buckets, and how
+/// many devices each node holds.
+pub fn status(dir: &DataDir, json: bool) -> anyhow::Result<()> {
+    let config = remembered(dir)?.with_context(|| {
+        format!(
+            "{} is not a cluster's data directory (made by 'stream-hub init --cluster …')",
+            dir.path.display()
+        )
+    })?;
+    let urls = config.urls.clone();
+    let report = block(async move {
+        use futures_util::TryStreamExt;
+        let conn = connect(&config).await?;
+        let server = conn.client.server_info();
+        let mut nodes = std::collections::BTreeMap::<String, usize>::new();
+        let keys: Vec<String> = conn.presence.keys().await?.try_collect().await?;
+        for key in keys {
+            if let Some(node) = conn.presence.get(key).await? {
+                *nodes
+                    .entry(String::from_utf8_lossy(&node).into_owned())
+                    .or_default() += 1;
+            }
+        }
+        let mut buckets = Vec::new();
+        for store in [&conn.registry, &conn.presence] {
+            let mut store = store.clone();
+            let info = store.stream.info().await?;
+            buckets.push(serde_json::json!({
+                "bucket": store.name,
+                "entries": info.state.messages,
+                "replicas": info.config.num_replicas,
+            }));
+        }
+        anyhow::Ok(serde_json::json!({
+            "server": server.server_name,
+            "version": server.version,
+            "jetstream": server.jetstream,
+            "buckets": buckets,
+            "devices_by_node": nodes,
+        }))
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "cluster {urls}: server {} (nats-server {})",
+        report["server"], report["version"]
+    );
+    for b in report["buckets"].as_array().into_iter().flatten() {
+        println!(
+            "bucket {}: {} entries, {} replicas",
+            b["bucket"], b["entries"], b["replicas"]
+        );
+    }
+    for (node, devices) in report["devices_by_node"].as_object().into_iter().flatten() {
+        println!("node {node}: {devices} devices connected");
+    }
+    Ok(())
+}

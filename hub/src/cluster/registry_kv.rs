@@ -1,0 +1,264 @@
+//! The registry in a JetStream KV bucket: one key per device (`d.<id>`), policy (`p.<name>`)
+//! and setting (`s.<name>`), names base64url-encoded (KV keys allow fewer characters than
+//! device ids), values JSON. They hold keys: never log a value.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use anyhow::{anyhow, Context};
+use async_nats::jetstream::kv::{self, Operation};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use bytes::Bytes;
+use device_streams_protocol::Secret;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{block, OP_TIMEOUT};
+use crate::{
+    registry::{Change, Device, Mirror, Policy, Registry},
+    Hub,
+};
+
+#[derive(Serialize, Deserialize)]
+struct DeviceValue {
+    id: String,
+    primary_key: String,
+    secondary_key: String,
+    enabled: bool,
+    created_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PolicyValue {
+    name: String,
+    primary_key: String,
+    secondary_key: String,
+    rights: Vec<String>,
+}
+
+fn key(kind: char, name: &str) -> String {
+    format!("{kind}.{}", URL_SAFE_NO_PAD.encode(name))
+}
+
+/// The bucket's key for a change, and the value to put (`None`: delete the key).
+fn encode(change: &Change) -> anyhow::Result<(String, Option<Bytes>)> {
+    Ok(match change {
+        Change::Device(d) => {
+            let value = DeviceValue {
+                id: d.id.clone(),
+                primary_key: d.primary_key.expose().to_string(),
+                secondary_key: d.secondary_key.expose().to_string(),
+                enabled: d.enabled,
+                created_at: d.created_at,
+            };
+            (key('d', &d.id), json(&value)?)
+        }
+        Change::DeviceGone(id) => (key('d', id), None),
+        Change::Policy(p) => {
+            let value = PolicyValue {
+                name: p.name.clone(),
+                primary_key: p.primary_key.expose().to_string(),
+                secondary_key: p.secondary_key.expose().to_string(),
+                rights: p.rights.clone(),
+            };
+            (key('p', &p.name), json(&value)?)
+        }
+        Change::PolicyGone(name) => (key('p', name), None),
+        Change::Setting(name, value) => (key('s', name), json(value)?),
+    })
+}
+
+fn json<T: Serialize>(value: &T) -> anyhow::Result<Option<Bytes>> {
+    Ok(Some(Bytes::from(serde_json::to_vec(value)?)))
+}
+
+/// The change a bucket entry stands for; `None` for a key that is not the registry's.
+fn decode(key: &str, value: Option<&[u8]>) -> anyhow::Result<Option<Change>> {
+    let Some((kind, name)) = key.split_once('.') else {
+        return Ok(None);
+    };
+    let name = String::from_utf8(URL_SAFE_NO_PAD.decode(name)?)?;
+    Ok(Some(match (kind, value) {
+        ("d", None) => Change::DeviceGone(name),
+        ("p", None) => Change::PolicyGone(name),
+        ("d", Some(v)) => {
+            let v: DeviceValue = serde_json::from_slice(v).context("a device's entry")?;
+            Change::Device(Device {
+                id: v.id,
+                primary_key: Secret::new(v.primary_key),
+                secondary_key: Secret::new(v.secondary_key),
+                enabled: v.enabled,
+                created_at: v.created_at,
+                last_connected_at: None,
+            })
+        }
+        ("p", Some(v)) => {
+            let v: PolicyValue = serde_json::from_slice(v).context("a policy's entry")?;
+            Change::Policy(Policy {
+                name: v.name,
+                primary_key: Secret::new(v.primary_key),
+                secondary_key: Secret::new(v.secondary_key),
+                rights: v.rights,
+            })
+        }
+        ("s", Some(v)) => Change::Setting(name, serde_json::from_slice(v)?),
+        _ => return Ok(None),
+    }))
+}
+
+/// Writes the registry's changes to the bucket, waiting for the cluster to take each.
+pub struct KvMirror {
+    store: kv::Store,
+}
+
+impl KvMirror {
+    pub fn new(store: kv::Store) -> Self {
+        KvMirror { store }
+    }
+}
+
+impl Mirror for KvMirror {
+    fn write(&self, change: &Change) -> Result<(), String> {
+        let (key, value) = encode(change).map_err(|e| format!("{e:#}"))?;
+        let store = self.store.clone();
+        let put = async move {
+            let op = async {
+                match value {
+                    Some(value) => store
+                        .put(key, value)
+                        .await
+                        .map(drop)
+                        .map_err(|e| anyhow!(e)),
+                    None => store.delete(key).await.map_err(|e| anyhow!(e)),
+                }
+            };
+            tokio::time::timeout(OP_TIMEOUT, op)
+                .await
+                .map_err(|_| anyhow!("no answer within {OP_TIMEOUT:?}"))?
+        };
+        block(put).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Brings `registry` up to the bucket's contents: every entry applied, and what the
+/// bucket no longer has removed.
+pub async fn load(store: &kv::Store, registry: &Registry) -> anyhow::Result<()> {
+    let list = async {
+        let keys: Vec<String> = store.keys().await?.try_collect().await?;
+        anyhow::Ok(keys)
+    };
+    let keys = tokio::time::timeout(OP_TIMEOUT, list)
+        .await
+        .map_err(|_| anyhow!("listing the cluster's registry took over {OP_TIMEOUT:?}"))??;
+    let (mut devices, mut policies) = (HashSet::new(), HashSet::new());
+    for key in keys {
+        let value = tokio::time::timeout(OP_TIMEOUT, store.get(key.as_str()))
+            .await
+            .map_err(|_| anyhow!("reading the cluster's registry took over {OP_TIMEOUT:?}"))??;
+        let change = decode(&key, value.as_deref());
+        match change.with_context(|| format!("cluster registry entry {key}"))? {
+            Some(change) => {
+                match &change {
+                    Change::Device(d) => devices.insert(d.id.clone()),
+                    Change::Policy(p) => policies.insert(p.name.clone()),
+                    _ => false,
+                };
+                registry.apply(&change)?;
+            }
+            None => continue,
+        }
+    }
+    registry.retain(&devices, &policies)?;
+    Ok(())
+}
+
+/// Keeps the hub's registry copy following the bucket, and enforces each change at once
+/// (a device disabled on any node is cut here too). On any failure it loads the whole
+/// bucket again, after a pause that doubles up to 30 s; meanwhile the hub goes on with
+/// what it has.
+pub async fn follow(hub: Arc<Hub>, store: kv::Store) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            r = follow_once(&hub, &store) => r,
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = Duration::from_secs(1);
+        }
+        if let Err(e) = result {
+            tracing::warn!("cluster registry: {e:#}; following it again in {pause:?}");
+        }
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn follow_once(hub: &Arc<Hub>, store: &kv::Store) -> anyhow::Result<()> {
+    // Watch first, then load: a change made between the two comes through the watch.
+    let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_all())
+        .await
+        .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
+    load(store, &hub.registry).await?;
+    changed(hub);
+    while let Some(entry) = watch.next().await {
+        let entry = entry?;
+        let value = match entry.operation {
+            Operation::Put => Some(&entry.value[..]),
+            Operation::Delete | Operation::Purge => None,
+        };
+        match decode(&entry.key, value) {
+            Ok(Some(change)) => hub.registry.apply(&change)?,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(key = %entry.key, "cluster registry entry ignored: {e:#}");
+                continue;
+            }
+        }
+        changed(hub);
+    }
+    anyhow::bail!("the watch ended")
+}
+
+fn changed(hub: &Hub) {
+    crate::revocation::enforce(hub);
+    hub.metrics.registry_changed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_survive_the_bucket() {
+        let device = Device {
+            id: "dev:1@site".into(),
+            primary_key: Secret::new("k1"),
+            secondary_key: Secret::new("k2"),
+            enabled: false,
+            created_at: 7,
+            last_connected_at: Some(9),
+        };
+        let (key, value) = encode(&Change::Device(device)).unwrap();
+        assert!(key.starts_with("d.") && !key.contains(':') && !key.contains('@'));
+        match decode(&key, value.as_deref()).unwrap() {
+            Some(Change::Device(d)) => {
+                assert_eq!((d.id.as_str(), d.enabled), ("dev:1@site", false));
+                assert_eq!(d.primary_key, Secret::new("k1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (key, value) = encode(&Change::Setting("hostname".into(), "h:1".into())).unwrap();
+        assert!(matches!(
+            decode(&key, value.as_deref()).unwrap(),
+            Some(Change::Setting(n, v)) if n == "hostname" && v == "h:1"
+        ));
+        let (key, value) = encode(&Change::PolicyGone("svc".into())).unwrap();
+        assert!(value.is_none());
+        assert!(matches!(decode(&key, None).unwrap(), Some(Change::PolicyGone(n)) if n == "svc"));
+        assert!(decode("junk", None).unwrap().is_none());
+    }
+}
