@@ -20,10 +20,13 @@ use tokio::time::Instant;
 
 use crate::{devices, ours::Ours};
 
+/// The device proxy's bound on each step of a connect (its default `--connect-timeout`).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+
 /// What one run of the herd gives.
 pub struct Herd {
     pub devices: usize,
-    /// Time from the hub listening again to each device's session, sorted.
+    /// Time from the hub's restart to each device's session, sorted.
     pub back_after: Vec<Duration>,
     /// Devices not back within the limit.
     pub missing: usize,
@@ -58,7 +61,10 @@ async fn device(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), max_backoff);
     loop {
-        let Ok(mut session) = devices::connect_one(&connector, &hostname, &id, &key).await else {
+        // As the device proxy bounds each handshake: a hub killed mid-handshake must not
+        // leave a device waiting for a CONNACK that never comes.
+        let attempt = devices::connect_one(&connector, &hostname, &id, &key);
+        let Ok(Ok(mut session)) = tokio::time::timeout(ATTEMPT_LIMIT, attempt).await else {
             if state.hub_back().is_some() {
                 state.failed_after_return.fetch_add(1, Ordering::Relaxed);
             }
@@ -124,8 +130,10 @@ pub async fn run(ours: &mut Ours, outage: Duration, max_backoff: Duration) -> an
         "devices did not notice the hub's death"
     );
     tokio::time::sleep(outage).await;
-    ours.restart_hub().await?;
+    // The clock starts as the hub is started again, so its own start-up counts too and no
+    // device that gets in before it is listening for sure goes unmeasured.
     *state.hub_back.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    ours.restart_hub().await?;
     let limit = max_backoff * 2 + Duration::from_secs(60);
     until(limit, all_up).await;
     tasks.abort_all();
