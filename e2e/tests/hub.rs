@@ -569,3 +569,58 @@ async fn with_streaming_on_another_host_the_request_s_connection_is_the_next_spa
     echo_once(&config).await;
     assert_eq!(spares.used(), 1, "the second request went out on it");
 }
+
+/// Whether `stream`'s next read ends (end of file or error) within `limit`.
+async fn ends_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_policy_is_deleted_or_its_key_rotated() {
+    let (sys, _echo, _device) = echo_system(Limits::default()).await;
+    let dir = sys.data().path;
+    let service = sys.service_config("dev1", "echo");
+    let mut ops = sys.service_config("dev1", "echo");
+    ops.connection = hub_cli(
+        &dir,
+        &["policy", "add", "ops", "--rights", "service-connect"],
+    )
+    .trim()
+    .parse::<ServiceConnectionString>()
+    .unwrap();
+    let mut on_service = open_stream(&service).await.unwrap();
+    let mut on_ops = open_stream(&ops).await.unwrap();
+    round_trip(&mut on_service, b"service").await;
+    round_trip(&mut on_ops, b"ops").await;
+
+    // Rotating the secondary key leaves streams signed with the primary alone...
+    let changes = registry_changes(&sys).await;
+    hub_cli(&dir, &["policy", "rotate-key", "service", "--secondary"]);
+    let seen = eventually_async(Duration::from_secs(5), || async {
+        registry_changes(&sys).await > changes
+    });
+    assert!(seen.await, "the hub did not see the rotation");
+    round_trip(&mut on_service, b"still open").await;
+    // ...rotating the primary ends them, and only them.
+    hub_cli(&dir, &["policy", "rotate-key", "service"]);
+    assert!(
+        ends_within(&mut on_service, Duration::from_secs(2)).await,
+        "a stream outlived the rotation of the key that granted it"
+    );
+    round_trip(&mut on_ops, b"ops still open").await;
+
+    hub_cli(&dir, &["policy", "delete", "ops"]);
+    assert!(
+        ends_within(&mut on_ops, Duration::from_secs(2)).await,
+        "a stream outlived its policy"
+    );
+    let logs = hub_cli(&dir, &["logs"]);
+    assert!(
+        logs.contains("its policy was deleted or its key replaced"),
+        "{logs}"
+    );
+}

@@ -209,6 +209,12 @@ pub fn module(
     })
 }
 
+/// Who a service's token proved to be: a policy, and the key of it that signed the token.
+pub struct ServiceLogin {
+    pub policy: String,
+    pub key: Secret,
+}
+
 /// Checks a service's `Authorization` header (lifetime at most `max_lifetime`) and that
 /// its policy has `right`; returns the policy name.
 pub fn service(
@@ -218,6 +224,17 @@ pub fn service(
     header: &str,
     right: Right,
 ) -> Result<String, AuthError> {
+    service_login(registry, hub_names, max_lifetime, header, right).map(|l| l.policy)
+}
+
+/// [`service`], also saying which key signed the token: streams end when it is replaced.
+pub fn service_login(
+    registry: &Registry,
+    hub_names: &[impl AsRef<str>],
+    max_lifetime: Duration,
+    header: &str,
+    right: Right,
+) -> Result<ServiceLogin, AuthError> {
     let token = SasToken::parse(header)?;
     // The hub's name alone: a service token scoped to a path (Azure's `<host>/devices/x`
     // prefixes) is refused rather than read as the whole hub.
@@ -228,7 +245,7 @@ pub fn service(
     let policy = registry
         .policy(&name)?
         .ok_or_else(|| AuthError::UnknownPolicy(name.clone()))?;
-    verify_either(
+    let slot = verify_either(
         &token,
         &policy.primary_key,
         &policy.secondary_key,
@@ -237,7 +254,11 @@ pub fn service(
     if !policy.allows(right) {
         return Err(AuthError::MissingRight(name, right.name()));
     }
-    Ok(name)
+    let key = match slot {
+        KeySlot::Primary => policy.primary_key,
+        KeySlot::Secondary => policy.secondary_key,
+    };
+    Ok(ServiceLogin { policy: name, key })
 }
 
 #[cfg(test)]

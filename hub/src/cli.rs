@@ -280,8 +280,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a policy; its connection strings stop working.
+    /// Remove a policy; its connection strings stop working and the streams it opened end.
     Delete { name: String },
+    /// Replace one of a policy's keys and print the connection string with the new one;
+    /// streams opened with the old key end within a second (move services to the other
+    /// key first).
+    RotateKey {
+        name: String,
+        /// Replace the secondary key instead of the primary.
+        #[arg(long)]
+        secondary: bool,
+    },
 }
 
 #[derive(Args)]

@@ -563,6 +563,14 @@ fn policy(dir: &DataDir, cmd: PolicyCommand) -> anyhow::Result<()> {
             }
         }
         PolicyCommand::Delete { name } => registry.delete_policy(&name)?,
+        PolicyCommand::RotateKey { name, secondary } => {
+            let mut p = registry.rotate_policy_key(&name, secondary)?;
+            if secondary {
+                // The printed string carries the key that was just made.
+                std::mem::swap(&mut p.primary_key, &mut p.secondary_key);
+            }
+            print_service_string(&dir.host(&registry)?, &p);
+        }
     }
     Ok(())
 }

@@ -511,6 +511,30 @@ impl Registry {
         Ok(policy)
     }
 
+    /// Replaces one of a policy's keys; streams opened with the old key end (see
+    /// [`crate::revocation`]).
+    pub fn rotate_policy_key(&self, name: &str, secondary: bool) -> Result<Policy, RegistryError> {
+        let mut policy = self
+            .policy(name)?
+            .ok_or_else(|| RegistryError::UnknownPolicy(name.to_string()))?;
+        match secondary {
+            true => policy.secondary_key = new_key(),
+            false => policy.primary_key = new_key(),
+        }
+        self.write(|c| {
+            c.execute(
+                "UPDATE policies SET primary_key = ?2, secondary_key = ?3 WHERE name = ?1",
+                params![
+                    name,
+                    policy.primary_key.expose(),
+                    policy.secondary_key.expose()
+                ],
+            )?;
+            Ok(((), Change::Policy(policy.clone())))
+        })?;
+        Ok(policy)
+    }
+
     pub fn policies(&self) -> Result<Vec<Policy>, RegistryError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(

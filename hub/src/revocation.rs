@@ -4,6 +4,9 @@
 //! the key a control session signed in with cuts that session the same way (a session on
 //! the other key stays); its open streams, authorised by their own stream tokens, go on.
 //!
+//! Streams are granted on a shared access policy's key: deleting the policy, or rotating
+//! the key that signed a stream's request, ends those streams too.
+//!
 //! The same watch serves `stream-hub streams close`: see [`crate::live`].
 
 use std::{sync::Arc, time::Duration};
@@ -21,8 +24,10 @@ use crate::{
 const POLL: Duration = Duration::from_millis(250);
 
 /// Cuts every connected or streaming device that is no longer registered and enabled,
-/// and every control session whose key is no longer one of its device's keys.
+/// every control session whose key is no longer one of its device's keys, and every
+/// stream whose policy or policy key is gone.
 pub fn enforce(hub: &Hub) {
+    withdraw_grants(hub);
     let mut devices = hub.sessions.devices();
     devices.extend(hub.streams.devices());
     devices.sort();
@@ -46,6 +51,35 @@ pub fn enforce(hub: &Hub) {
             let cut = hub.sessions.disconnect(&id);
             hub.streams.revoke(&id);
             tracing::info!(device = %id, control_connection_cut = cut, "device revoked: disabled or deleted");
+        }
+    }
+}
+
+/// Ends the streams whose policy was deleted, or whose signing key was replaced.
+fn withdraw_grants(hub: &Hub) {
+    for grant in hub.streams.grants() {
+        let keys = match hub.registry.policy(&grant.policy) {
+            Ok(Some(policy)) => [policy.primary_key, policy.secondary_key],
+            Ok(None) => {
+                hub.streams.withdraw(&grant);
+                tracing::info!(policy = %grant.policy, "streams ended: their policy was deleted");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot check policy '{}' against the registry: {e}",
+                    grant.policy
+                );
+                continue;
+            }
+        };
+        let still_valid = grant.key.is_none_or(|fp| {
+            keys.iter()
+                .any(|k| crate::stream::table::fingerprint(k) == fp)
+        });
+        if !still_valid {
+            hub.streams.withdraw(&grant);
+            tracing::info!(policy = %grant.policy, "streams ended: the policy key that granted them was replaced");
         }
     }
 }

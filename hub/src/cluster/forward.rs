@@ -166,8 +166,14 @@ async fn handle(hub: Arc<Hub>, payload: &[u8]) -> anyhow::Result<Bytes> {
     {
         anyhow::bail!("not a valid device id or stream name");
     }
-    let response =
-        crate::stream::request::authorized(hub, device, ask.name, ask.policy, timeouts).await;
+    let response = crate::stream::request::authorized(
+        hub,
+        device,
+        ask.name,
+        crate::stream::Grant::new(&ask.policy, None),
+        timeouts,
+    )
+    .await;
     let (parts, body) = response.into_parts();
     let body = body
         .collect()

@@ -97,6 +97,7 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
     let stop = async {
         tokio::select! {
             () = info.slot.revoked().cancelled() => Ended::Revoked,
+            () = info.slot.withdrawn().cancelled() => Ended::Withdrawn,
             () = open.closed().cancelled() => Ended::ClosedByAdmin,
             () = async {
                 hub.shutdown.cancelled().await;

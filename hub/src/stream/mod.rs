@@ -17,4 +17,4 @@ pub mod request;
 pub mod table;
 
 pub use record::{Recorder, StreamRecord};
-pub use table::{ClaimError, LimitError, Side, Slot, StreamInfo, Streams};
+pub use table::{ClaimError, Grant, LimitError, Side, Slot, StreamInfo, Streams};

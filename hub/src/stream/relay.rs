@@ -50,6 +50,8 @@ pub enum Ended {
     Silent(Side),
     /// The stream's device was disabled or deleted.
     Revoked,
+    /// The policy the stream was granted on was deleted, or its signing key replaced.
+    Withdrawn,
     /// An admin closed it (`stream-hub streams close`).
     ClosedByAdmin,
     /// The hub shut down and the grace period passed.
@@ -74,6 +76,9 @@ impl fmt::Display for Ended {
                 side.name()
             ),
             Ended::Revoked => f.write_str("closed by the hub: device revoked"),
+            Ended::Withdrawn => {
+                f.write_str("closed by the hub: its policy was deleted or its key replaced")
+            }
             Ended::ClosedByAdmin => f.write_str("closed by an admin"),
             Ended::Shutdown => f.write_str("closed by the hub: hub shutdown"),
             Ended::Idle => f.write_str("closed by the hub: idle timeout"),
@@ -88,6 +93,7 @@ impl Ended {
             Ended::ClosedBy(_) | Ended::Broken(..) | Ended::Silent(_) => return None,
             Ended::TooBig { .. } => (CloseCode::Size, "message too big"),
             Ended::Revoked => (CloseCode::Away, "device revoked"),
+            Ended::Withdrawn => (CloseCode::Policy, "grant withdrawn"),
             Ended::ClosedByAdmin => (CloseCode::Normal, "closed by an admin"),
             Ended::Shutdown => (CloseCode::Away, "hub shutdown"),
             Ended::Idle => (CloseCode::Normal, "idle timeout"),

@@ -15,7 +15,7 @@ use device_streams_protocol::wire::{
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{record::StreamRecord, table::StreamInfo, Streams};
+use super::{record::StreamRecord, table::StreamInfo, Grant, Streams};
 use crate::{
     activity::Outcome,
     auth,
@@ -68,12 +68,13 @@ pub async fn stream_request(
     };
     // Only a request that authenticated and names a well-formed device and stream leaves
     // a record: anyone can send the others, and they must cost no disk (metrics count them).
-    let policy = match authenticate(&hub, &req, &device)
-        .and_then(|p| well_formed(&target, &name).map(|()| p))
+    let login = match authenticate(&hub, &req, &device)
+        .and_then(|l| well_formed(&target, &name).map(|()| l))
     {
-        Ok(policy) => policy,
+        Ok(login) => login,
         Err(refusal) => return refusal.response(),
     };
+    let policy = login.policy.clone();
     ConnPermit::authenticated_on(&req);
     let limits = hub.limits();
     let (default, max) = (limits.handshake_timeout, limits.max_stream_timeout);
@@ -86,7 +87,8 @@ pub async fn stream_request(
     if let Some(response) = elsewhere.await {
         return response;
     }
-    authorized(hub, device, name, policy, timeouts).await
+    let grant = Grant::new(&login.policy, Some(&login.key));
+    authorized(hub, device, name, grant, timeouts).await
 }
 
 /// A stream request past authentication, for a device this node may hold: its record,
@@ -95,16 +97,16 @@ pub(crate) async fn authorized(
     hub: Arc<Hub>,
     device: String,
     name: String,
-    policy: String,
+    grant: Grant,
     timeouts: (Duration, Duration),
 ) -> Response<Body> {
     let response_timeout = timeouts.1;
     let open = hub.recorder();
-    let open = open.open(&device, &name, &policy);
+    let open = open.open(&device, &name, &grant.policy);
     let Ok(record) = tokio::time::timeout(response_timeout, open).await else {
         return log_behind(&device).response();
     };
-    let slot = match admit(&hub, &device) {
+    let slot = match admit(&hub, &device, grant) {
         Ok(slot) => slot,
         Err(refusal) => return refuse(record, refusal),
     };
@@ -172,10 +174,14 @@ fn refuse(mut record: StreamRecord, refusal: Refusal) -> Response<Body> {
 }
 
 /// The caller's token and right; returns its policy.
-fn authenticate(hub: &Hub, req: &Request<Incoming>, device: &str) -> Result<String, Refusal> {
+fn authenticate(
+    hub: &Hub,
+    req: &Request<Incoming>,
+    device: &str,
+) -> Result<auth::ServiceLogin, Refusal> {
     let header = req.headers().get(header::AUTHORIZATION);
     let header = header.and_then(|v| v.to_str().ok()).unwrap_or("");
-    auth::service(
+    auth::service_login(
         &hub.registry,
         &hub.config.names,
         hub.limits().max_token_lifetime,
@@ -221,7 +227,7 @@ fn log_behind(device: &str) -> Refusal {
 
 /// Every check between a well-formed, authenticated request and asking the device: the
 /// device's state and the hub's limits. Returns the stream's place under the limits.
-fn admit(hub: &Hub, device: &str) -> Result<super::Slot, Refusal> {
+fn admit(hub: &Hub, device: &str, grant: Grant) -> Result<super::Slot, Refusal> {
     match hub.registry.identity_enabled(device)? {
         Some(true) => {}
         Some(false) => {
@@ -257,7 +263,7 @@ fn admit(hub: &Hub, device: &str) -> Result<super::Slot, Refusal> {
         return Err(refusal.about(refused));
     }
     hub.streams
-        .reserve(device)
+        .reserve(device, grant)
         .map_err(|e| Refusal::from(e).about(refused))
 }
 

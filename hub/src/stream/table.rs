@@ -72,6 +72,36 @@ struct Counts {
     total: usize,
     /// Streams per device, and the token that cuts them all when the device is revoked.
     per_device: HashMap<String, (usize, CancellationToken)>,
+    /// Streams per grant, and the token that cuts them all when the grant is withdrawn.
+    per_grant: HashMap<Grant, (usize, CancellationToken)>,
+}
+
+/// What a stream was granted on: the shared access policy whose token asked for it, and a
+/// fingerprint of the key that signed that token (when this node checked it; a request
+/// another cluster node checked names only the policy). Deleting the policy, or replacing
+/// that key, withdraws the grant and ends its streams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub policy: String,
+    pub key: Option<[u8; 16]>,
+}
+
+impl Grant {
+    pub fn new(policy: &str, key: Option<&device_streams_protocol::Secret>) -> Self {
+        Grant {
+            policy: policy.to_string(),
+            key: key.map(fingerprint),
+        }
+    }
+}
+
+/// The first half of a key's SHA-256: enough to tell keys apart, nothing to sign with.
+pub fn fingerprint(key: &device_streams_protocol::Secret) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.expose().as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// One stream's place under the limits, from request to close; dropping it frees the place.
@@ -79,6 +109,8 @@ pub struct Slot {
     counts: Arc<Mutex<Counts>>,
     device: String,
     revoked: CancellationToken,
+    grant: Grant,
+    withdrawn: CancellationToken,
 }
 
 impl Slot {
@@ -86,12 +118,24 @@ impl Slot {
     pub fn revoked(&self) -> &CancellationToken {
         &self.revoked
     }
+
+    /// Cancelled when the stream's grant (its policy, or the key that signed for it) is
+    /// withdrawn.
+    pub fn withdrawn(&self) -> &CancellationToken {
+        &self.withdrawn
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total -= 1;
+        if let Some((n, _)) = c.per_grant.get_mut(&self.grant) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_grant.remove(&self.grant);
+            }
+        }
         if let Some((n, _)) = c.per_device.get_mut(&self.device) {
             *n -= 1;
             if *n == 0 {
@@ -190,7 +234,7 @@ impl Streams {
     }
 
     /// Takes a place for a new stream to `device`, or says which limit is reached.
-    pub fn reserve(&self, device: &str) -> Result<Slot, LimitError> {
+    pub fn reserve(&self, device: &str, grant: Grant) -> Result<Slot, LimitError> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let (max_total, max_per_device) = self.limits();
         if c.total >= max_total {
@@ -203,10 +247,15 @@ impl Streams {
         *n += 1;
         let revoked = revoked.clone();
         c.total += 1;
+        let (m, withdrawn) = c.per_grant.entry(grant.clone()).or_default();
+        *m += 1;
+        let withdrawn = withdrawn.clone();
         Ok(Slot {
             counts: self.counts.clone(),
             device: device.to_string(),
             revoked,
+            grant,
+            withdrawn,
         })
     }
 
@@ -218,6 +267,21 @@ impl Streams {
             // Streams requested from now on (if the device comes back) get a fresh token.
             *token = CancellationToken::new();
         }
+    }
+
+    /// Ends every stream granted on `grant`.
+    pub fn withdraw(&self, grant: &Grant) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, token)) = c.per_grant.get_mut(grant) {
+            token.cancel();
+            *token = CancellationToken::new();
+        }
+    }
+
+    /// The grants streams pending or open were made on.
+    pub fn grants(&self) -> Vec<Grant> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.per_grant.keys().cloned().collect()
     }
 
     /// Devices with streams pending or open.
@@ -345,11 +409,31 @@ mod tests {
     use super::*;
     use crate::stream::record::tests::recorder;
 
+    fn grant() -> Grant {
+        Grant::new("service", None)
+    }
+
+    #[test]
+    fn withdrawing_a_grant_ends_its_streams_only() {
+        let streams = Streams::new(10, 10);
+        let key = device_streams_protocol::Secret::new("k1".to_string());
+        let other = device_streams_protocol::Secret::new("k2".to_string());
+        let a = streams.reserve("d1", Grant::new("p", Some(&key))).unwrap();
+        let b = streams
+            .reserve("d1", Grant::new("p", Some(&other)))
+            .unwrap();
+        assert_eq!(streams.grants().len(), 2);
+        streams.withdraw(&Grant::new("p", Some(&key)));
+        assert!(a.withdrawn().is_cancelled() && !b.withdrawn().is_cancelled());
+        drop((a, b));
+        assert!(streams.grants().is_empty());
+    }
+
     async fn info(streams: &Streams, id: &str, device: &str) -> StreamInfo {
         let dir = tempfile::tempdir().unwrap();
         StreamInfo {
             id: id.into(),
-            slot: streams.reserve(device).unwrap(),
+            slot: streams.reserve(device, grant()).unwrap(),
             record: recorder(dir.path()).open(device, "ssh", "service").await,
         }
     }
@@ -380,16 +464,19 @@ mod tests {
     #[test]
     fn limits_count_streams_until_their_slot_drops() {
         let streams = Streams::new(3, 2);
-        let a = streams.reserve("d1").unwrap();
-        let _b = streams.reserve("d1").unwrap();
+        let a = streams.reserve("d1", grant()).unwrap();
+        let _b = streams.reserve("d1", grant()).unwrap();
         assert_eq!(
-            streams.reserve("d1").err(),
+            streams.reserve("d1", grant()).err(),
             Some(LimitError::Device("d1".into(), 2))
         );
-        let _c = streams.reserve("d2").unwrap();
-        assert_eq!(streams.reserve("d3").err(), Some(LimitError::Hub(3)));
+        let _c = streams.reserve("d2", grant()).unwrap();
+        assert_eq!(
+            streams.reserve("d3", grant()).err(),
+            Some(LimitError::Hub(3))
+        );
         drop(a);
-        let again = streams.reserve("d1").unwrap();
+        let again = streams.reserve("d1", grant()).unwrap();
         streams.revoke("d1");
         assert!(again.revoked().is_cancelled() && _b.revoked().is_cancelled());
         assert!(!_c.revoked().is_cancelled());
