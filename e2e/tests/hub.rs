@@ -624,3 +624,59 @@ async fn streams_end_when_their_policy_is_deleted_or_its_key_rotated() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn registry_list_reads_devices_without_their_keys() {
+    let sys = System::start().await;
+    let dir = sys.data().path;
+    let dev = sys.add_device("dev1");
+    let key = dev.key.expose().to_string();
+    let host = sys.hostname();
+    let get = |policy: &str, key: &device_streams_protocol::Secret, path: &'static str| {
+        let token = service_token(&host, policy, key);
+        let (connector, host) = (sys.connector(), host.clone());
+        async move { https(&connector, &host, "GET", path, Some(&token), "").await }
+    };
+    let lister: ServiceConnectionString = hub_cli(
+        &dir,
+        &["policy", "add", "lister", "--rights", "registry-list"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let reader: ServiceConnectionString = hub_cli(
+        &dir,
+        &["policy", "add", "reader", "--rights", "registry-read"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    for path in ["/devices", "/devices/dev1"] {
+        let (status, body) = get("lister", &lister.key, path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("dev1") && !body.contains(&key),
+            "{path}: {body}"
+        );
+        assert!(!body.contains("primaryKey"), "{path}: {body}");
+        let (status, body) = get("reader", &reader.key, path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(&key),
+            "registry-read shows keys, as Azure's does: {body}"
+        );
+    }
+    // registry-list changes nothing.
+    let token = service_token(&host, "lister", &lister.key);
+    let disable = r#"{"deviceId":"dev1","status":"disabled"}"#;
+    let (status, body) = https(
+        &sys.connector(),
+        &host,
+        "PUT",
+        "/devices/dev1",
+        Some(&token),
+        disable,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+}

@@ -30,7 +30,9 @@ pub enum RegistryError {
     PolicyExists(String),
     #[error("policy '{0}' does not exist")]
     UnknownPolicy(String),
-    #[error("'{0}' is not a right (service-connect, registry-read, registry-write)")]
+    #[error(
+        "'{0}' is not a right (service-connect, registry-read, registry-list, registry-write)"
+    )]
     BadRight(String),
     #[error("CA '{0}' already exists")]
     CaExists(String),
@@ -57,14 +59,19 @@ pub enum RegistryError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
     ServiceConnect,
+    /// Read the registry, device keys included (Azure's `registryRead`).
     RegistryRead,
+    /// Read the registry without device keys: for monitoring and inventory tools that
+    /// must not be able to act as a device.
+    RegistryList,
     RegistryWrite,
 }
 
 impl Right {
-    pub const ALL: [Right; 3] = [
+    pub const ALL: [Right; 4] = [
         Right::ServiceConnect,
         Right::RegistryRead,
+        Right::RegistryList,
         Right::RegistryWrite,
     ];
 
@@ -79,6 +86,7 @@ impl Right {
         match self {
             Right::ServiceConnect => "service-connect",
             Right::RegistryRead => "registry-read",
+            Right::RegistryList => "registry-list",
             Right::RegistryWrite => "registry-write",
         }
     }

@@ -17,7 +17,7 @@ use device_streams_protocol::sas::unix_now;
 
 use crate::{
     activity::Outcome,
-    auth,
+    auth::{self, AuthError},
     http::{text, Body, ConnPermit},
     live::{device_states, DeviceState},
     metrics::AuthKind,
@@ -80,15 +80,19 @@ pub fn auth_json(auth: &DeviceAuth, keys: Option<&Device>) -> serde_json::Value 
 }
 
 /// [`device_json`] with the device's real authentication ([`auth_json`], keys included).
+/// A device's JSON, with its keys only when `with_keys` (`registry-read`, not
+/// `registry-list`).
 fn device_json_with_auth(
     d: &Device,
     connected: bool,
     state: &DeviceState,
     auth: &DeviceAuth,
+    with_keys: bool,
 ) -> serde_json::Value {
     let mut json = device_json(d, connected, state);
     if let Some(obj) = json.as_object_mut() {
-        obj.insert("authentication".into(), auth_json(auth, Some(d)));
+        let keys = with_keys.then_some(d);
+        obj.insert("authentication".into(), auth_json(auth, keys));
     }
     json
 }
@@ -117,35 +121,47 @@ pub async fn handle(hub: Arc<Hub>, req: Request<Incoming>, id: Option<String>) -
         .unwrap_or_else(|refusal| refusal.response())
 }
 
-async fn serve(
-    hub: &Hub,
-    req: Request<Incoming>,
-    id: Option<String>,
-) -> Result<Response<Body>, Refusal> {
-    let right = match *req.method() {
-        Method::GET => Right::RegistryRead,
-        _ => Right::RegistryWrite,
-    };
+/// Checks the caller's token for the request's right: `registry-write` to change,
+/// `registry-read` to read with device keys, or `registry-list` to read without them.
+/// Returns whether device keys may be shown.
+fn authorize(hub: &Hub, req: &Request<Incoming>) -> Result<bool, Refusal> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let max_lifetime = hub.limits().max_token_lifetime;
-    auth::service(
-        &hub.registry,
-        &hub.config.names,
-        max_lifetime,
-        header,
-        right,
-    )
-    .map_err(|e| {
+    let check = |right| {
+        let max_lifetime = hub.limits().max_token_lifetime;
+        auth::service(
+            &hub.registry,
+            &hub.config.names,
+            max_lifetime,
+            header,
+            right,
+        )
+    };
+    let result = match *req.method() {
+        Method::GET => match check(Right::RegistryRead) {
+            Err(AuthError::MissingRight(..)) => check(Right::RegistryList).map(|_| false),
+            other => other.map(|_| true),
+        },
+        _ => check(Right::RegistryWrite).map(|_| true),
+    };
+    result.map_err(|e| {
         let refusal = Refusal::from(e);
         if refusal.is_auth_failure() {
             hub.metrics.auth_failure(AuthKind::Service);
         }
         refusal.about("registry request refused")
-    })?;
+    })
+}
+
+async fn serve(
+    hub: &Hub,
+    req: Request<Incoming>,
+    id: Option<String>,
+) -> Result<Response<Body>, Refusal> {
+    let with_keys = authorize(hub, &req)?;
     ConnPermit::authenticated_on(&req);
     let method = req.method().clone();
     match (method, id) {
@@ -156,14 +172,15 @@ async fn serve(
             let list = list.iter().map(|d| {
                 let state = states.get(&d.id).copied().unwrap_or_default();
                 let auth = auths.get(&d.id).cloned().unwrap_or_default();
-                device_json_with_auth(d, hub.sessions.is_connected(&d.id), &state, &auth)
+                let connected = hub.sessions.is_connected(&d.id);
+                device_json_with_auth(d, connected, &state, &auth, with_keys)
             });
             Ok(json(
                 StatusCode::OK,
                 &serde_json::Value::Array(list.collect()),
             ))
         }
-        (Method::GET, Some(id)) => show(hub, id),
+        (Method::GET, Some(id)) => show(hub, id, with_keys),
         (Method::PUT, Some(id)) => put(hub, req, id).await,
         (Method::DELETE, Some(id)) => {
             hub.registry.delete_device(&id)?;
@@ -179,7 +196,7 @@ async fn serve(
     }
 }
 
-fn show(hub: &Hub, id: String) -> Result<Response<Body>, Refusal> {
+fn show(hub: &Hub, id: String, with_keys: bool) -> Result<Response<Body>, Refusal> {
     let connected = hub.sessions.is_connected(&id);
     let state = device_states(&hub.registry)?
         .remove(&id)
@@ -187,7 +204,7 @@ fn show(hub: &Hub, id: String) -> Result<Response<Body>, Refusal> {
     match hub.registry.device(&id)? {
         Some(d) => {
             let auth = hub.registry.device_auth(&id)?;
-            let body = device_json_with_auth(&d, connected, &state, &auth);
+            let body = device_json_with_auth(&d, connected, &state, &auth, with_keys);
             Ok(json(StatusCode::OK, &body))
         }
         None => Err(RegistryError::UnknownDevice(id).into()),
@@ -222,5 +239,5 @@ async fn put(hub: &Hub, req: Request<Incoming>, id: String) -> Result<Response<B
     }
     hub.registry.set_enabled(&id, enabled)?;
     revocation::enforce(hub);
-    show(hub, id)
+    show(hub, id, true)
 }
