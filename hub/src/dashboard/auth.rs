@@ -42,6 +42,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// Whether the session may still look at the pages: its policy still has its key and
+    /// a registry right (registry-write alone lets it look at what it acts on).
+    pub fn may_view(&self, registry: &Registry) -> bool {
+        self.allows(registry, Right::RegistryRead) || self.allows(registry, Right::RegistryWrite)
+    }
+
     /// Whether the session's policy still exists, still has `right`, and still has the
     /// key the session signed in with.
     pub fn allows(&self, registry: &Registry, right: Right) -> bool {

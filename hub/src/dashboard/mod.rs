@@ -82,7 +82,7 @@ pub async fn respond(hub: &Hub, served: Served, req: Request<Incoming>) -> Respo
     let query = parse_form(req.uri().query().unwrap_or(""));
     let session = auth::cookie_session(req.headers())
         .and_then(|id| hub.dashboard.get(&id).map(|s| (id, s)))
-        .filter(|(_, s)| s.allows(&hub.registry, Right::RegistryRead));
+        .filter(|(_, s)| s.may_view(&hub.registry));
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::GET, pages::STYLE_PATH) => style(),
@@ -91,6 +91,10 @@ pub async fn respond(hub: &Hub, served: Served, req: Request<Incoming>) -> Respo
             &page_for("Sign in", Nav::None, None, None, &pages::login(None)),
         ),
         (Method::POST, "/login") => login(hub, served, req).await,
+        // Another site must not be able to sign an admin out either.
+        (Method::POST, "/logout") if !same_origin(req.headers()) => {
+            forbidden("The request came from another site.")
+        }
         (Method::POST, "/logout") => logout(hub, served, session.map(|(id, _)| id)),
         (Method::GET, _) if session.is_none() && !served.open_reads => see_other("/login", None),
         (Method::GET, "/") => devices_page(hub, &query, session.as_ref().map(|s| &s.1)),
