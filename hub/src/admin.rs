@@ -1,6 +1,7 @@
 //! Operations endpoints: `GET /metrics` (Prometheus text format) and `GET /healthz`.
 //! They are served on the main TLS port, or — with `serve --admin-listen` — only on a
-//! separate plain-HTTP listener meant for a private network or loopback.
+//! separate plain-HTTP listener meant for a private network or loopback, which also
+//! serves the HTML dashboard ([`crate::dashboard`]).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -39,24 +40,44 @@ pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>>
     }
 }
 
+/// The operations endpoints, then the dashboard's pages, then 404.
+async fn route(
+    hub: &Hub,
+    served: crate::dashboard::Served,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if let Some(resp) = respond(hub, req.method(), path) {
+        return resp;
+    }
+    if crate::dashboard::serves(path) {
+        return crate::dashboard::respond(hub, served, req).await;
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "only /metrics, /healthz and the dashboard (/)",
+    )
+}
+
 /// Serves the operations endpoints on a plain-HTTP listener until the hub shuts down;
 /// its connections are the hub's tasks, so the hub's drain waits for them too.
 pub async fn run(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "admin listener (metrics, health) up");
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "admin listener (metrics, health, dashboard) up");
+    // Reads without a sign-in only where just this machine can reach the listener.
+    let served = crate::dashboard::Served {
+        open_reads: local.ip().is_loopback(),
+        secure: false,
+    };
     let mut acceptor = Acceptor::new(listener);
     let tracker = hub.tracker.clone();
     while let Some((tcp, peer)) = acceptor.next(&hub.shutdown).await {
         let hub_shutdown = hub.shutdown.clone();
         let hub = hub.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let resp = respond(&hub, req.method(), req.uri().path()).unwrap_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    "only /metrics and /healthz",
-                )
-            });
-            async move { Ok::<_, Infallible>(resp) }
+            let hub = hub.clone();
+            async move { Ok::<_, Infallible>(route(&hub, served, req).await) }
         });
         let conn = async move {
             let mut builder = http1::Builder::new();

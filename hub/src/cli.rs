@@ -310,7 +310,8 @@ pub struct ServeArgs {
     /// credentials as MQTT over WebSocket on the main port. Off unless given.
     #[arg(long, env = "STREAM_HUB_MQTT_LISTEN")]
     pub mqtt_listen: Option<SocketAddr>,
-    /// Serve /metrics and /healthz on this plain-HTTP address instead of the TLS port.
+    /// Serve /metrics, /healthz and the HTML dashboard (at /) on this plain-HTTP address
+    /// instead of the TLS port (the dashboard is only served here).
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// PEM certificate chain to serve instead of the data directory's (e.g. an ACME

@@ -19,7 +19,8 @@
 //! - [`mqtt`]: devices' control sessions, over WebSocket or straight over TLS;
 //!   [`sessions`]: which devices are connected, and requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
-//!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener.
+//!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener;
+//!   [`dashboard`]: the HTML dashboard on that listener (pages, sign-in, actions).
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit; [`preauth`]: what a connection may cost
 //!   before it has authenticated.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod init;
 pub mod live;
@@ -81,6 +83,8 @@ pub struct Hub {
     limits: std::sync::RwLock<Arc<Limits>>,
     /// This hub as a node of a cluster (`serve --cluster`), set once at start.
     pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
+    /// Signed-in dashboard sessions (memory only: a restart signs admins out).
+    pub(crate) dashboard: dashboard::auth::Sessions,
 }
 
 impl Hub {
@@ -114,6 +118,7 @@ impl Hub {
             shutdown,
             limits: std::sync::RwLock::new(Arc::new(initial_limits)),
             cluster: std::sync::OnceLock::new(),
+            dashboard: dashboard::auth::Sessions::default(),
         }))
     }
 

@@ -197,6 +197,26 @@ impl Live {
         open.get(id).inspect(|s| s.close.cancel()).is_some()
     }
 
+    /// The streams open on this hub now, oldest first, with their byte counts this
+    /// instant (the dashboard reads memory, not the tables, so its counts are live).
+    pub fn snapshot(&self) -> Vec<StreamRow> {
+        let open: Vec<Arc<OpenStream>> = lock(&self.shared.open).values().cloned().collect();
+        let mut rows: Vec<StreamRow> = open
+            .iter()
+            .map(|s| StreamRow {
+                stream_id: s.id.clone(),
+                device_id: s.device.clone(),
+                stream_name: s.name.clone(),
+                policy: s.policy.clone(),
+                opened_at: s.opened_at_ms,
+                bytes_to_device: s.counters.to_device.load(Ordering::Relaxed),
+                bytes_from_device: s.counters.from_device.load(Ordering::Relaxed),
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.opened_at, &a.stream_id).cmp(&(b.opened_at, &b.stream_id)));
+        rows
+    }
+
     /// The hub has stopped: this run's devices are offline and its streams gone. Later
     /// changes are not written (they would describe a hub that no longer runs).
     pub fn stop(&self) {
