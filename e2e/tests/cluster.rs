@@ -2,7 +2,10 @@
 //! A device connected to node A is reached through node B (the stream's bytes go to A,
 //! whose streaming URL B's answer names), and a device disabled from the CLI against the
 //! cluster is cut on A within 2 s. Behind HAProxy, a node killed with SIGKILL loses its
-//! devices to another node, through the balancer, within a stated bound.
+//! devices to another node, through the balancer, within a stated bound. Module
+//! identities and X.509 data reach every node too: a module on A streams through B and its
+//! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
+//! a new thumbprint cuts it there.
 
 use std::{path::Path, time::Duration};
 
@@ -355,4 +358,148 @@ fn retried(data: &Path, args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("stream-hub {args:?}: {last}")
+}
+
+/// A cluster of two nodes on one NATS server, with its data directory and the service's
+/// connection string.
+struct Two {
+    data: std::path::PathBuf,
+    a: e2e::daemon::Daemon,
+    b: e2e::daemon::Daemon,
+    a_log: std::path::PathBuf,
+    b_log: std::path::PathBuf,
+    _nats: e2e::daemon::Daemon,
+}
+
+fn two_nodes(tmp: &Path) -> Two {
+    let nats = nats::start_nats(tmp);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.join("data");
+    hub_cli(
+        &data,
+        &["init", "--hostname", "localhost:1", "--cluster", &url],
+    );
+    let (a_log, b_log) = (tmp.join("a.log"), tmp.join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
+    Two {
+        data,
+        a,
+        b,
+        a_log,
+        b_log,
+        _nats: nats,
+    }
+}
+
+/// Module identities are the cluster's: one added from the CLI connects to node A, is
+/// streamed to through node B, and `module disable` from the CLI cuts it on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_module_on_one_node_streams_through_another_and_its_disable_reaches_it() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let two = two_nodes(tmp.path());
+    let data = &two.data;
+    hub_cli(data, &["device", "add", "dev1"]);
+    let module: DeviceConnectionString = hub_cli(data, &["module", "add", "dev1", "m"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(two.a.port),
+        ..module
+    };
+    let map = format!("echo={}", echo.addr);
+    let _module = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || {
+        devices_on(data, two.a.port) == 1
+    })
+    .await;
+    assert!(
+        on_a.is_some(),
+        "dev1/m never showed on node A: {}",
+        nats::log(&two.a_log)
+    );
+
+    let via_b = ServiceConnectionString {
+        host: host(two.b.port),
+        ..service
+    };
+    let mut config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    config.module_id = Some("m".into());
+    let mut stream = open_stream(&config).await.unwrap_or_else(|e| {
+        let (a, b) = (nats::log(&two.a_log), nats::log(&two.b_log));
+        panic!("{e}\nA: {a}\nB: {b}")
+    });
+    round_trip(&mut stream, b"through node B to a module on node A").await;
+
+    hub_cli(data, &["module", "disable", "dev1", "m"]);
+    let cut = wait_for(Duration::from_secs(2), || devices_on(data, two.a.port) == 0).await;
+    assert!(
+        cut.is_some(),
+        "node A kept dev1/m: {}",
+        nats::log(&two.a_log)
+    );
+    assert!(
+        open_stream(&config).await.is_err(),
+        "a disabled module is refused through B"
+    );
+    println!("module disable took {:?} to reach node A", cut.unwrap());
+}
+
+/// X.509 data is the cluster's: a thumbprint device registered from the CLI signs in on
+/// node B (which never saw the CLI's write but through the bucket), and a new thumbprint
+/// set from the CLI cuts it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thumbprint_device_registered_from_the_cli_connects_to_any_node() {
+    use e2e::{
+        raw,
+        x509::{make, Spec},
+    };
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let two = two_nodes(tmp.path());
+    let data = &two.data;
+    let pem = make(tmp.path(), "cam", Spec::leaf("anything"), None);
+    let thumb = pem.sha256();
+    let add = [
+        "device",
+        "add",
+        "cam",
+        "--auth",
+        "x509-thumbprint",
+        "--thumbprint",
+        &thumb,
+    ];
+    hub_cli(data, &add);
+
+    let connector = pem.connector(&data.join("ca.pem"));
+    let b_host = format!("localhost:{}", two.b.port);
+    let (mut io, code) = raw::connect_x509_ws(&connector, &b_host, "cam").await;
+    assert_eq!(
+        code,
+        rumqttc::mqttbytes::v4::ConnectReturnCode::Success,
+        "B: {}",
+        nats::log(&two.b_log)
+    );
+    raw::subscribe(&mut io).await;
+    let on_b = wait_for(Duration::from_secs(5), || devices_on(data, two.b.port) == 1).await;
+    assert!(on_b.is_some(), "cam never showed on node B");
+
+    let other = "ab".repeat(32);
+    hub_cli(
+        data,
+        &["device", "set-thumbprint", "cam", "--thumbprint", &other],
+    );
+    assert!(
+        raw::closed_within(&mut io, Duration::from_secs(2)).await,
+        "node B kept a session whose thumbprint was replaced: {}",
+        nats::log(&two.b_log)
+    );
 }
