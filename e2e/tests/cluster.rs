@@ -1,7 +1,8 @@
 //! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
 //! A device connected to node A is reached through node B (the stream's bytes go to A,
 //! whose streaming URL B's answer names), and a device disabled from the CLI against the
-//! cluster is cut on A within 2 s. Behind HAProxy, a node killed with SIGKILL loses its
+//! cluster is cut on A within 2 s; meanwhile the CLI shows it online and the stream's
+//! record from A in `stream-hub logs`. Behind HAProxy, a node killed with SIGKILL loses its
 //! devices to another node, through the balancer, within a stated bound. Module
 //! identities and X.509 data reach every node too: a module on A streams through B and its
 //! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
@@ -101,9 +102,39 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
         .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", nats::log(&a_log), nats::log(&b_log)));
     round_trip(&mut stream, b"through node B to node A").await;
 
+    // The CLI against the cluster sees what the nodes do: dev1 online (presence bucket),
+    // and, once the stream ends, its record from node A (the cluster's activity stream).
+    let shown = hub_cli(&data, &["device", "show", "dev1", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["connectionState"], "Connected", "{shown}");
+    let list = hub_cli(&data, &["device", "list", "--json"]);
+    assert!(list.contains(r#""connectionState":"Connected""#), "{list}");
+    drop(stream);
+    let accepted = |logs: &str| {
+        let logs: serde_json::Value = serde_json::from_str(logs).unwrap_or_default();
+        let records = logs.as_array().cloned().unwrap_or_default();
+        records
+            .iter()
+            .any(|r| r["device"] == "dev1" && r["result"] == "accepted" && r["stream"] == "echo")
+    };
+    let logged = wait_for(Duration::from_secs(5), || {
+        accepted(&hub_cli(&data, &["logs", "--json", "--device", "dev1"]))
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "no record of the stream in the cluster's log: {}",
+        hub_cli(&data, &["logs"])
+    );
+
     hub_cli(&data, &["device", "disable", "dev1"]);
     let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
     assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    let list = hub_cli(&data, &["device", "list", "--json"]);
+    assert!(
+        list.contains(r#""connectionState":"Disconnected""#),
+        "{list}"
+    );
     let refused = open_stream(&config).await;
     assert!(refused.is_err(), "a disabled device is refused through B");
     println!("revocation took {:?} to reach node A", cut.unwrap());
