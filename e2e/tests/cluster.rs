@@ -6,7 +6,8 @@
 //! devices to another node, through the balancer, within a stated bound. Module
 //! identities and X.509 data reach every node too: a module on A streams through B and its
 //! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
-//! a new thumbprint cuts it there.
+//! a new thumbprint cuts it there. The NATS traffic of a stream set-up is measured from
+//! the server's `/varz` counters (docs/SCALING.md).
 
 use std::{path::Path, time::Duration};
 
@@ -532,5 +533,110 @@ async fn a_thumbprint_device_registered_from_the_cli_connects_to_any_node() {
         raw::closed_within(&mut io, Duration::from_secs(2)).await,
         "node B kept a session whose thumbprint was replaced: {}",
         nats::log(&two.b_log)
+    );
+}
+
+/// The NATS traffic counters of `/varz` that the capacity model uses.
+const COUNTERS: [&str; 4] = ["in_msgs", "out_msgs", "in_bytes", "out_bytes"];
+
+fn counters(monitor: u16) -> [f64; 4] {
+    let v = nats::varz(monitor);
+    COUNTERS.map(|c| v[c].as_f64().unwrap_or_default())
+}
+
+/// Streams opened (and closed) through `config`'s node, one after another; the NATS
+/// traffic per stream, with the idle traffic of the same span taken away.
+async fn traffic_per_stream(
+    monitor: u16,
+    config: &ServiceConfig,
+    n: usize,
+    idle_per_sec: [f64; 4],
+) -> [f64; 4] {
+    let before = counters(monitor);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut stream = open_stream(config).await.expect("a stream");
+        round_trip(&mut stream, b"x").await;
+        drop(stream);
+    }
+    // Each stream's activity record is copied to the cluster after it ends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = counters(monitor);
+    let span = start.elapsed().as_secs_f64();
+    std::array::from_fn(|i| (after[i] - before[i] - idle_per_sec[i] * span) / n as f64)
+}
+
+/// What a stream costs NATS: measured with the server's own counters (`/varz`) around
+/// 50 streams to a device on node A, asked through A itself and through node B. The
+/// figures go into docs/SCALING.md; the bounds only catch a change that multiplies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_traffic_per_stream_set_up_is_measured() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let monitor = nats::free_port();
+    let nats = nats::start_nats_monitored(tmp.path(), monitor);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
+    hub_cli(&data, &init);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(on_a.is_some(), "dev1 never showed on node A");
+    let through = |port: u16| {
+        let via = ServiceConnectionString {
+            host: host(port),
+            ..service.clone()
+        };
+        ServiceConfig::new(via, connector(&ca), "dev1", "echo")
+    };
+    let (via_a, via_b) = (through(a.port), through(b.port));
+    // Warm up both paths (first requests set up subscriptions and the activity stream).
+    traffic_per_stream(monitor, &via_b, 2, [0.0; 4]).await;
+    traffic_per_stream(monitor, &via_a, 2, [0.0; 4]).await;
+
+    let idle_start = (counters(monitor), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_end = counters(monitor);
+    let idle_secs = idle_start.1.elapsed().as_secs_f64();
+    let idle: [f64; 4] = std::array::from_fn(|i| (idle_end[i] - idle_start.0[i]) / idle_secs);
+
+    const N: usize = 50;
+    let local = traffic_per_stream(monitor, &via_a, N, idle).await;
+    let forwarded = traffic_per_stream(monitor, &via_b, N, idle).await;
+    let show = |what: &str, v: [f64; 4]| {
+        let fields: Vec<String> = COUNTERS
+            .iter()
+            .zip(v)
+            .map(|(c, x)| format!("{c}={x:.1}"))
+            .collect();
+        println!("{what}: {}", fields.join(" "));
+    };
+    show("idle, per second (2 nodes, 1 device)", idle);
+    show("per stream asked on the device's node", local);
+    show("per stream asked on another node", forwarded);
+    for v in [local, forwarded] {
+        assert!(v[0] < 20.0 && v[2] < 20_000.0, "{v:?}");
+    }
+    assert!(
+        forwarded[0] > local[0],
+        "forwarding costs messages: {forwarded:?} {local:?}"
     );
 }
