@@ -1,8 +1,9 @@
 //! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
 //! A device connected to node A is reached through node B (the stream's bytes go to A,
 //! whose streaming URL B's answer names), and a device disabled from the CLI against the
-//! cluster is cut on A within 2 s; meanwhile the CLI shows it online and the stream's
-//! record from A in `stream-hub logs`. Behind HAProxy, a node killed with SIGKILL loses its
+//! cluster is cut on A within 2 s; meanwhile the CLI shows it online, lists the stream
+//! (A's) and closes it through `streams close`, and shows its record from A in
+//! `stream-hub logs`. Behind HAProxy, a node killed with SIGKILL loses its
 //! devices to another node, through the balancer, within a stated bound. Module
 //! identities and X.509 data reach every node too: a module on A streams through B and its
 //! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
@@ -110,13 +111,38 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
     assert_eq!(shown["connectionState"], "Connected", "{shown}");
     let list = hub_cli(&data, &["device", "list", "--json"]);
     assert!(list.contains(r#""connectionState":"Connected""#), "{list}");
+
+    // `streams list` asks every node: the stream is A's; `streams close` ends it there.
+    let mut listed = serde_json::Value::Null;
+    let found = wait_for(Duration::from_secs(3), || {
+        let out = hub_cli(&data, &["streams", "list", "--json"]);
+        listed = serde_json::from_str(&out).unwrap_or_default();
+        listed.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    assert!(found.is_some(), "streams list: {listed}");
+    assert_eq!(listed[0]["deviceId"], "dev1", "{listed}");
+    let id = listed[0]["streamId"].as_str().unwrap().to_string();
+    hub_cli(&data, &["streams", "close", &id]);
+    let mut buf = [0u8; 1];
+    let ended = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+        "the stream outlived streams close"
+    );
     drop(stream);
     let accepted = |logs: &str| {
         let logs: serde_json::Value = serde_json::from_str(logs).unwrap_or_default();
         let records = logs.as_array().cloned().unwrap_or_default();
-        records
-            .iter()
-            .any(|r| r["device"] == "dev1" && r["result"] == "accepted" && r["stream"] == "echo")
+        records.iter().any(|r| {
+            r["device"] == "dev1"
+                && r["stream"] == "echo"
+                && r["detail"].as_str().is_some_and(|d| d.contains("admin"))
+        })
     };
     let logged = wait_for(Duration::from_secs(5), || {
         accepted(&hub_cli(&data, &["logs", "--json", "--device", "dev1"]))

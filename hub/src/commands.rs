@@ -446,9 +446,14 @@ fn ca(dir: &DataDir, cmd: CaCommand) -> anyhow::Result<()> {
 
 fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
     let registry = dir.registry()?;
+    // A cluster's streams are each node's own: every node is asked.
+    let cluster = crate::cluster::remembered(dir)?;
     match cmd {
         StreamsCommand::List { device, json } => {
-            let rows = live::open_streams(&registry, device.as_deref())?;
+            let rows = match &cluster {
+                Some(c) => crate::cluster::streams::list(c, device.as_deref())?,
+                None => live::open_streams(&registry, device.as_deref())?,
+            };
             let now = activity::unix_ms(std::time::SystemTime::now());
             let age_of =
                 |r: &live::StreamRow| Duration::from_millis(now.saturating_sub(r.opened_at));
@@ -486,7 +491,19 @@ fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
             print!("{}", table(&table_rows));
             Ok(())
         }
-        StreamsCommand::Close { id } => close_stream(&registry, &id),
+        StreamsCommand::Close { id } => match &cluster {
+            Some(c) => match crate::cluster::streams::close(c, &id)? {
+                true => {
+                    println!("closed stream {}", escape(&id, false));
+                    Ok(())
+                }
+                false => anyhow::bail!(
+                    "no open stream '{}' on any node (`stream-hub streams list` shows them)",
+                    escape(&id, false)
+                ),
+            },
+            None => close_stream(&registry, &id),
+        },
     }
 }
 

@@ -8,6 +8,7 @@
 //!   wins cluster-wide.
 //! - [`activity`]: every node's activity records in one JetStream stream, and the
 //!   presence bucket read as connection state, for the CLI.
+//! - [`streams`]: the CLI's `streams list/close`, asked of every node at once.
 //! - [`forward`]: a stream request for a device another node holds is asked there over
 //!   request/reply, and the answer names that node's streaming URL.
 //!
@@ -18,6 +19,7 @@ pub mod activity;
 pub mod forward;
 pub mod presence;
 pub mod registry_kv;
+pub mod streams;
 
 use std::{
     future::Future,
@@ -325,6 +327,7 @@ pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
     tokio::spawn(presence::write(hub.clone(), node.clone(), rx));
     tokio::spawn(presence::watch(hub.clone(), node.clone()));
     tokio::spawn(activity::publish(hub.clone(), node.clone()));
+    tokio::spawn(streams::answer(hub.clone(), node.clone()));
     tokio::spawn(forward::answer(hub.clone(), node));
     Ok(())
 }
