@@ -50,6 +50,30 @@ pub fn start_nats_on(dir: &Path, port: u16) -> Daemon {
     Daemon::start_on("nats-server", &log, port, nats_command(dir, port, &log))
 }
 
+/// [`start_nats`] with its monitoring endpoint on `monitor` (a free port): [`varz`].
+pub fn start_nats_monitored(dir: &Path, monitor: u16) -> Daemon {
+    let log = dir.join("nats.log");
+    Daemon::start("nats-server", &log, |port| {
+        let mut cmd = nats_command(dir, port, &log);
+        cmd.args(["-m", &monitor.to_string()]);
+        cmd
+    })
+}
+
+/// The server's `/varz` (message and byte counters among others) from its monitoring port.
+pub fn varz(monitor: u16) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", monitor)).expect("monitoring port");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("a read timeout");
+    let request = "GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    conn.write_all(request.as_bytes()).expect("varz request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("varz response");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("varz: {e}: {response}"))
+}
+
 fn nats_command(dir: &Path, port: u16, log: &Path) -> Command {
     let mut cmd = Command::new(nats_server());
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])

@@ -1,8 +1,14 @@
 //! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
 //! A device connected to node A is reached through node B (the stream's bytes go to A,
 //! whose streaming URL B's answer names), and a device disabled from the CLI against the
-//! cluster is cut on A within 2 s. Behind HAProxy, a node killed with SIGKILL loses its
-//! devices to another node, through the balancer, within a stated bound.
+//! cluster is cut on A within 2 s; meanwhile the CLI shows it online, lists the stream
+//! (A's) and closes it through `streams close`, and shows its record from A in
+//! `stream-hub logs`. Behind HAProxy, a node killed with SIGKILL loses its
+//! devices to another node, through the balancer, within a stated bound. Module
+//! identities and X.509 data reach every node too: a module on A streams through B and its
+//! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
+//! a new thumbprint cuts it there. The NATS traffic of a stream set-up is measured from
+//! the server's `/varz` counters (docs/SCALING.md).
 
 use std::{path::Path, time::Duration};
 
@@ -98,9 +104,64 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
         .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", nats::log(&a_log), nats::log(&b_log)));
     round_trip(&mut stream, b"through node B to node A").await;
 
+    // The CLI against the cluster sees what the nodes do: dev1 online (presence bucket),
+    // and, once the stream ends, its record from node A (the cluster's activity stream).
+    let shown = hub_cli(&data, &["device", "show", "dev1", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["connectionState"], "Connected", "{shown}");
+    let list = hub_cli(&data, &["device", "list", "--json"]);
+    assert!(list.contains(r#""connectionState":"Connected""#), "{list}");
+
+    // `streams list` asks every node: the stream is A's; `streams close` ends it there.
+    let mut listed = serde_json::Value::Null;
+    let found = wait_for(Duration::from_secs(3), || {
+        let out = hub_cli(&data, &["streams", "list", "--json"]);
+        listed = serde_json::from_str(&out).unwrap_or_default();
+        listed.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    assert!(found.is_some(), "streams list: {listed}");
+    assert_eq!(listed[0]["deviceId"], "dev1", "{listed}");
+    let id = listed[0]["streamId"].as_str().unwrap().to_string();
+    hub_cli(&data, &["streams", "close", &id]);
+    let mut buf = [0u8; 1];
+    let ended = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+        "the stream outlived streams close"
+    );
+    drop(stream);
+    let accepted = |logs: &str| {
+        let logs: serde_json::Value = serde_json::from_str(logs).unwrap_or_default();
+        let records = logs.as_array().cloned().unwrap_or_default();
+        records.iter().any(|r| {
+            r["device"] == "dev1"
+                && r["stream"] == "echo"
+                && r["detail"].as_str().is_some_and(|d| d.contains("admin"))
+        })
+    };
+    let logged = wait_for(Duration::from_secs(5), || {
+        accepted(&hub_cli(&data, &["logs", "--json", "--device", "dev1"]))
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "no record of the stream in the cluster's log: {}",
+        hub_cli(&data, &["logs"])
+    );
+
     hub_cli(&data, &["device", "disable", "dev1"]);
     let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
     assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
+    let list = hub_cli(&data, &["device", "list", "--json"]);
+    assert!(
+        list.contains(r#""connectionState":"Disconnected""#),
+        "{list}"
+    );
     let refused = open_stream(&config).await;
     assert!(refused.is_err(), "a disabled device is refused through B");
     println!("revocation took {:?} to reach node A", cut.unwrap());
@@ -355,4 +416,253 @@ fn retried(data: &Path, args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("stream-hub {args:?}: {last}")
+}
+
+/// A cluster of two nodes on one NATS server, with its data directory and the service's
+/// connection string.
+struct Two {
+    data: std::path::PathBuf,
+    a: e2e::daemon::Daemon,
+    b: e2e::daemon::Daemon,
+    a_log: std::path::PathBuf,
+    b_log: std::path::PathBuf,
+    _nats: e2e::daemon::Daemon,
+}
+
+fn two_nodes(tmp: &Path) -> Two {
+    let nats = nats::start_nats(tmp);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.join("data");
+    hub_cli(
+        &data,
+        &["init", "--hostname", "localhost:1", "--cluster", &url],
+    );
+    let (a_log, b_log) = (tmp.join("a.log"), tmp.join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
+    Two {
+        data,
+        a,
+        b,
+        a_log,
+        b_log,
+        _nats: nats,
+    }
+}
+
+/// Module identities are the cluster's: one added from the CLI connects to node A, is
+/// streamed to through node B, and `module disable` from the CLI cuts it on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_module_on_one_node_streams_through_another_and_its_disable_reaches_it() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let two = two_nodes(tmp.path());
+    let data = &two.data;
+    hub_cli(data, &["device", "add", "dev1"]);
+    let module: DeviceConnectionString = hub_cli(data, &["module", "add", "dev1", "m"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(two.a.port),
+        ..module
+    };
+    let map = format!("echo={}", echo.addr);
+    let _module = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || {
+        devices_on(data, two.a.port) == 1
+    })
+    .await;
+    assert!(
+        on_a.is_some(),
+        "dev1/m never showed on node A: {}",
+        nats::log(&two.a_log)
+    );
+
+    let via_b = ServiceConnectionString {
+        host: host(two.b.port),
+        ..service
+    };
+    let mut config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    config.module_id = Some("m".into());
+    let mut stream = open_stream(&config).await.unwrap_or_else(|e| {
+        let (a, b) = (nats::log(&two.a_log), nats::log(&two.b_log));
+        panic!("{e}\nA: {a}\nB: {b}")
+    });
+    round_trip(&mut stream, b"through node B to a module on node A").await;
+
+    hub_cli(data, &["module", "disable", "dev1", "m"]);
+    let cut = wait_for(Duration::from_secs(2), || devices_on(data, two.a.port) == 0).await;
+    assert!(
+        cut.is_some(),
+        "node A kept dev1/m: {}",
+        nats::log(&two.a_log)
+    );
+    assert!(
+        open_stream(&config).await.is_err(),
+        "a disabled module is refused through B"
+    );
+    println!("module disable took {:?} to reach node A", cut.unwrap());
+}
+
+/// X.509 data is the cluster's: a thumbprint device registered from the CLI signs in on
+/// node B (which never saw the CLI's write but through the bucket), and a new thumbprint
+/// set from the CLI cuts it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thumbprint_device_registered_from_the_cli_connects_to_any_node() {
+    use e2e::{
+        raw,
+        x509::{make, Spec},
+    };
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let two = two_nodes(tmp.path());
+    let data = &two.data;
+    let pem = make(tmp.path(), "cam", Spec::leaf("anything"), None);
+    let thumb = pem.sha256();
+    let add = [
+        "device",
+        "add",
+        "cam",
+        "--auth",
+        "x509-thumbprint",
+        "--thumbprint",
+        &thumb,
+    ];
+    hub_cli(data, &add);
+
+    let connector = pem.connector(&data.join("ca.pem"));
+    let b_host = format!("localhost:{}", two.b.port);
+    let (mut io, code) = raw::connect_x509_ws(&connector, &b_host, "cam").await;
+    assert_eq!(
+        code,
+        rumqttc::mqttbytes::v4::ConnectReturnCode::Success,
+        "B: {}",
+        nats::log(&two.b_log)
+    );
+    raw::subscribe(&mut io).await;
+    let on_b = wait_for(Duration::from_secs(5), || devices_on(data, two.b.port) == 1).await;
+    assert!(on_b.is_some(), "cam never showed on node B");
+
+    let other = "ab".repeat(32);
+    hub_cli(
+        data,
+        &["device", "set-thumbprint", "cam", "--thumbprint", &other],
+    );
+    assert!(
+        raw::closed_within(&mut io, Duration::from_secs(2)).await,
+        "node B kept a session whose thumbprint was replaced: {}",
+        nats::log(&two.b_log)
+    );
+}
+
+/// The NATS traffic counters of `/varz` that the capacity model uses.
+const COUNTERS: [&str; 4] = ["in_msgs", "out_msgs", "in_bytes", "out_bytes"];
+
+fn counters(monitor: u16) -> [f64; 4] {
+    let v = nats::varz(monitor);
+    COUNTERS.map(|c| v[c].as_f64().unwrap_or_default())
+}
+
+/// Streams opened (and closed) through `config`'s node, one after another; the NATS
+/// traffic per stream, with the idle traffic of the same span taken away.
+async fn traffic_per_stream(
+    monitor: u16,
+    config: &ServiceConfig,
+    n: usize,
+    idle_per_sec: [f64; 4],
+) -> [f64; 4] {
+    let before = counters(monitor);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut stream = open_stream(config).await.expect("a stream");
+        round_trip(&mut stream, b"x").await;
+        drop(stream);
+    }
+    // Each stream's activity record is copied to the cluster after it ends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = counters(monitor);
+    let span = start.elapsed().as_secs_f64();
+    std::array::from_fn(|i| (after[i] - before[i] - idle_per_sec[i] * span) / n as f64)
+}
+
+/// What a stream costs NATS: measured with the server's own counters (`/varz`) around
+/// 50 streams to a device on node A, asked through A itself and through node B. The
+/// figures go into docs/SCALING.md; the bounds only catch a change that multiplies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_traffic_per_stream_set_up_is_measured() {
+    e2e::trace();
+    let tmp = tempfile::tempdir().unwrap();
+    let monitor = nats::free_port();
+    let nats = nats::start_nats_monitored(tmp.path(), monitor);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let data = tmp.path().join("data");
+    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
+    hub_cli(&data, &init);
+    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
+        .trim()
+        .parse()
+        .unwrap();
+    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = nats::start_node(&data, &url, &a_log, &[]);
+    let b = nats::start_node(&data, &url, &b_log, &[]);
+    let echo = Peer::echo().await;
+    let ca = data.join("ca.pem");
+    let to_a = DeviceConnectionString {
+        host: host(a.port),
+        ..device
+    };
+    let map = format!("echo={}", echo.addr);
+    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
+    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
+    assert!(on_a.is_some(), "dev1 never showed on node A");
+    let through = |port: u16| {
+        let via = ServiceConnectionString {
+            host: host(port),
+            ..service.clone()
+        };
+        ServiceConfig::new(via, connector(&ca), "dev1", "echo")
+    };
+    let (via_a, via_b) = (through(a.port), through(b.port));
+    // Warm up both paths (first requests set up subscriptions and the activity stream).
+    traffic_per_stream(monitor, &via_b, 2, [0.0; 4]).await;
+    traffic_per_stream(monitor, &via_a, 2, [0.0; 4]).await;
+
+    let idle_start = (counters(monitor), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_end = counters(monitor);
+    let idle_secs = idle_start.1.elapsed().as_secs_f64();
+    let idle: [f64; 4] = std::array::from_fn(|i| (idle_end[i] - idle_start.0[i]) / idle_secs);
+
+    const N: usize = 50;
+    let local = traffic_per_stream(monitor, &via_a, N, idle).await;
+    let forwarded = traffic_per_stream(monitor, &via_b, N, idle).await;
+    let show = |what: &str, v: [f64; 4]| {
+        let fields: Vec<String> = COUNTERS
+            .iter()
+            .zip(v)
+            .map(|(c, x)| format!("{c}={x:.1}"))
+            .collect();
+        println!("{what}: {}", fields.join(" "));
+    };
+    show("idle, per second (2 nodes, 1 device)", idle);
+    show("per stream asked on the device's node", local);
+    show("per stream asked on another node", forwarded);
+    for v in [local, forwarded] {
+        assert!(v[0] < 20.0 && v[2] < 20_000.0, "{v:?}");
+    }
+    assert!(
+        forwarded[0] > local[0],
+        "forwarding costs messages: {forwarded:?} {local:?}"
+    );
 }

@@ -10,9 +10,15 @@
 //! the disk falls behind, new stream requests wait — back-pressure — instead of records
 //! of streams that happened being lost. Only authenticated requests get a record (the
 //! hub counts the others in its metrics), and the table is pruned by age and by count.
+//!
+//! In cluster mode the writer also hands each stored record to the cluster's log
+//! ([`Activity::copy_to`], see [`crate::cluster::activity`]) without waiting for it: the
+//! node's own table stays the record that is never dropped, and a cluster that is away or
+//! slow costs the cluster's copy records (counted, warned), never a stream's set-up.
 
 use std::{
     path::Path,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -101,9 +107,11 @@ impl<'a> Record<'a> {
 }
 
 /// A stored record, as `stream-hub logs` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
+    // Every record is of the one category; one read back from the cluster says so too.
+    #[serde(skip_deserializing, default = "category")]
     pub category: &'static str,
     /// Unix time in milliseconds.
     pub time: u64,
@@ -116,6 +124,10 @@ pub struct Entry {
     pub bytes_to_device: u64,
     pub bytes_from_device: u64,
     pub detail: String,
+}
+
+fn category() -> &'static str {
+    "DeviceStreams"
 }
 
 fn ms(d: Option<Duration>) -> Option<f64> {
@@ -146,7 +158,11 @@ fn open(db: &Path) -> rusqlite::Result<Connection> {
 /// The log's writing end.
 pub struct Activity {
     tx: mpsc::Sender<Entry>,
+    copies: Copies,
 }
+
+/// Where the writer also hands stored records, once the hub has joined a cluster.
+type Copies = Arc<OnceLock<mpsc::Sender<Entry>>>;
 
 /// A place in the writer's queue, held by one stream until its record is written.
 pub type Reserved = mpsc::OwnedPermit<Entry>;
@@ -158,10 +174,17 @@ impl Activity {
     pub fn open(db: &Path, capacity: usize, retention: Retention) -> anyhow::Result<Activity> {
         let conn = open(db)?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let copies = Copies::default();
+        let to = copies.clone();
         std::thread::Builder::new()
             .name("activity-log".into())
-            .spawn(move || write_loop(conn, rx, retention))?;
-        Ok(Activity { tx })
+            .spawn(move || write_loop(conn, rx, retention, to))?;
+        Ok(Activity { tx, copies })
+    }
+
+    /// Hands every record stored from now on to `tx` as well (once; false if already).
+    pub fn copy_to(&self, tx: mpsc::Sender<Entry>) -> bool {
+        self.copies.set(tx).is_ok()
     }
 
     /// Waits for a place in the writer's queue; `None` once the writer has stopped.
@@ -202,13 +225,22 @@ impl Activity {
     }
 }
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Entry>, retention: Retention) {
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Entry>,
+    retention: Retention,
+    copies: Copies,
+) {
     let mut pruned = Instant::now();
     let mut since_prune = 0;
     let mut batch = Vec::new();
+    let mut uncopied = 0u64;
     while rx.blocking_recv_many(&mut batch, BATCH) > 0 {
         if let Err(e) = insert(&mut conn, &batch) {
             tracing::warn!("cannot store {} activity records: {e}", batch.len());
+        }
+        if let Some(tx) = copies.get() {
+            copy(tx, &batch, &mut uncopied);
         }
         since_prune += batch.len();
         batch.clear();
@@ -217,6 +249,22 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Entry>, retention: Re
                 tracing::warn!("cannot prune the activity log: {e}");
             }
             (pruned, since_prune) = (Instant::now(), 0);
+        }
+    }
+}
+
+/// Hands `batch` to the cluster's log without waiting; what its full queue cannot take is
+/// counted and warned about at every 1000th (the node's table has it still).
+fn copy(tx: &mpsc::Sender<Entry>, batch: &[Entry], uncopied: &mut u64) {
+    for e in batch {
+        if tx.try_send(e.clone()).is_err() {
+            *uncopied += 1;
+            if *uncopied % 1000 == 1 {
+                tracing::warn!(
+                    uncopied = *uncopied,
+                    "the cluster's activity log is behind: records kept on this node only"
+                );
+            }
         }
     }
 }

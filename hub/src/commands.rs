@@ -3,7 +3,7 @@
 //! directory the CLI shares with a running hub. Whether a device is online and which
 //! streams are open is what the running hub last published there ([`crate::live`]).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context;
 use device_streams_protocol::{
@@ -120,9 +120,7 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
             .with_context(|| format!("device '{}' is not registered", escape(id, false)))
     };
     let state = |id: &str| -> anyhow::Result<DeviceState> {
-        Ok(live::device_states(&registry)?
-            .remove(id)
-            .unwrap_or_default())
+        Ok(states(dir, &registry)?.remove(id).unwrap_or_default())
     };
     match cmd {
         DeviceCommand::Add {
@@ -158,7 +156,7 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::RotateKey { id, secondary } => {
             print_cs(&id, key(&registry.rotate_key(&id, secondary)?, secondary))?;
         }
-        DeviceCommand::List { json } => list_devices(&registry, json)?,
+        DeviceCommand::List { json } => list_devices(dir, &registry, json)?,
         DeviceCommand::Show { id, json: true } => {
             let auth = registry.device_auth(&id)?;
             println!("{}", device_view(&find(&id)?, &state(&id)?, &auth))
@@ -186,9 +184,18 @@ fn device_view(d: &Device, state: &DeviceState, auth: &DeviceAuth) -> serde_json
     json
 }
 
-fn list_devices(registry: &Registry, json: bool) -> anyhow::Result<()> {
+/// Every identity's connection state: in a cluster, the presence bucket's (the CLI's
+/// copy of the registry has none); else what the running hub published in the database.
+fn states(dir: &DataDir, registry: &Registry) -> anyhow::Result<HashMap<String, DeviceState>> {
+    match crate::cluster::remembered(dir)? {
+        Some(cluster) => crate::cluster::activity::device_states(&cluster),
+        None => Ok(live::device_states(registry)?),
+    }
+}
+
+fn list_devices(dir: &DataDir, registry: &Registry, json: bool) -> anyhow::Result<()> {
     let devices = registry.devices()?;
-    let states = live::device_states(registry)?;
+    let states = states(dir, registry)?;
     let auths = registry.device_auths()?;
     let state = |d: &Device| states.get(&d.id).copied().unwrap_or_default();
     let auth = |d: &Device| auths.get(&d.id).cloned().unwrap_or_default();
@@ -337,17 +344,22 @@ fn module(dir: &DataDir, cmd: ModuleCommand) -> anyhow::Result<()> {
             registry.set_module_enabled(&device, &module, false)?
         }
         ModuleCommand::Delete { device, module } => registry.delete_module(&device, &module)?,
-        ModuleCommand::List { device, json } => list_modules(&registry, &device, json)?,
+        ModuleCommand::List { device, json } => list_modules(dir, &registry, &device, json)?,
     }
     Ok(())
 }
 
-fn list_modules(registry: &Registry, device: &str, json: bool) -> anyhow::Result<()> {
+fn list_modules(
+    dir: &DataDir,
+    registry: &Registry,
+    device: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     if registry.device(device)?.is_none() {
         anyhow::bail!("device '{}' is not registered", escape(device, false));
     }
     let modules = registry.modules(device)?;
-    let states = live::device_states(registry)?;
+    let states = states(dir, registry)?;
     let state = |m: &Module| states.get(&m.identity()).copied().unwrap_or_default();
     if json {
         let list = modules.iter().map(|m| {
@@ -434,9 +446,14 @@ fn ca(dir: &DataDir, cmd: CaCommand) -> anyhow::Result<()> {
 
 fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
     let registry = dir.registry()?;
+    // A cluster's streams are each node's own: every node is asked.
+    let cluster = crate::cluster::remembered(dir)?;
     match cmd {
         StreamsCommand::List { device, json } => {
-            let rows = live::open_streams(&registry, device.as_deref())?;
+            let rows = match &cluster {
+                Some(c) => crate::cluster::streams::list(c, device.as_deref())?,
+                None => live::open_streams(&registry, device.as_deref())?,
+            };
             let now = activity::unix_ms(std::time::SystemTime::now());
             let age_of =
                 |r: &live::StreamRow| Duration::from_millis(now.saturating_sub(r.opened_at));
@@ -474,7 +491,19 @@ fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
             print!("{}", table(&table_rows));
             Ok(())
         }
-        StreamsCommand::Close { id } => close_stream(&registry, &id),
+        StreamsCommand::Close { id } => match &cluster {
+            Some(c) => match crate::cluster::streams::close(c, &id)? {
+                true => {
+                    println!("closed stream {}", escape(&id, false));
+                    Ok(())
+                }
+                false => anyhow::bail!(
+                    "no open stream '{}' on any node (`stream-hub streams list` shows them)",
+                    escape(&id, false)
+                ),
+            },
+            None => close_stream(&registry, &id),
+        },
     }
 }
 
@@ -580,7 +609,12 @@ fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> any
     let from = std::time::SystemTime::now()
         .checked_sub(since)
         .unwrap_or(std::time::UNIX_EPOCH);
-    let entries = activity::query(registry.path(), device, activity::unix_ms(from))?;
+    let since = activity::unix_ms(from);
+    // A cluster's log is every node's, in JetStream; the CLI's copy of the registry has none.
+    let entries = match crate::cluster::remembered(dir)? {
+        Some(cluster) => crate::cluster::activity::query(&cluster, device, since)?,
+        None => activity::query(registry.path(), device, since)?,
+    };
     if json {
         println!("{}", serde_json::to_string(&entries)?);
         return Ok(());

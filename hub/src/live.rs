@@ -404,7 +404,7 @@ pub fn device_states(registry: &Registry) -> Result<HashMap<String, DeviceState>
 }
 
 /// An open stream as the running hub last published it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamRow {
     pub stream_id: String,

@@ -170,6 +170,25 @@ pub enum Change {
     Policy(Policy),
     PolicyGone(String),
     Setting(String, String),
+    /// How a device authenticates; `Sas` removes its X.509 row.
+    Auth(String, DeviceAuth),
+    Ca(CaCert),
+    CaGone(String),
+    Module(crate::registry_modules::Module),
+    /// A module gone: its device and module ids.
+    ModuleGone(String, String),
+}
+
+/// What a mirror holds, by name: the rest of a copy is [`Registry::retain`]ed away.
+#[derive(Debug, Default)]
+pub struct Present {
+    pub devices: std::collections::HashSet<String>,
+    pub policies: std::collections::HashSet<String>,
+    /// Devices with an X.509 entry.
+    pub auths: std::collections::HashSet<String>,
+    pub cas: std::collections::HashSet<String>,
+    /// (device, module).
+    pub modules: std::collections::HashSet<(String, String)>,
 }
 
 /// Where registry changes must also go before they count: in cluster mode the shared
@@ -284,15 +303,28 @@ impl Registry {
     /// Runs a change in one transaction that commits only once the mirror (if any) took
     /// the change `f` reports. The lock is held meanwhile, so the cache and the mirror
     /// see changes in the same order.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<(T, Change), RegistryError>,
     ) -> Result<T, RegistryError> {
+        self.write_all(|c| f(c).map(|(value, change)| (value, vec![change])))
+    }
+
+    /// [`Self::write`] for a change that is several to the mirror (a device deleted with
+    /// its modules and X.509 entry). Should the mirror refuse one part way, this database
+    /// is rolled back while the mirror kept the earlier ones: those are removals of the
+    /// device's dependants, listed first, so the device itself stays whole in both.
+    pub(crate) fn write_all<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>), RegistryError>,
+    ) -> Result<T, RegistryError> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
-            let (value, change) = f(&tx)?;
+            let (value, changes) = f(&tx)?;
             if let Some(mirror) = &self.mirror {
-                mirror.write(&change).map_err(RegistryError::Cluster)?;
+                for change in &changes {
+                    mirror.write(change).map_err(RegistryError::Cluster)?;
+                }
             }
             tx.commit()?;
             Ok(value)
@@ -316,7 +348,13 @@ impl Registry {
                         d.created_at
                     ],
                 )?,
-                Change::DeviceGone(id) => c.execute("DELETE FROM devices WHERE id = ?1", [id])?,
+                Change::DeviceGone(id) => {
+                    // As `delete_device` does: a device's dependants go with it, whatever
+                    // order their own removals arrive in.
+                    c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?;
+                    c.execute("DELETE FROM modules WHERE device_id = ?1", [id])?;
+                    c.execute("DELETE FROM devices WHERE id = ?1", [id])?
+                }
                 Change::Policy(p) => c.execute(
                     "INSERT OR REPLACE INTO policies (name, primary_key, secondary_key, rights) \
                      VALUES (?1, ?2, ?3, ?4)",
@@ -332,34 +370,49 @@ impl Registry {
                     "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
                     params![n, v],
                 )?,
+                Change::Auth(id, auth) => crate::registry_x509::store_auth(c, id, auth)?,
+                Change::Ca(ca) => crate::registry_x509::store_ca(c, ca)?,
+                Change::CaGone(n) => c.execute("DELETE FROM cas WHERE name = ?1", [n])?,
+                Change::Module(m) => crate::registry_modules::store(c, m)?,
+                Change::ModuleGone(d, m) => c.execute(
+                    "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2",
+                    [d, m],
+                )?,
             };
             Ok(())
         })
     }
 
-    /// Removes the devices and policies not named (the mirror no longer has them).
-    pub fn retain(
-        &self,
-        devices: &std::collections::HashSet<String>,
-        policies: &std::collections::HashSet<String>,
-    ) -> Result<(), RegistryError> {
-        let gone_devices: Vec<String> = self
-            .devices()?
-            .into_iter()
-            .map(|d| d.id)
-            .filter(|id| !devices.contains(id))
-            .collect();
-        let gone_policies: Vec<String> = self
-            .policies()?
-            .into_iter()
-            .map(|p| p.name)
-            .filter(|n| !policies.contains(n))
-            .collect();
-        for id in gone_devices {
-            self.apply(&Change::DeviceGone(id))?;
+    /// Removes every entry `present` does not name (the mirror no longer has it).
+    pub fn retain(&self, present: &Present) -> Result<(), RegistryError> {
+        let mut gone = Vec::new();
+        for d in self.devices()? {
+            if !present.devices.contains(&d.id) {
+                gone.push(Change::DeviceGone(d.id));
+            }
         }
-        for name in gone_policies {
-            self.apply(&Change::PolicyGone(name))?;
+        for p in self.policies()? {
+            if !present.policies.contains(&p.name) {
+                gone.push(Change::PolicyGone(p.name));
+            }
+        }
+        for id in self.device_auths()?.into_keys() {
+            if !present.auths.contains(&id) {
+                gone.push(Change::Auth(id, DeviceAuth::Sas));
+            }
+        }
+        for ca in self.cas()? {
+            if !present.cas.contains(&ca.name) {
+                gone.push(Change::CaGone(ca.name));
+            }
+        }
+        for (device, module) in self.all_modules()? {
+            if !present.modules.contains(&(device.clone(), module.clone())) {
+                gone.push(Change::ModuleGone(device, module));
+            }
+        }
+        for change in gone {
+            self.apply(&change)?;
         }
         Ok(())
     }
@@ -441,14 +494,23 @@ impl Registry {
     }
 
     pub fn delete_device(&self, id: &str) -> Result<(), RegistryError> {
-        self.write(|c| {
+        self.write_all(|c| {
             // A device added later under the same id starts with SAS, not this one's X.509,
-            // and with no modules.
-            c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?;
+            // and with no modules: in the mirror too, whose entries are separate.
+            let mut changes: Vec<Change> = crate::registry_modules::module_ids_in(c, id)?
+                .into_iter()
+                .map(|m| Change::ModuleGone(id.to_string(), m))
+                .collect();
+            if c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])? > 0 {
+                changes.push(Change::Auth(id.to_string(), DeviceAuth::Sas));
+            }
             c.execute("DELETE FROM modules WHERE device_id = ?1", [id])?;
             match c.execute("DELETE FROM devices WHERE id = ?1", [id])? {
                 0 => Err(RegistryError::UnknownDevice(id.to_string())),
-                _ => Ok(((), Change::DeviceGone(id.to_string()))),
+                _ => {
+                    changes.push(Change::DeviceGone(id.to_string()));
+                    Ok(((), changes))
+                }
             }
         })
     }

@@ -5,9 +5,9 @@
 //! never collide.
 
 use device_streams_protocol::{sas::unix_now, wire::valid_device_id, Secret};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::registry::{new_key, Registry, RegistryError};
+use crate::registry::{new_key, Change, Registry, RegistryError};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS modules (
@@ -92,28 +92,21 @@ impl Registry {
             created_at: unix_now(),
             last_connected_at: None,
         };
-        self.with(|c| {
+        self.write(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO modules (device_id, module_id, primary_key, secondary_key, enabled, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                 params![m.device_id, m.module_id, m.primary_key.expose(), m.secondary_key.expose(), m.created_at],
             )?;
             match inserted {
                 0 => Err(RegistryError::DeviceExists(m.identity())),
-                _ => Ok(()),
+                _ => Ok(((), Change::Module(m.clone()))),
             }
         })?;
         Ok(m)
     }
 
     pub fn module(&self, device: &str, module: &str) -> Result<Option<Module>, RegistryError> {
-        self.with(|c| {
-            let sql =
-                format!("SELECT {COLUMNS} FROM modules WHERE device_id = ?1 AND module_id = ?2");
-            let mut stmt = c.prepare_cached(&sql)?;
-            Ok(stmt
-                .query_row([device, module], module_from_row)
-                .optional()?)
-        })
+        self.with(|c| module_in(c, device, module))
     }
 
     /// A device's modules, by id.
@@ -138,11 +131,11 @@ impl Registry {
     }
 
     pub fn delete_module(&self, device: &str, module: &str) -> Result<(), RegistryError> {
-        self.with(|c| {
+        self.write(|c| {
             let sql = "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2";
             match c.execute(sql, [device, module])? {
                 0 => Err(unknown(device, module)),
-                _ => Ok(()),
+                _ => Ok(((), Change::ModuleGone(device.into(), module.into()))),
             }
         })
     }
@@ -163,10 +156,25 @@ impl Registry {
             .ok_or_else(|| unknown(device, module))
     }
 
+    /// Records a connection here only, as [`Registry::touch_device`] does.
     pub fn touch_module(&self, device: &str, module: &str) -> Result<(), RegistryError> {
         let sql =
             "UPDATE modules SET last_connected_at = ?3 WHERE device_id = ?1 AND module_id = ?2";
-        self.update_module(device, module, sql, unix_now())
+        self.with(
+            |c| match c.execute(sql, params![device, module, unix_now()])? {
+                0 => Err(unknown(device, module)),
+                _ => Ok(()),
+            },
+        )
+    }
+
+    /// Every module, as (device, module).
+    pub fn all_modules(&self) -> Result<Vec<(String, String)>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT device_id, module_id FROM modules")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Whether `identity` (a device, or `<device>/<module>`) is registered (`None`: it is
@@ -189,11 +197,47 @@ impl Registry {
         sql: &str,
         value: impl rusqlite::ToSql,
     ) -> Result<(), RegistryError> {
-        self.with(|c| match c.execute(sql, params![device, module, value])? {
+        self.write(|c| match c.execute(sql, params![device, module, value])? {
             0 => Err(unknown(device, module)),
-            _ => Ok(()),
+            _ => {
+                let changed = module_in(c, device, module)?;
+                let changed = changed.ok_or_else(|| unknown(device, module))?;
+                Ok(((), Change::Module(changed)))
+            }
         })
     }
+}
+
+fn module_in(c: &Connection, device: &str, module: &str) -> Result<Option<Module>, RegistryError> {
+    let sql = format!("SELECT {COLUMNS} FROM modules WHERE device_id = ?1 AND module_id = ?2");
+    let mut stmt = c.prepare_cached(&sql)?;
+    Ok(stmt
+        .query_row([device, module], module_from_row)
+        .optional()?)
+}
+
+/// The ids of `device`'s modules.
+pub(crate) fn module_ids_in(c: &Connection, device: &str) -> Result<Vec<String>, RegistryError> {
+    let mut stmt = c.prepare_cached("SELECT module_id FROM modules WHERE device_id = ?1")?;
+    let rows = stmt.query_map([device], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Writes a module as mirrored from the cluster; the connection time it had here is kept.
+pub(crate) fn store(c: &Connection, m: &Module) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO modules (device_id, module_id, primary_key, secondary_key, enabled, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(device_id, module_id) DO UPDATE SET \
+         primary_key = ?3, secondary_key = ?4, enabled = ?5, created_at = ?6",
+        params![
+            m.device_id,
+            m.module_id,
+            m.primary_key.expose(),
+            m.secondary_key.expose(),
+            m.enabled,
+            m.created_at
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use device_streams_protocol::sas::unix_now;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    registry::{CaCert, Device, DeviceAuth, Registry, RegistryError},
+    registry::{CaCert, Change, Device, DeviceAuth, Registry, RegistryError},
     x509::normalize_thumbprint,
 };
 
@@ -73,25 +73,15 @@ impl Registry {
     /// Sets how `id` authenticates.
     pub fn set_device_auth(&self, id: &str, auth: &DeviceAuth) -> Result<(), RegistryError> {
         let auth = normalized(auth)?;
-        self.with(|c| {
+        self.write(|c| {
             if c.query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
                 .optional()?
                 .is_none()
             {
                 return Err(RegistryError::UnknownDevice(id.to_string()));
             }
-            match &auth {
-                DeviceAuth::Sas => c.execute("DELETE FROM device_x509 WHERE id = ?1", [id])?,
-                DeviceAuth::SelfSigned { primary, secondary } => c.execute(
-                    "INSERT OR REPLACE INTO device_x509 (id, kind, primary_thumbprint, secondary_thumbprint) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, SELF_SIGNED, primary, secondary],
-                )?,
-                DeviceAuth::CertificateAuthority => c.execute(
-                    "INSERT OR REPLACE INTO device_x509 (id, kind) VALUES (?1, ?2)",
-                    params![id, CERTIFICATE_AUTHORITY],
-                )?,
-            };
-            Ok(())
+            store_auth(c, id, &auth)?;
+            Ok(((), Change::Auth(id.to_string(), auth.clone())))
         })
     }
 
@@ -130,14 +120,14 @@ impl Registry {
             der: der.to_vec(),
             added_at: unix_now(),
         };
-        self.with(|c| {
+        self.write(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO cas (name, der, added_at) VALUES (?1, ?2, ?3)",
                 params![ca.name, ca.der, ca.added_at],
             )?;
             match inserted {
                 0 => Err(RegistryError::CaExists(name.to_string())),
-                _ => Ok(()),
+                _ => Ok(((), Change::Ca(ca.clone()))),
             }
         })?;
         Ok(ca)
@@ -159,13 +149,36 @@ impl Registry {
 
     /// Removes a CA; sessions whose certificates chained to it are cut.
     pub fn delete_ca(&self, name: &str) -> Result<(), RegistryError> {
-        self.with(
+        self.write(
             |c| match c.execute("DELETE FROM cas WHERE name = ?1", [name])? {
                 0 => Err(RegistryError::UnknownCa(name.to_string())),
-                _ => Ok(()),
+                _ => Ok(((), Change::CaGone(name.to_string()))),
             },
         )
     }
+}
+
+/// Writes how `id` authenticates (no row: SAS), for a change made here or mirrored.
+pub(crate) fn store_auth(c: &Connection, id: &str, auth: &DeviceAuth) -> rusqlite::Result<usize> {
+    match auth {
+        DeviceAuth::Sas => c.execute("DELETE FROM device_x509 WHERE id = ?1", [id]),
+        DeviceAuth::SelfSigned { primary, secondary } => c.execute(
+            "INSERT OR REPLACE INTO device_x509 (id, kind, primary_thumbprint, secondary_thumbprint) VALUES (?1, ?2, ?3, ?4)",
+            params![id, SELF_SIGNED, primary, secondary],
+        ),
+        DeviceAuth::CertificateAuthority => c.execute(
+            "INSERT OR REPLACE INTO device_x509 (id, kind) VALUES (?1, ?2)",
+            params![id, CERTIFICATE_AUTHORITY],
+        ),
+    }
+}
+
+/// Writes a CA as mirrored from the cluster (replacing one of the same name).
+pub(crate) fn store_ca(c: &Connection, ca: &CaCert) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT OR REPLACE INTO cas (name, der, added_at) VALUES (?1, ?2, ?3)",
+        params![ca.name, ca.der, ca.added_at],
+    )
 }
 
 /// `auth` with its thumbprints normalised; a self-signed device needs at least one.

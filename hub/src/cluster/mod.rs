@@ -6,15 +6,20 @@
 //!   last registry it knew while NATS is away; writes go to the bucket first.
 //! - [`presence`]: which node holds each device's control session; the newest session
 //!   wins cluster-wide.
+//! - [`activity`]: every node's activity records in one JetStream stream, and the
+//!   presence bucket read as connection state, for the CLI.
+//! - [`streams`]: the CLI's `streams list/close`, asked of every node at once.
 //! - [`forward`]: a stream request for a device another node holds is asked there over
 //!   request/reply, and the answer names that node's streaming URL.
 //!
 //! Every NATS call runs on one runtime of its own ([`runtime`]), so the synchronous
 //! registry can wait for one from any thread, inside the hub's runtime or not.
 
+pub mod activity;
 pub mod forward;
 pub mod presence;
 pub mod registry_kv;
+pub mod streams;
 
 use std::{
     future::Future,
@@ -166,7 +171,7 @@ impl Connection {
     }
 }
 
-async fn connect(config: &ClusterConfig) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(config: &ClusterConfig) -> anyhow::Result<Connection> {
     let servers = config
         .urls
         .split(',')
@@ -246,6 +251,8 @@ fn open_cache(path: &Path, conn: &Connection) -> anyhow::Result<Registry> {
 pub struct Node {
     pub id: String,
     pub conn: Connection,
+    /// Replicas of what the node makes in JetStream (the activity stream).
+    pub replicas: usize,
     pub(crate) presence: presence::Presence,
 }
 
@@ -296,7 +303,14 @@ pub async fn join(
     let opened = conn.clone();
     let registry = tokio::task::spawn_blocking(move || open_cache(&path, &opened)).await??;
     let presence = presence::Presence::new(conn.presence.clone(), id.clone());
-    Ok((registry, Node { id, conn, presence }))
+    let replicas = config.replicas;
+    let node = Node {
+        id,
+        conn,
+        replicas,
+        presence,
+    };
+    Ok((registry, node))
 }
 
 /// Starts the node's cluster tasks on `hub`: the registry watch, presence and the
@@ -312,6 +326,8 @@ pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
     hub.sessions.report_to(tx);
     tokio::spawn(presence::write(hub.clone(), node.clone(), rx));
     tokio::spawn(presence::watch(hub.clone(), node.clone()));
+    tokio::spawn(activity::publish(hub.clone(), node.clone()));
+    tokio::spawn(streams::answer(hub.clone(), node.clone()));
     tokio::spawn(forward::answer(hub.clone(), node));
     Ok(())
 }

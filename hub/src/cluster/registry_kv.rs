@@ -1,12 +1,16 @@
-//! The registry in a JetStream KV bucket: one key per device (`d.<id>`), policy (`p.<name>`)
-//! and setting (`s.<name>`), names base64url-encoded (KV keys allow fewer characters than
+//! The registry in a JetStream KV bucket: one key per device (`d.<id>`), policy (`p.<name>`),
+//! setting (`s.<name>`), X.509 device authentication (`x.<id>`, none for SAS), CA
+//! (`c.<name>`) and module (`m.<device>/<module>`), names base64url-encoded (KV keys allow fewer characters than
 //! device ids), values JSON. They hold keys: never log a value.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{anyhow, Context};
 use async_nats::jetstream::kv::{self, Operation};
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use base64::{
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+    Engine,
+};
 use bytes::Bytes;
 use device_streams_protocol::Secret;
 use futures_util::{StreamExt, TryStreamExt};
@@ -14,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{block, OP_TIMEOUT};
 use crate::{
-    registry::{Change, Device, Mirror, Policy, Registry},
+    registry::{CaCert, Change, Device, DeviceAuth, Mirror, Policy, Present, Registry},
+    registry_modules::Module,
     Hub,
 };
 
@@ -33,6 +38,32 @@ struct PolicyValue {
     primary_key: String,
     secondary_key: String,
     rights: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AuthValue {
+    /// Azure's name for the kind (`selfSigned`, `certificateAuthority`).
+    kind: String,
+    primary: Option<String>,
+    secondary: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CaValue {
+    name: String,
+    /// The certificate, DER, base64.
+    der: String,
+    added_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ModuleValue {
+    device_id: String,
+    module_id: String,
+    primary_key: String,
+    secondary_key: String,
+    enabled: bool,
+    created_at: u64,
 }
 
 fn key(kind: char, name: &str) -> String {
@@ -64,6 +95,42 @@ fn encode(change: &Change) -> anyhow::Result<(String, Option<Bytes>)> {
         }
         Change::PolicyGone(name) => (key('p', name), None),
         Change::Setting(name, value) => (key('s', name), json(value)?),
+        Change::Auth(id, DeviceAuth::Sas) => (key('x', id), None),
+        Change::Auth(id, auth) => {
+            let (primary, secondary) = match auth {
+                DeviceAuth::SelfSigned { primary, secondary } => {
+                    (primary.clone(), secondary.clone())
+                }
+                _ => (None, None),
+            };
+            let value = AuthValue {
+                kind: auth.kind().to_string(),
+                primary,
+                secondary,
+            };
+            (key('x', id), json(&value)?)
+        }
+        Change::Ca(ca) => {
+            let value = CaValue {
+                name: ca.name.clone(),
+                der: STANDARD.encode(&ca.der),
+                added_at: ca.added_at,
+            };
+            (key('c', &ca.name), json(&value)?)
+        }
+        Change::CaGone(name) => (key('c', name), None),
+        Change::Module(m) => {
+            let value = ModuleValue {
+                device_id: m.device_id.clone(),
+                module_id: m.module_id.clone(),
+                primary_key: m.primary_key.expose().to_string(),
+                secondary_key: m.secondary_key.expose().to_string(),
+                enabled: m.enabled,
+                created_at: m.created_at,
+            };
+            (key('m', &m.identity()), json(&value)?)
+        }
+        Change::ModuleGone(device, module) => (key('m', &format!("{device}/{module}")), None),
     })
 }
 
@@ -101,6 +168,44 @@ fn decode(key: &str, value: Option<&[u8]>) -> anyhow::Result<Option<Change>> {
             })
         }
         ("s", Some(v)) => Change::Setting(name, serde_json::from_slice(v)?),
+        ("x", None) => Change::Auth(name, DeviceAuth::Sas),
+        ("x", Some(v)) => {
+            let v: AuthValue = serde_json::from_slice(v).context("a device's X.509 entry")?;
+            let auth = match v.kind.as_str() {
+                "selfSigned" => DeviceAuth::SelfSigned {
+                    primary: v.primary,
+                    secondary: v.secondary,
+                },
+                // Never SAS by accident: an unknown kind accepts no thumbprint at all.
+                _ => DeviceAuth::CertificateAuthority,
+            };
+            Change::Auth(name, auth)
+        }
+        ("c", None) => Change::CaGone(name),
+        ("c", Some(v)) => {
+            let v: CaValue = serde_json::from_slice(v).context("a CA's entry")?;
+            Change::Ca(CaCert {
+                name: v.name,
+                der: STANDARD.decode(v.der).context("a CA's certificate")?,
+                added_at: v.added_at,
+            })
+        }
+        ("m", None) => match name.split_once('/') {
+            Some((device, module)) => Change::ModuleGone(device.into(), module.into()),
+            None => return Ok(None),
+        },
+        ("m", Some(v)) => {
+            let v: ModuleValue = serde_json::from_slice(v).context("a module's entry")?;
+            Change::Module(Module {
+                device_id: v.device_id,
+                module_id: v.module_id,
+                primary_key: Secret::new(v.primary_key),
+                secondary_key: Secret::new(v.secondary_key),
+                enabled: v.enabled,
+                created_at: v.created_at,
+                last_connected_at: None,
+            })
+        }
         _ => return Ok(None),
     }))
 }
@@ -149,7 +254,7 @@ pub async fn load(store: &kv::Store, registry: &Registry) -> anyhow::Result<()> 
     let keys = tokio::time::timeout(OP_TIMEOUT, list)
         .await
         .map_err(|_| anyhow!("listing the cluster's registry took over {OP_TIMEOUT:?}"))??;
-    let (mut devices, mut policies) = (HashSet::new(), HashSet::new());
+    let mut present = Present::default();
     for key in keys {
         let value = tokio::time::timeout(OP_TIMEOUT, store.get(key.as_str()))
             .await
@@ -157,18 +262,38 @@ pub async fn load(store: &kv::Store, registry: &Registry) -> anyhow::Result<()> 
         let change = decode(&key, value.as_deref());
         match change.with_context(|| format!("cluster registry entry {key}"))? {
             Some(change) => {
-                match &change {
-                    Change::Device(d) => devices.insert(d.id.clone()),
-                    Change::Policy(p) => policies.insert(p.name.clone()),
-                    _ => false,
-                };
+                note(&mut present, &change);
                 registry.apply(&change)?;
             }
             None => continue,
         }
     }
-    registry.retain(&devices, &policies)?;
+    registry.retain(&present)?;
     Ok(())
+}
+
+/// Notes an entry the bucket holds, so that [`Registry::retain`] keeps it.
+fn note(present: &mut Present, change: &Change) {
+    match change {
+        Change::Device(d) => {
+            present.devices.insert(d.id.clone());
+        }
+        Change::Policy(p) => {
+            present.policies.insert(p.name.clone());
+        }
+        Change::Auth(id, auth) if auth.is_x509() => {
+            present.auths.insert(id.clone());
+        }
+        Change::Ca(ca) => {
+            present.cas.insert(ca.name.clone());
+        }
+        Change::Module(m) => {
+            present
+                .modules
+                .insert((m.device_id.clone(), m.module_id.clone()));
+        }
+        _ => {}
+    }
 }
 
 /// Keeps the hub's registry copy following the bucket, and enforces each change at once
@@ -260,5 +385,50 @@ mod tests {
         assert!(value.is_none());
         assert!(matches!(decode(&key, None).unwrap(), Some(Change::PolicyGone(n)) if n == "svc"));
         assert!(decode("junk", None).unwrap().is_none());
+
+        let auth = DeviceAuth::SelfSigned {
+            primary: Some("ab".repeat(32)),
+            secondary: None,
+        };
+        let (key, value) = encode(&Change::Auth("cam".into(), auth.clone())).unwrap();
+        assert!(matches!(
+            decode(&key, value.as_deref()).unwrap(),
+            Some(Change::Auth(id, a)) if id == "cam" && a == auth
+        ));
+        let (key, value) = encode(&Change::Auth("cam".into(), DeviceAuth::Sas)).unwrap();
+        assert!(value.is_none());
+        assert!(matches!(
+            decode(&key, None).unwrap(),
+            Some(Change::Auth(_, DeviceAuth::Sas))
+        ));
+        let ca = CaCert {
+            name: "root".into(),
+            der: vec![0, 1, 255],
+            added_at: 3,
+        };
+        let (key, value) = encode(&Change::Ca(ca)).unwrap();
+        assert!(matches!(
+            decode(&key, value.as_deref()).unwrap(),
+            Some(Change::Ca(c)) if c.der == [0, 1, 255] && c.name == "root"
+        ));
+        let module = Module {
+            device_id: "dev1".into(),
+            module_id: "m:1".into(),
+            primary_key: Secret::new("mk1"),
+            secondary_key: Secret::new("mk2"),
+            enabled: false,
+            created_at: 5,
+            last_connected_at: None,
+        };
+        let (key, value) = encode(&Change::Module(module)).unwrap();
+        assert!(matches!(
+            decode(&key, value.as_deref()).unwrap(),
+            Some(Change::Module(m)) if m.identity() == "dev1/m:1" && !m.enabled
+        ));
+        let (key, _) = encode(&Change::ModuleGone("dev1".into(), "m:1".into())).unwrap();
+        assert!(matches!(
+            decode(&key, None).unwrap(),
+            Some(Change::ModuleGone(d, m)) if d == "dev1" && m == "m:1"
+        ));
     }
 }
