@@ -7,15 +7,17 @@
 //! certificate signed by the same key under the same issuer name chains to the `ca.pem`
 //! every proxy already trusts.
 
-use std::{fs, io::Write, path::Path};
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-
-use crate::init::DataDir;
 
 /// PEM texts of a CA, its key, a server certificate and its key.
 pub struct Issued {
@@ -83,28 +85,36 @@ pub fn new_ca_and_server(host: &str) -> anyhow::Result<Issued> {
     })
 }
 
+/// Where a data directory keeps its CA and server certificate.
+pub struct Files {
+    pub ca: PathBuf,
+    pub ca_key: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// `stream-hub cert`: a new server certificate for the data directory's host and `extra`
 /// names, signed by its CA, replacing `server.pem` and `server-key.pem` (each written
 /// whole, then renamed into place, so a running hub never reads half a file). Returns the
 /// names it covers. `ca_host` is the host `init` named the CA after.
 pub fn reissue(
-    dir: &DataDir,
+    files: &Files,
     ca_host: &str,
     host: &str,
     extra: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let ca_key_file = dir.path.join("ca-key.pem");
-    let ca_key_pem = fs::read_to_string(&ca_key_file)
+    let ca_key_file = &files.ca_key;
+    let ca_key_pem = fs::read_to_string(ca_key_file)
         .with_context(|| format!("cannot read the CA's key {}", ca_key_file.display()))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)
         .with_context(|| format!("{} is not a PEM private key", ca_key_file.display()))?;
     let ca = ca_params(ca_host)?.self_signed(&ca_key)?;
-    let ca_pem = fs::read_to_string(dir.ca_file())
-        .with_context(|| format!("cannot read {}", dir.ca_file().display()))?;
+    let ca_pem = fs::read_to_string(&files.ca)
+        .with_context(|| format!("cannot read {}", files.ca.display()))?;
     let names = names(host, extra);
     let (cert_pem, key_pem) = server_cert(host, names.clone(), &ca, &ca_key)?;
-    replace(&dir.key_file(), &key_pem)?;
-    replace(&dir.cert_file(), &format!("{cert_pem}{ca_pem}"))?;
+    replace(&files.key, &key_pem)?;
+    replace(&files.cert, &format!("{cert_pem}{ca_pem}"))?;
     Ok(names)
 }
 

@@ -366,12 +366,12 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (registry, node) = match args.cluster.resolve(dir)? {
+    let (registry, node) = match args.cluster.resolve(&dir.path)? {
         None => (dir.registry()?, None),
         Some(cluster) => {
             let url = args.streaming_url.as_deref();
             let id = crate::cluster::node_id(args.node_id.as_deref(), url, args.listen.port());
-            let (registry, node) = crate::cluster::join(dir, &cluster, id).await?;
+            let (registry, node) = crate::cluster::join(&dir.path, &cluster, id).await?;
             (registry, Some(node))
         }
     };

@@ -74,7 +74,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         Command::Cert { names } => {
             let registry = dir.registry()?;
             let host = dir.host(&registry)?;
-            let covered = certs::reissue(dir, &host.host, &host.host, &names)?;
+            let covered = certs::reissue(&dir.cert_files(), &host.host, &host.host, &names)?;
             println!(
                 "{}: a new certificate for {}",
                 dir.cert_file().display(),
@@ -84,7 +84,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(_) => anyhow::bail!("serve runs through cli::serve"),
         Command::Cluster(crate::cli::ClusterCommand::Status { json }) => {
-            crate::cluster::status(dir, json)
+            crate::cluster::status(&dir.path, json)
         }
     }
 }
@@ -187,7 +187,7 @@ fn device_view(d: &Device, state: &DeviceState, auth: &DeviceAuth) -> serde_json
 /// Every identity's connection state: in a cluster, the presence bucket's (the CLI's
 /// copy of the registry has none); else what the running hub published in the database.
 fn states(dir: &DataDir, registry: &Registry) -> anyhow::Result<HashMap<String, DeviceState>> {
-    match crate::cluster::remembered(dir)? {
+    match crate::cluster::remembered(&dir.path)? {
         Some(cluster) => crate::cluster::activity::device_states(&cluster),
         None => Ok(live::device_states(registry)?),
     }
@@ -447,7 +447,7 @@ fn ca(dir: &DataDir, cmd: CaCommand) -> anyhow::Result<()> {
 fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
     let registry = dir.registry()?;
     // A cluster's streams are each node's own: every node is asked.
-    let cluster = crate::cluster::remembered(dir)?;
+    let cluster = crate::cluster::remembered(&dir.path)?;
     match cmd {
         StreamsCommand::List { device, json } => {
             let rows = match &cluster {
@@ -611,7 +611,7 @@ fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> any
         .unwrap_or(std::time::UNIX_EPOCH);
     let since = activity::unix_ms(from);
     // A cluster's log is every node's, in JetStream; the CLI's copy of the registry has none.
-    let entries = match crate::cluster::remembered(dir)? {
+    let entries = match crate::cluster::remembered(&dir.path)? {
         Some(cluster) => crate::cluster::activity::query(&cluster, device, since)?,
         None => activity::query(registry.path(), device, since)?,
     };

@@ -45,13 +45,22 @@ impl DataDir {
     pub fn key_file(&self) -> PathBuf {
         self.path.join("server-key.pem")
     }
+    /// The CA and server certificate files, for `stream-hub cert`.
+    pub fn cert_files(&self) -> certs::Files {
+        certs::Files {
+            ca: self.ca_file(),
+            ca_key: self.path.join("ca-key.pem"),
+            cert: self.cert_file(),
+            key: self.key_file(),
+        }
+    }
 
     /// Opens the registry of an initialised directory, first taking away any access group
     /// and other users have to the directory or its files.
     pub fn registry(&self) -> anyhow::Result<Registry> {
-        if let Some(cluster) = crate::cluster::remembered(self)? {
+        if let Some(cluster) = crate::cluster::remembered(&self.path)? {
             self.make_private();
-            return crate::cluster::cli_registry(self, &cluster);
+            return crate::cluster::cli_registry(&self.path, &cluster);
         }
         let db = self.path.join(DB_FILE);
         anyhow::ensure!(
@@ -175,7 +184,7 @@ pub fn init_with(
 
     let registry = match cluster {
         Some(cluster) => {
-            crate::cluster::remember(dir, cluster)?;
+            crate::cluster::remember(&dir.path, cluster)?;
             dir.registry()?
         }
         None => Registry::open(&dir.path.join(DB_FILE))?,

@@ -167,7 +167,7 @@ async fn handle(hub: Arc<Hub>, payload: &[u8]) -> anyhow::Result<Bytes> {
     {
         anyhow::bail!("not a valid device id or stream name");
     }
-    let response = crate::stream::request::authorized(
+    let response = crate::stream::ask::authorized(
         hub,
         device,
         ask.name,

@@ -33,7 +33,7 @@ use async_nats::jetstream::{self, kv};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{init::DataDir, registry::Registry, Hub};
+use crate::{registry::Registry, Hub};
 
 /// Where `init --cluster` remembers the cluster, in the data directory.
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -74,7 +74,7 @@ fn one() -> usize {
 
 impl ClusterArgs {
     /// The cluster given on the command line, else the one the data directory remembers.
-    pub fn resolve(&self, dir: &DataDir) -> anyhow::Result<Option<ClusterConfig>> {
+    pub fn resolve(&self, dir: &Path) -> anyhow::Result<Option<ClusterConfig>> {
         match self.given() {
             Some(config) => Ok(Some(config)),
             None => remembered(dir),
@@ -91,8 +91,8 @@ impl ClusterArgs {
     }
 }
 
-pub fn remembered(dir: &DataDir) -> anyhow::Result<Option<ClusterConfig>> {
-    let path = dir.path.join(CLUSTER_FILE);
+pub fn remembered(dir: &Path) -> anyhow::Result<Option<ClusterConfig>> {
+    let path = dir.join(CLUSTER_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -102,8 +102,8 @@ pub fn remembered(dir: &DataDir) -> anyhow::Result<Option<ClusterConfig>> {
     Ok(Some(config))
 }
 
-pub fn remember(dir: &DataDir, config: &ClusterConfig) -> anyhow::Result<()> {
-    let path = dir.path.join(CLUSTER_FILE);
+pub fn remember(dir: &Path, config: &ClusterConfig) -> anyhow::Result<()> {
+    let path = dir.join(CLUSTER_FILE);
     let text = serde_json::to_string_pretty(config)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -230,10 +230,10 @@ async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> anyhow:
 
 /// The registry for the CLI in a cluster's data directory: its own copy, brought up to
 /// date from the cluster, whose changes go to the cluster.
-pub fn cli_registry(dir: &DataDir, config: &ClusterConfig) -> anyhow::Result<Registry> {
+pub fn cli_registry(dir: &Path, config: &ClusterConfig) -> anyhow::Result<Registry> {
     let config = config.clone();
     let conn = block(async move { connect(&config).await })?;
-    open_cache(&dir.path.join(CLI_CACHE), &conn)
+    open_cache(&dir.join(CLI_CACHE), &conn)
 }
 
 /// Opens a copy of the cluster's registry at `path`, brought up to date, writing through.
@@ -282,12 +282,12 @@ pub fn node_id(given: Option<&str>, streaming_url: Option<&str>, port: u16) -> S
 /// Connects a node: its registry copy under `nodes/<id>/` in the data directory,
 /// up to date with the cluster's before the hub serves anything.
 pub async fn join(
-    dir: &DataDir,
+    dir: &Path,
     config: &ClusterConfig,
     id: String,
 ) -> anyhow::Result<(Registry, Node)> {
     let conn = Connection::open(config).await?;
-    let cache = dir.path.join("nodes").join(&id);
+    let cache = dir.join("nodes").join(&id);
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -334,11 +334,11 @@ pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
 
 /// `stream-hub cluster status`: the server this command reached, the buckets, and how
 /// many devices each node holds.
-pub fn status(dir: &DataDir, json: bool) -> anyhow::Result<()> {
+pub fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let config = remembered(dir)?.with_context(|| {
         format!(
             "{} is not a cluster's data directory (made by 'stream-hub init --cluster …')",
-            dir.path.display()
+            dir.display()
         )
     })?;
     let urls = config.urls.clone();

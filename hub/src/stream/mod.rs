@@ -1,7 +1,9 @@
 //! A stream's whole life in the hub, from a service's request to its last relayed byte.
 //!
-//! - [`request`]: `POST /twins/{id}/streams/{name}`: admit the caller, ask the device,
-//!   answer; the connect window that follows.
+//! - [`request`]: `POST /twins/{id}/streams/{name}`: authenticate the caller, check the
+//!   request's form, forward it to the node holding the device (cluster mode) or
+//! - [`ask`]: ask the device here: its record, the device's state and the limits, the
+//!   MQTT request and answer, and the connect window that follows an accept.
 //! - [`table`]: streams awaiting their two WebSockets, their single-use tokens, and the
 //!   limits on how many there are.
 //! - [`endpoint`]: `GET /bridges/{id}`: the streaming endpoint, where each side's
@@ -10,6 +12,7 @@
 //! - [`record`]: the stream's activity record, written exactly once when it ends,
 //!   whichever path ended it.
 
+pub mod ask;
 pub mod endpoint;
 pub mod record;
 pub mod relay;
