@@ -255,6 +255,23 @@ async fn oversize_websocket_message_ends_that_stream_only() {
         .await,
         "a message over 64 KiB must end its stream"
     );
+    // The side that sent it is told why, with 1009 (message too big)...
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
+    assert_eq!(close.await.ok().flatten(), Some(1009));
+    // ...and the stream's record says which side sent how much over which limit.
+    let logs = e2e::hub_cli(&sys.data().path, &["logs"]);
+    assert!(
+        logs.contains("the service sent a") && logs.contains("over the limit of 65536"),
+        "{logs}"
+    );
     let mut s = open_stream(&config).await.unwrap();
     e2e::round_trip(&mut s, b"next").await;
 }
