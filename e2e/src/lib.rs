@@ -463,6 +463,32 @@ pub async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
     socket.connect(to).await.expect("connect")
 }
 
+/// Runs `cmd` (ssh, scp, …) on a blocking thread, feeding it `input` on stdin while its
+/// output is read, so neither side can fill a pipe and wait on the other.
+pub async fn run_with_input(
+    mut cmd: std::process::Command,
+    input: Vec<u8>,
+) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("command starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("command runs");
+        let _ = writer.join();
+        out
+    })
+    .await
+    .expect("blocking task")
+}
+
 /// Sends `msg` and reads the same bytes back (through an echo peer) within 5 s.
 pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
     s.write_all(msg).await.expect("write");

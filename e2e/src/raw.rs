@@ -11,10 +11,10 @@ use device_streams_protocol::{
     wire::{self, MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL},
 };
 use rumqttc::mqttbytes::{
-    v4::{Connect, ConnectReturnCode, Packet, Subscribe},
+    v4::{Connect, ConnectReturnCode, Packet, Publish, Subscribe},
     QoS,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub type Io = MqttIo<ClientStream>;
 /// A raw device's session straight over TLS (the hub's `--mqtt-listen` port).
@@ -138,4 +138,38 @@ pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(io: &mut MqttIo<S>) {
         .await
         .expect("send SUBSCRIBE");
     assert!(matches!(io.read().await, Ok(Some(Packet::SubAck(_)))));
+}
+
+/// Takes one stream request for `echo` on `io` (a raw device's session), accepts it,
+/// opens the device's side of the stream and echoes once: the service's `msg` comes back.
+pub async fn serve_one_echo<S: AsyncRead + AsyncWrite + Unpin>(
+    sys: &crate::System,
+    io: &mut MqttIo<S>,
+    device: &str,
+    msg: &[u8],
+) {
+    let config = sys.service_config(device, "echo");
+    let service = tokio::spawn(async move { crate::open_stream(&config).await });
+    let topic = match io.read().await.unwrap() {
+        Some(Packet::Publish(p)) => p.topic,
+        _ => panic!("the device got no stream request"),
+    };
+    let req = wire::parse_stream_request(&topic).unwrap();
+    assert_eq!(req.name, "echo");
+    let answer = wire::stream_response_topic(wire::ACCEPT, &req.rid);
+    let publish = Publish::new(answer, QoS::AtMostOnce, Vec::new());
+    io.write(Packet::Publish(publish)).await.unwrap();
+    let mut device_side = websocket::connect_stream(&sys.connector(), &req.url, &req.auth)
+        .await
+        .expect("the device's side of the stream");
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let n = device_side.read(&mut buf).await.unwrap();
+        device_side.write_all(&buf[..n]).await.unwrap();
+        device_side.flush().await.unwrap();
+        device_side
+    });
+    let mut stream = service.await.unwrap().expect("the stream opens");
+    crate::round_trip(&mut stream, msg).await;
+    drop(echo.await.unwrap());
 }

@@ -3,11 +3,7 @@
 //! ssh to `service-local-proxy --module-id`; modules are rotated, disabled, enabled and
 //! deleted like devices, each change taking effect on the live session.
 
-use std::{
-    io::Write,
-    process::{Command, Output, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use device_streams::StreamError;
 use device_streams_protocol::connection_string::DeviceConnectionString;
@@ -16,27 +12,6 @@ use e2e::{
     sshd::Sshd, System,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Runs `cmd` on a blocking thread, feeding it `input`.
-async fn run(mut cmd: Command, input: Vec<u8>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("command starts");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().expect("command runs");
-        let _ = writer.join();
-        out
-    })
-    .await
-    .expect("blocking task")
-}
 
 fn refused_status(result: Result<device_streams::Stream, StreamError>) -> u16 {
     match result {
@@ -98,7 +73,7 @@ async fn a_module_identity_carries_real_ssh_as_its_own_presence_entry() {
         "SERVICE_CONNECTION_STRING",
         expose(&sys.service_connection().to_secret_string()),
     );
-    let out = run(cmd, data_in.clone()).await;
+    let out = e2e::run_with_input(cmd, data_in.clone()).await;
     assert!(
         out.status.success(),
         "ssh failed: {}",

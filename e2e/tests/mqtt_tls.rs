@@ -5,8 +5,8 @@
 
 use std::{process::Stdio, time::Duration};
 
-use device_streams::{device::MqttTransport, websocket, StreamError};
-use device_streams_protocol::{connection_string::DeviceConnectionString, wire};
+use device_streams::{device::MqttTransport, StreamError};
+use device_streams_protocol::connection_string::DeviceConnectionString;
 use e2e::{
     bin, expose,
     fault::{free_port, HubProcess, Peer},
@@ -14,10 +14,7 @@ use e2e::{
     sshd::Sshd,
     System,
 };
-use rumqttc::mqttbytes::{
-    v4::{ConnectReturnCode, Packet, Publish},
-    QoS,
-};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
 use stream_hub::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -48,30 +45,7 @@ async fn a_raw_azure_device_over_mqtt_tls_accepts_and_serves_a_stream() {
     raw::subscribe(&mut io).await;
     assert!(sys.hub.is_connected("dev1"));
 
-    let config = sys.service_config("dev1", "echo");
-    let service = tokio::spawn(async move { open_stream(&config).await });
-    let topic = match io.read().await.unwrap() {
-        Some(Packet::Publish(p)) => p.topic,
-        _ => panic!("the device got no stream request"),
-    };
-    let req = wire::parse_stream_request(&topic).unwrap();
-    assert_eq!(req.name, "echo");
-    let answer = wire::stream_response_topic(wire::ACCEPT, &req.rid);
-    let publish = Publish::new(answer, QoS::AtMostOnce, Vec::new());
-    io.write(Packet::Publish(publish)).await.unwrap();
-    let mut device_side = websocket::connect_stream(&sys.connector(), &req.url, &req.auth)
-        .await
-        .expect("the device's side of the stream");
-    let echo = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        let n = device_side.read(&mut buf).await.unwrap();
-        device_side.write_all(&buf[..n]).await.unwrap();
-        device_side.flush().await.unwrap();
-        device_side
-    });
-    let mut stream = service.await.unwrap().expect("the stream opens");
-    round_trip(&mut stream, b"over 8883").await;
-    drop(echo.await.unwrap());
+    raw::serve_one_echo(&sys, &mut io, "dev1", b"over 8883").await;
 }
 
 /// The SDK's device client with [`MqttTransport::Tls`], in process: streams work the same,

@@ -1,32 +1,8 @@
 //! A real OpenSSH client reaches a real sshd through service proxy → hub → device proxy.
 
-use std::{
-    io::Write,
-    process::{Command, Output, Stdio},
-};
+use std::process::Output;
 
 use e2e::{bin, expose, random_bytes, sha256, sshd::Sshd, SshTunnel, System};
-
-/// Runs a command on a blocking thread, feeding it `input`, and returns its output.
-async fn run(mut cmd: Command, input: Vec<u8>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("command starts");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().expect("command runs");
-        let _ = writer.join();
-        out
-    })
-    .await
-    .expect("blocking task")
-}
 
 fn assert_ok(out: &Output) -> String {
     assert!(
@@ -42,7 +18,7 @@ fn assert_ok(out: &Output) -> String {
 async fn ssh_runs_a_command_through_the_tunnel() {
     let t = SshTunnel::start().await;
 
-    let out = run(t.ssh("echo hello from $(id -un)"), vec![]).await;
+    let out = e2e::run_with_input(t.ssh("echo hello from $(id -un)"), vec![]).await;
     assert_eq!(
         assert_ok(&out).trim(),
         format!("hello from {}", e2e::sshd::user())
@@ -57,7 +33,7 @@ async fn thirty_two_mib_each_way_arrive_hash_exact() {
     // Upload: the remote side hashes what arrives.
     let data = random_bytes(size);
     let want = sha256(&data);
-    let out = run(t.ssh("sha256sum"), data).await;
+    let out = e2e::run_with_input(t.ssh("sha256sum"), data).await;
     assert_eq!(
         assert_ok(&out).split_whitespace().next(),
         Some(want.as_str())
@@ -69,7 +45,7 @@ async fn thirty_two_mib_each_way_arrive_hash_exact() {
         "head -c {size} /dev/urandom > {f} && sha256sum {f} >&2 && cat {f}",
         f = file.display()
     );
-    let out = run(t.ssh(&remote), vec![]).await;
+    let out = e2e::run_with_input(t.ssh(&remote), vec![]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -92,7 +68,7 @@ async fn twenty_parallel_sessions_each_get_their_own_bytes() {
         let want = sha256(&data);
         let cmd = t.ssh(&format!("echo session {i}; sha256sum"));
         async move {
-            let out = run(cmd, data).await;
+            let out = e2e::run_with_input(cmd, data).await;
             let text = assert_ok(&out);
             assert_eq!(text, format!("session {i}\n{want}  -\n"));
         }
@@ -120,6 +96,6 @@ async fn ssh_proxycommand_with_stdio_mode() {
         "SERVICE_CONNECTION_STRING",
         expose(&sys.service_connection().to_secret_string()),
     );
-    let out = run(cmd, vec![]).await;
+    let out = e2e::run_with_input(cmd, vec![]).await;
     assert_eq!(assert_ok(&out).trim(), "via proxycommand");
 }

@@ -6,8 +6,7 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use device_streams::websocket;
-use device_streams_protocol::{mqtt::MqttIo, wire};
+use device_streams_protocol::wire;
 use e2e::{
     bin, eventually,
     fault::{free_port, HubProcess, Peer},
@@ -15,43 +14,9 @@ use e2e::{
     x509::{make, Pem, Spec},
     System,
 };
-use rumqttc::mqttbytes::{
-    v4::{ConnectReturnCode, Packet, Publish},
-    QoS,
-};
+use rumqttc::mqttbytes::v4::ConnectReturnCode;
 use stream_hub::{registry::DeviceAuth, Limits};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-
-/// Takes one stream request on `io`, accepts it, and echoes once on the device's side.
-async fn serve_one_echo<S: AsyncRead + AsyncWrite + Unpin>(
-    sys: &System,
-    io: &mut MqttIo<S>,
-    device: &str,
-) {
-    let config = sys.service_config(device, "echo");
-    let service = tokio::spawn(async move { open_stream(&config).await });
-    let topic = match io.read().await.unwrap() {
-        Some(Packet::Publish(p)) => p.topic,
-        _ => panic!("the device got no stream request"),
-    };
-    let req = wire::parse_stream_request(&topic).unwrap();
-    let answer = wire::stream_response_topic(wire::ACCEPT, &req.rid);
-    let publish = Publish::new(answer, QoS::AtMostOnce, Vec::new());
-    io.write(Packet::Publish(publish)).await.unwrap();
-    let mut device_side = websocket::connect_stream(&sys.connector(), &req.url, &req.auth)
-        .await
-        .expect("the device's side of the stream");
-    let echo = tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        let n = device_side.read(&mut buf).await.unwrap();
-        device_side.write_all(&buf[..n]).await.unwrap();
-        device_side.flush().await.unwrap();
-        device_side
-    });
-    let mut stream = service.await.unwrap().expect("the stream opens");
-    round_trip(&mut stream, b"x509 device").await;
-    drop(echo.await.unwrap());
-}
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// The real device proxy for `x509=true` with `--cert`/`--key`, mapping `echo`; returns
 /// the child and its stderr lines once it says it is connected.
@@ -147,14 +112,14 @@ async fn a_thumbprint_device_serves_streams_and_a_new_thumbprint_cuts_it() {
         raw::connect_x509_tls(&connector, &sys.hostname(), sys.mqtt_port(), "cam").await;
     assert_eq!(code, ConnectReturnCode::Success);
     raw::subscribe(&mut io).await;
-    serve_one_echo(&sys, &mut io, "cam").await;
+    raw::serve_one_echo(&sys, &mut io, "cam", b"x509 device").await;
     drop(io);
     // The same over WebSocket on the main port (the certificate reaches the session
     // through hyper's request).
     let (mut io, code) = raw::connect_x509_ws(&connector, &sys.hostname(), "cam").await;
     assert_eq!(code, ConnectReturnCode::Success);
     raw::subscribe(&mut io).await;
-    serve_one_echo(&sys, &mut io, "cam").await;
+    raw::serve_one_echo(&sys, &mut io, "cam", b"x509 device").await;
     drop(io);
 
     let echo = Peer::echo().await;
@@ -220,7 +185,7 @@ async fn a_ca_signed_device_serves_streams_and_is_cut_when_its_ca_goes() {
         raw::connect_x509_tls(&connector, &sys.hostname(), sys.mqtt_port(), "cam").await;
     assert_eq!(code, ConnectReturnCode::Success);
     raw::subscribe(&mut io).await;
-    serve_one_echo(&sys, &mut io, "cam").await;
+    raw::serve_one_echo(&sys, &mut io, "cam", b"x509 device").await;
 
     hub_cli(&data(&sys), &["ca", "delete", "fleet"]);
     assert!(
