@@ -174,7 +174,7 @@ impl System {
             Some(addr) => Some(TcpListener::bind(addr).await.expect("rebind the MQTT port")),
             None => None,
         };
-        let limits = self.hub.config.limits.clone();
+        let limits = (*self.hub.limits()).clone();
         let streaming = Some(self.hub.config.streaming_base.clone());
         let aliases = self.hub.config.names[1..].to_vec();
         let listeners = (listener, mqtt);

@@ -133,6 +133,8 @@ pub struct Config {
     pub names: Vec<String>,
     /// Base of the streaming URLs handed out, e.g. `wss://hub.example.com:8443`.
     pub streaming_base: String,
+    /// The limits the hub starts with. A running hub's are [`crate::Hub::limits`]: a
+    /// reload (SIGHUP) replaces those, not this.
     pub limits: Limits,
     /// How much of the activity log to keep.
     pub retention: Retention,

@@ -152,7 +152,7 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
 
 async fn handle(hub: Arc<Hub>, payload: &[u8]) -> anyhow::Result<Bytes> {
     let ask: Ask = serde_json::from_slice(payload).context("not a stream request")?;
-    let limits = &hub.config.limits;
+    let limits = hub.limits();
     let bound = |ms: u64| {
         Duration::from_millis(ms).clamp(Duration::from_secs(1), limits.max_stream_timeout)
     };
