@@ -7,6 +7,7 @@
 //! - [`connection_string`]: Azure-style device and service connection strings, parsed and written.
 //! - [`sas`]: shared access signature tokens: signing, parsing, verifying; URL encoding.
 //! - [`wire`]: topics, REST paths, headers, extension headers, limits, request/answer formats.
+//! - [`fast`]: the negotiated fast path (warm and standby connections), our extension.
 //! - [`mqtt`]: reading and writing MQTT 3.1.1 packets on a byte stream (codec from `rumqttc`).
 //! - [`ws`]: a WebSocket carrying raw bytes, adapted to `AsyncRead`/`AsyncWrite`, and the
 //!   WebSocket limits both ends use.
@@ -18,6 +19,7 @@
 
 pub mod backoff;
 pub mod connection_string;
+pub mod fast;
 pub mod mqtt;
 pub mod read_ahead;
 pub mod sas;
