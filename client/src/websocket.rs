@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use device_streams_protocol::{
+    fast::FAST_HEADER,
     wire::{HALF_CLOSE_HEADER, PING_INTERVAL_HEADER},
     ws::{config, WsStream},
     Secret,
@@ -79,9 +80,70 @@ pub async fn connect(
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
 ) -> Result<ClientWs, WsError> {
-    Ok(handshake(connector, url, bearer, subprotocol, false, None)
-        .await?
-        .0)
+    Ok(connect_control(connector, url, bearer, subprotocol).await?.0)
+}
+
+/// [`connect`], also saying whether the hub offers the fast path ([`FAST_HEADER`] in
+/// its 101 reply: our hub's MQTT-over-WebSocket endpoint says so, Azure's never does).
+pub async fn connect_control(
+    connector: &Connector,
+    url: &str,
+    bearer: Option<&Secret>,
+    subprotocol: Option<&str>,
+) -> Result<(ClientWs, bool), WsError> {
+    let auth = bearer.map_or(Auth::None, Auth::Bearer);
+    let up = handshake(connector, url, auth, subprotocol, false, None).await?;
+    Ok((up.ws, up.fast))
+}
+
+/// How an upgrade request authenticates.
+#[derive(Clone, Copy)]
+pub(crate) enum Auth<'a> {
+    None,
+    /// A stream's one-time token: `Authorization: Bearer <token>`.
+    Bearer(&'a Secret),
+    /// A SAS token, as the REST endpoints take it (the fast path's connections).
+    Sas(&'a Secret),
+}
+
+/// An upgraded WebSocket and what the hub's 101 reply agreed to.
+pub(crate) struct Upgraded {
+    pub ws: ClientWs,
+    /// Half-close agreed (only when offered).
+    pub half_close: bool,
+    /// The hub's ping interval on this connection, when it announced one.
+    pub pings: Option<Duration>,
+    /// The hub offers the fast path.
+    pub fast: bool,
+}
+
+impl Upgraded {
+    /// The WebSocket as a stream's byte stream, with what was agreed.
+    pub(crate) fn into_stream(self) -> Stream {
+        stream_of(self.ws, self.half_close, self.pings)
+    }
+}
+
+/// A stream's byte stream on `ws`, with half-close and the hub's pings as agreed.
+pub(crate) fn stream_of(ws: ClientWs, half_close: bool, pings: Option<Duration>) -> Stream {
+    let stream = match half_close {
+        true => WsStream::with_half_close(ws),
+        false => WsStream::new(ws),
+    };
+    Stream::new(match pings {
+        Some(every) => stream.expect_pings(every),
+        None => stream,
+    })
+}
+
+/// A fast-path connection (warm or standby) to `url`, with a SAS token, offering
+/// half-close.
+pub(crate) async fn connect_fast(
+    connector: &Connector,
+    url: &str,
+    sas: &Secret,
+) -> Result<Upgraded, WsError> {
+    handshake(connector, url, Auth::Sas(sas), None, true, None).await
 }
 
 /// Opens a stream's WebSocket with its token, offering half-close; the stream uses it
@@ -101,15 +163,8 @@ pub async fn connect_stream_on(
     token: &Secret,
     reuse: Option<Reusable>,
 ) -> Result<Stream, WsError> {
-    let (ws, agreed, pings) = handshake(connector, url, Some(token), None, true, reuse).await?;
-    let stream = match agreed {
-        true => WsStream::with_half_close(ws),
-        false => WsStream::new(ws),
-    };
-    Ok(Stream::new(match pings {
-        Some(every) => stream.expect_pings(every),
-        None => stream,
-    }))
+    let up = handshake(connector, url, Auth::Bearer(token), None, true, reuse).await?;
+    Ok(up.into_stream())
 }
 
 fn bad_url(url: &str) -> WsError {
@@ -137,16 +192,20 @@ pub async fn dial(connector: &Connector, url: &str) -> Result<Reusable, WsError>
 /// The upgrade request for `url`, with the stream's token, subprotocol and half-close offer.
 fn upgrade_request(
     url: &str,
-    bearer: Option<&Secret>,
+    auth: Auth<'_>,
     subprotocol: Option<&str>,
     half_close: bool,
 ) -> Result<tungstenite::handshake::client::Request, WsError> {
     let bad_url = || bad_url(url);
     let mut request = url.into_client_request().map_err(|_| bad_url())?;
     let headers = request.headers_mut();
-    if let Some(token) = bearer {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| bad_url())?;
+    let value = match auth {
+        Auth::None => None,
+        Auth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
+        Auth::Sas(token) => Some(token.expose().to_string()),
+    };
+    if let Some(value) = value {
+        let value = HeaderValue::from_str(&value).map_err(|_| bad_url())?;
         headers.insert(header::AUTHORIZATION, value);
     }
     if half_close {
@@ -162,17 +221,17 @@ fn upgrade_request(
 }
 
 /// [`connect`], optionally offering half-close and on a connection to reuse; returns
-/// whether the server agreed to half-close, and the ping interval it announced.
+/// what the server's 101 reply agreed to.
 async fn handshake(
     connector: &Connector,
     url: &str,
-    bearer: Option<&Secret>,
+    auth: Auth<'_>,
     subprotocol: Option<&str>,
     half_close: bool,
     reuse: Option<Reusable>,
-) -> Result<(ClientWs, bool, Option<Duration>), WsError> {
+) -> Result<Upgraded, WsError> {
     let (host, port) = host_and_port(url)?;
-    let request = upgrade_request(url, bearer, subprotocol, half_close)?;
+    let request = upgrade_request(url, auth, subprotocol, half_close)?;
     let tls = match reuse {
         Some(r) if r.leads_to(&host, port) => r.tls,
         _ => connector.connect(&host, port).await?,
@@ -192,7 +251,13 @@ async fn handshake(
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis);
-            Ok((ws, agreed, pings.filter(|_| half_close)))
+            let fast = headers.contains_key(FAST_HEADER);
+            Ok(Upgraded {
+                ws,
+                half_close: agreed,
+                pings: pings.filter(|_| half_close),
+                fast,
+            })
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();

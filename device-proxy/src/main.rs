@@ -82,6 +82,12 @@ struct Args {
     /// stream (it makes the next stream's set-up faster).
     #[arg(long, env = "DEVICE_PROXY_NO_SPARE")]
     no_spare: bool,
+    /// Standby fast-path connections to keep (0: none): a hub that serves the fast path
+    /// (ours) hands a stream to one in a single round trip; each is replaced as soon as
+    /// it is used. Only with --transport mqtt-ws (whose 101 reply says whether the hub
+    /// serves it); Azure's hub never does, and then none are kept.
+    #[arg(long, env = "DEVICE_PROXY_STANDBY", default_value_t = 1)]
+    standby: usize,
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, env = "DEVICE_PROXY_LOG_FORMAT", value_enum, default_value_t)]
     log_format: logging::LogFormat,
@@ -127,7 +133,8 @@ fn config(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
             },
             Transport::MqttWs => MqttTransport::WebSocket,
         })
-        .spares(!args.no_spare);
+        .spares(!args.no_spare)
+        .standby(args.standby);
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);
     }

@@ -79,6 +79,19 @@ pub struct Limits {
     /// also ends when its token expires, so this bounds how long a stolen token is useful.
     #[arg(long, env = "STREAM_HUB_MAX_TOKEN_LIFETIME", value_parser = humantime::parse_duration, default_value = "24h")]
     pub max_token_lifetime: Duration,
+    /// Turn the fast path off (warm and standby connections, `docs/FASTPATH.md`): the hub
+    /// then serves only Azure's protocol, and our proxies behave exactly as against Azure.
+    #[arg(long, env = "STREAM_HUB_NO_FAST_PATH")]
+    pub no_fast_path: bool,
+    /// Most warm (ready, unused) fast-path connections one shared access policy may hold.
+    #[arg(long, env = "STREAM_HUB_MAX_WARM_PER_POLICY", default_value_t = 64)]
+    pub max_warm_per_policy: usize,
+    /// Most standby fast-path connections one device (or module) may hold.
+    #[arg(long, env = "STREAM_HUB_MAX_STANDBY_PER_DEVICE", default_value_t = 4)]
+    pub max_standby_per_device: usize,
+    /// Most warm and standby connections the hub holds altogether.
+    #[arg(long, env = "STREAM_HUB_MAX_IDLE_FAST", default_value_t = 10_000)]
+    pub max_idle_fast: usize,
     /// Largest MQTT packet from a device (not a flag: the protocol fixes it).
     #[arg(skip = device_streams_protocol::mqtt::MAX_PACKET)]
     pub max_mqtt_packet: usize,

@@ -71,6 +71,8 @@ pub struct Hub {
     pub registry: registry::Registry,
     pub(crate) sessions: sessions::Sessions,
     pub(crate) streams: stream::Streams,
+    /// The fast path's standby pool and idle connection counts.
+    pub(crate) fast: stream::fast::Fast,
     pub(crate) live: live::Live,
     pub(crate) activity: Arc<activity::Activity>,
     pub(crate) metrics: Arc<metrics::Metrics>,
@@ -109,6 +111,7 @@ impl Hub {
             registry,
             sessions: sessions::Sessions::new(live.presence()),
             streams,
+            fast: stream::fast::Fast::default(),
             live,
             activity,
             metrics: Arc::default(),

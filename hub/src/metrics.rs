@@ -24,6 +24,11 @@ struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -69,6 +74,7 @@ pub struct Metrics {
     connections: Counter,
     refused: Family<ReasonLabel, Counter>,
     registry_changes: Counter,
+    fast_path: Family<RouteLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,7 +137,14 @@ impl Default for Metrics {
             "Registry changes (from any process) this hub has applied to live sessions",
             registry_changes.clone(),
         );
+        let fast_path = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "fast_path_streams",
+            "Streams opened on a warm fast-path connection, by how the device was reached (standby, mqtt)",
+            fast_path.clone(),
+        );
         Metrics {
+            fast_path,
             registry,
             connected_devices,
             open_streams,
@@ -176,6 +189,11 @@ impl Metrics {
             Refused::UnauthenticatedAddress => "unauthenticated_per_address",
         };
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A stream opened on the fast path, reaching the device by `route`.
+    pub fn fast_path(&self, route: &'static str) {
+        self.fast_path.get_or_create(&RouteLabel { route }).inc();
     }
 
     pub fn registry_changed(&self) {

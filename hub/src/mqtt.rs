@@ -68,10 +68,12 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
         .get::<PeerCerts>()
         .cloned()
         .unwrap_or_default();
-    let (resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
+    let (mut resp, on_upgrade) = match accept_upgrade(&mut req, Some(MQTT_WS_SUBPROTOCOL)) {
         Ok(accepted) => accepted,
         Err(bad) => return bad.response(),
     };
+    // Tells our device proxy it may keep standby connections (Azure never says this).
+    crate::stream::fast::advertise(&hub, resp.headers_mut());
     let span = tracing::info_span!("device", %peer, device = tracing::field::Empty);
     let tracker = hub.tracker.clone();
     tracker.spawn(

@@ -6,6 +6,7 @@
 //! | `POST /twins/{id}/streams/{name}`, `POST /twins/{id}/modules/{module}/streams/{name}` | [`crate::stream::request`]: a service asks for a stream |
 //! | `GET /$iothub/websocket` | [`crate::mqtt`]: a device's control channel |
 //! | `GET /bridges/{stream}` | [`crate::stream::endpoint`]: the streaming endpoint |
+//! | `GET /$x-device-streams/open`, `GET /$x-device-streams/standby/{id}` | [`crate::stream::fast`]: the fast path's warm and standby connections |
 //! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
 //! | `GET /metrics`, `GET /healthz` | [`crate::admin`], unless an admin listener serves them |
 
@@ -13,7 +14,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use device_streams_common::{accept::Acceptor, shutdown::drain};
-use device_streams_protocol::{read_ahead::ReadAhead, sas::url_decode, wire};
+use device_streams_protocol::{fast, read_ahead::ReadAhead, sas::url_decode, wire};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,7 +30,7 @@ use crate::{
     mqtt,
     preauth::Full,
     registry_api, revocation,
-    stream::{endpoint, request},
+    stream::{self, endpoint, request},
     x509::PeerCerts,
     Hub,
 };
@@ -241,6 +242,15 @@ async fn route(
             }
         }
         (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
+        (Method::GET, fast::OPEN_PATH) => stream::fast::open::upgrade(hub, req),
+        (Method::GET, p) if p.starts_with(fast::STANDBY_PATH) => match fast::parse_standby_path(p) {
+            Some(identity) => stream::fast::standby::upgrade(hub, req, identity),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "expected /$x-device-streams/standby/{deviceId}[/{moduleId}]",
+            ),
+        },
         (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
             let id = p[wire::BRIDGES_PREFIX.len()..].to_string();
             endpoint::upgrade(hub, req, id)

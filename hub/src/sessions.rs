@@ -191,6 +191,15 @@ impl Sessions {
         }
     }
 
+    /// The kill switch of `device`'s control session, if it signed in with `key`: what
+    /// its fast-path standby connections live under, so that whatever cuts the session
+    /// (revocation, key rotation, a newer session, shutdown) cuts them too.
+    pub fn session_token(&self, device: &str, key: &Secret) -> Option<CancellationToken> {
+        let inner = self.lock();
+        let handle = inner.devices.get(device).filter(|h| h.key == *key)?;
+        Some(handle.cancel.clone())
+    }
+
     pub fn is_connected(&self, device: &str) -> bool {
         self.lock().devices.contains_key(device)
     }

@@ -41,9 +41,10 @@ pub struct Config {
 async fn serve<L: AsyncRead + AsyncWrite + Unpin>(
     client: &ServiceClient,
     route: &Route,
-    local: L,
+    mut local: L,
 ) -> anyhow::Result<()> {
-    let stream = client.open(route).await?;
+    // On the fast path the local side's first bytes go with the request.
+    let stream = client.open_piped(route, &mut local).await?;
     tracing::info!("stream open");
     let half_close = stream.half_close();
     let (moved, ended) = match splice(local, stream, LINGER, half_close).await {
@@ -83,6 +84,7 @@ pub async fn run(
         "listening; each connection opens a stream"
     );
     let route = Arc::new(route);
+    config.client.warm_up();
     let mut acceptor = Acceptor::new(listener);
     while let Some((tcp, peer)) = acceptor.next(&shutdown).await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {

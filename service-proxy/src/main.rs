@@ -66,6 +66,12 @@ struct Args {
     /// next stream's set-up faster; never kept with --stdio, which serves one stream).
     #[arg(long, env = "SERVICE_PROXY_NO_SPARE")]
     no_spare: bool,
+    /// Warm fast-path connections to keep ready (0: none). Against a hub that serves the
+    /// fast path (ours, unless `--no-fast-path`) a stream then opens in about two round
+    /// trips, its first bytes riding with the request; against Azure the first dial finds
+    /// out it does not, and streams go Azure's way. Never kept with --stdio.
+    #[arg(long, env = "SERVICE_PROXY_WARM", default_value_t = 2)]
+    warm: usize,
     /// Time allowed to reach the hub (TCP, TLS, WebSocket handshakes, each), and asked of
     /// the hub for both sides to reach the streaming endpoint.
     #[arg(long, env = "SERVICE_PROXY_CONNECT_TIMEOUT", default_value_t = defaults::TIMEOUT.into())]
@@ -178,7 +184,8 @@ fn hub(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<Config> {
         .response_timeout(args.response_timeout.into())
         .token_ttl(args.token_ttl.into())
         // One stream per process with --stdio: a spare would only be dialed to be dropped.
-        .spares(!args.no_spare && !args.stdio);
+        .spares(!args.no_spare && !args.stdio)
+        .warm(if args.stdio { 0 } else { args.warm });
     if let Some(ca) = &args.ca_file {
         client = client.ca_file(ca);
     }

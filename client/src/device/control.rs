@@ -97,26 +97,31 @@ async fn within<T>(
         .with_context(|| format!("{what} timed out after {limit:?}"))?
 }
 
-/// The connection the control channel's MQTT runs on.
-async fn carrier(settings: &Settings) -> anyhow::Result<Either<ClientStream, ClientTls>> {
+/// The connection the control channel's MQTT runs on, and whether the hub said (in its
+/// WebSocket 101 reply) that it serves the fast path.
+async fn carrier(settings: &Settings) -> anyhow::Result<(Either<ClientStream, ClientTls>, bool)> {
     let host = &settings.connection.host;
     let carrier = match settings.transport {
         MqttTransport::WebSocket => {
             let url = format!("wss://{}:{}{MQTT_WS_PATH}", host.host, host.port);
-            let ws = websocket::connect(&settings.connector, &url, None, Some(MQTT_WS_SUBPROTOCOL));
-            Either::Left(WsStream::new(ws.await?))
+            let connector = &settings.connector;
+            let ws = websocket::connect_control(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL));
+            let (ws, fast) = ws.await?;
+            (Either::Left(WsStream::new(ws)), fast)
         }
-        MqttTransport::Tls { port } => {
-            Either::Right(settings.connector.connect(&host.host, port).await?)
-        }
+        MqttTransport::Tls { port } => (
+            Either::Right(settings.connector.connect(&host.host, port).await?),
+            false,
+        ),
     };
     Ok(carrier)
 }
 
-/// Connects, authenticates and subscribes; returns the ready channel.
-async fn open(settings: &Settings) -> anyhow::Result<Io> {
+/// Connects, authenticates and subscribes; returns the ready channel, and whether the
+/// hub serves the fast path.
+async fn open(settings: &Settings) -> anyhow::Result<(Io, bool)> {
     let cs = &settings.connection;
-    let carrier = carrier(settings)
+    let (carrier, fast) = carrier(settings)
         .await
         .context("cannot open the control channel")?;
     let mut io = MqttIo::new(carrier, MAX_PACKET);
@@ -169,7 +174,7 @@ async fn open(settings: &Settings) -> anyhow::Result<Io> {
                 Some(SubscribeReasonCode::Success(_))
             ) =>
         {
-            Ok(io)
+            Ok((io, fast))
         }
         _ => bail!("hub refused the subscription to stream requests"),
     }
@@ -192,11 +197,17 @@ async fn session(
     shutdown: &CancellationToken,
     connected: &mut bool,
 ) -> anyhow::Result<SessionEnd> {
-    let mut io = tokio::select! {
+    let (mut io, fast) = tokio::select! {
         io = open(settings) => io?,
         () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     *connected = true;
+    // Standby connections live as long as this session.
+    let standby = shutdown.child_token();
+    let _standby = standby.clone().drop_guard();
+    if fast && settings.standby > 0 {
+        super::standby::start(settings, &ch.requests, &standby);
+    }
     let host = &settings.connection.host;
     let transport = settings.transport;
     tracing::info!(device = %settings.connection.device_id, "connected to hub {host} ({transport})");

@@ -59,6 +59,8 @@ pub struct IncomingStream {
     /// `None` once answered.
     answers: Option<mpsc::Sender<Answer>>,
     predial: Option<AbortOnDropHandle<Result<Reusable, WsError>>>,
+    /// A fast-path offer on a standby connection: answered on it, not over MQTT.
+    standby: Option<super::standby::Offer>,
 }
 
 impl IncomingStream {
@@ -78,6 +80,26 @@ impl IncomingStream {
             request,
             answers: Some(answers),
             predial,
+            standby: None,
+        }
+    }
+
+    /// A stream named `name` offered on a standby connection (the fast path).
+    pub(crate) fn standby(settings: Arc<Settings>, name: String, offer: super::standby::Offer) -> Self {
+        let cs = &settings.connection;
+        let request = StreamRequest {
+            name,
+            rid: "fast-path".into(),
+            url: format!("wss://{}:{}{}", cs.host.host, cs.host.port, device_streams_protocol::fast::STANDBY_PATH),
+            auth: device_streams_protocol::Secret::new(String::new()),
+            wants_reason: true,
+        };
+        IncomingStream {
+            settings,
+            request,
+            answers: None,
+            predial: None,
+            standby: Some(offer),
         }
     }
 
@@ -133,6 +155,10 @@ impl IncomingStream {
     /// ```
     pub async fn accept(mut self) -> Result<Stream, AcceptError> {
         let name = self.request.name.clone();
+        if let Some(offer) = self.standby.take() {
+            let accepted = offer.accept().await;
+            return accepted.map_err(|cause| AcceptError::WebSocket { name, cause });
+        }
         let answers = self.answers.take();
         let sent = match answers {
             Some(tx) => tx.send(self.answer(ACCEPT, None)).await.is_ok(),
@@ -176,6 +202,9 @@ impl IncomingStream {
     /// # }
     /// ```
     pub async fn reject(mut self, reason: &str) {
+        if let Some(offer) = self.standby.take() {
+            return offer.reject(reason).await;
+        }
         if let Some(tx) = self.answers.take() {
             let _ = tx.send(self.answer(REJECT, Some(reason))).await;
         }
@@ -202,8 +231,13 @@ impl IncomingStream {
 
 impl Drop for IncomingStream {
     fn drop(&mut self) {
+        let reason = "the device program dropped the request unanswered";
+        if let Some(offer) = self.standby.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(offer.reject(reason));
+            }
+        }
         if let Some(tx) = self.answers.take() {
-            let reason = "the device program dropped the request unanswered";
             let _ = tx.try_send(self.answer(REJECT, Some(reason)));
         }
     }
@@ -235,6 +269,7 @@ mod tests {
             token_ttl: Duration::from_secs(60),
             max_backoff: Duration::from_secs(1),
             predial: false,
+            standby: 0,
         })
     }
 

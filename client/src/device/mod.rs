@@ -7,10 +7,16 @@
 //! rejects. Requests are decided by name only: the program, not the hub, chooses what a
 //! name reaches.
 //!
-//! Layout: `control` (the session loop), `incoming` (one request and its answer).
+//! Against a hub that serves the fast path (ours), the client also keeps standby
+//! connections the hub hands streams to directly (`standby`; see
+//! [`DeviceClientBuilder::standby`]); their offers arrive as [`IncomingStream`]s too.
+//!
+//! Layout: `control` (the session loop), `incoming` (one request and its answer),
+//! `standby` (the fast path's standby connections).
 
 mod control;
 mod incoming;
+mod standby;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -45,6 +51,8 @@ pub mod defaults {
     /// its hub's return however long the outage was (`scripts/bench --herd`: 10,000
     /// devices after 60 s down, p99 9.2 s; a 60 s cap gave 54 s).
     pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+    /// Standby connections kept on a hub that serves the fast path.
+    pub const STANDBY: usize = 1;
     /// Azure IoT Hub's port for MQTT straight over TLS ([`super::MqttTransport::Tls`]).
     pub const MQTT_PORT: u16 = 8883;
 }
@@ -102,6 +110,8 @@ pub(crate) struct Settings {
     pub max_backoff: Duration,
     /// Dial the stream's TLS connection as soon as a request arrives.
     pub predial: bool,
+    /// Standby connections to keep on a hub that serves the fast path.
+    pub standby: usize,
 }
 
 /// A device's client, ready to start. Build it with [`DeviceClient::builder`].
@@ -121,6 +131,7 @@ pub struct DeviceClientBuilder {
     token_ttl: Duration,
     max_backoff: Duration,
     spares: bool,
+    standby: usize,
 }
 
 impl DeviceClient {
@@ -159,6 +170,7 @@ impl DeviceClient {
             token_ttl: defaults::TOKEN_TTL,
             max_backoff: defaults::MAX_BACKOFF,
             spares: true,
+            standby: defaults::STANDBY,
         }
     }
 
@@ -282,6 +294,16 @@ impl DeviceClientBuilder {
         self
     }
 
+    /// How many standby connections to keep on a hub that serves the fast path (default
+    /// [`defaults::STANDBY`]; 0: none, every stream comes Azure's way). Each lets the hub
+    /// hand a stream over in one round trip; one is replaced as soon as it is used, so
+    /// more matter only for bursts of streams opened at the same moment. Only over MQTT
+    /// over WebSocket, whose 101 reply says whether the hub serves it.
+    pub fn standby(mut self, connections: usize) -> Self {
+        self.standby = connections;
+        self
+    }
+
     /// The client; fails if no TLS trust can be set up (an unreadable CA file, or no
     /// system roots), or the client certificate cannot be read.
     pub fn build(self) -> anyhow::Result<DeviceClient> {
@@ -309,6 +331,7 @@ impl DeviceClientBuilder {
                 token_ttl: self.token_ttl,
                 max_backoff: self.max_backoff,
                 predial: true,
+                standby: self.standby,
             },
         })
     }

@@ -5,11 +5,19 @@
 //! asks the hub (Azure's `POST /twins/{device}/streams/{name}`), waits for the device to
 //! accept, and opens the stream's WebSocket with the one-time token the hub hands back.
 //!
-//! Layout: `request` (the REST call and its errors).
+//! Against a hub that serves the fast path (ours; see `device_streams_protocol::fast`),
+//! a client built with [`ServiceClientBuilder::warm`] keeps warm connections and opens
+//! on one of them instead: one message, with the local side's first bytes right behind
+//! it ([`ServiceClient::open_piped`]). Against Azure it asks as above.
+//!
+//! Layout: `request` (the REST call and its errors), `warm` (the warm connections),
+//! `pipeline` (opening on one).
 
+mod pipeline;
 mod request;
+mod warm;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use device_streams_protocol::connection_string::ServiceConnectionString;
 
@@ -94,6 +102,8 @@ pub struct ServiceClient {
     connect_timeout: Duration,
     response_timeout: Duration,
     token_ttl: Duration,
+    /// Warm fast-path connections, when kept.
+    warm: Option<Arc<warm::Warm>>,
 }
 
 /// Builds a [`ServiceClient`]; every setting has the service proxy's default.
@@ -105,6 +115,7 @@ pub struct ServiceClientBuilder {
     response_timeout: Duration,
     token_ttl: Duration,
     spares: bool,
+    warm: usize,
 }
 
 impl ServiceClient {
@@ -136,6 +147,7 @@ impl ServiceClient {
             response_timeout: defaults::RESPONSE_TIMEOUT,
             token_ttl: defaults::TOKEN_TTL,
             spares: true,
+            warm: 0,
         }
     }
 
@@ -179,6 +191,61 @@ impl ServiceClient {
     /// # Ok(()) }
     /// ```
     pub async fn open(&self, route: &Route) -> Result<Stream, StreamError> {
+        self.open_piped(route, &mut tokio::io::empty()).await
+    }
+
+    /// Starts keeping warm connections (if the client keeps them: see
+    /// [`ServiceClientBuilder::warm`]) before the first stream needs one. Must be called
+    /// within a Tokio runtime.
+    pub fn warm_up(&self) {
+        if let Some(warm) = &self.warm {
+            warm.start(self);
+        }
+    }
+
+    /// Whether streams open on the fast path now: the hub serves it and warm connections
+    /// are kept.
+    pub fn fast_path(&self) -> bool {
+        self.warm.as_ref().is_some_and(|w| w.served())
+    }
+
+    /// [`ServiceClient::open`], sending what `local` says while the device decides: on the
+    /// fast path, `local`'s first bytes (at most 64 KiB) travel with the request and reach
+    /// the device's side right behind the offer, so a protocol whose client speaks first
+    /// gets its first answer a round trip sooner. Those bytes are part of the stream: go
+    /// on reading `local` for the rest. Without the fast path, the same as `open`.
+    pub async fn open_piped<L>(&self, route: &Route, local: &mut L) -> Result<Stream, StreamError>
+    where
+        L: tokio::io::AsyncRead + Unpin,
+    {
+        let mut early = Vec::new();
+        if let Some(warm) = &self.warm {
+            warm.start(self);
+            if let Some(conn) = warm.take().await {
+                let limit = self.response_timeout + self.connector.timeout;
+                match pipeline::open(conn, route, local, limit).await? {
+                    pipeline::Opened::Stream(stream) => return Ok(stream),
+                    pipeline::Opened::Retry(sent) => early = sent,
+                }
+            }
+        }
+        let mut stream = self.open_azure(route).await?;
+        if !early.is_empty() {
+            use tokio::io::AsyncWriteExt;
+            let replay = async {
+                stream.write_all(&early).await?;
+                stream.flush().await
+            };
+            if let Err(cause) = replay.await {
+                let device = route.target();
+                return Err(StreamError::Local { device, cause });
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Azure's way: the REST request, then the stream's WebSocket.
+    async fn open_azure(&self, route: &Route) -> Result<Stream, StreamError> {
         let (granted, reuse) = request::request(self, route).await?;
         let elsewhere = |r: &Reusable| {
             websocket::host_and_port(&granted.url)
@@ -247,6 +314,14 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// How many warm fast-path connections to keep ready (default 0: none). Against a hub
+    /// that serves the fast path each stream then opens in about two round trips; against
+    /// Azure the first dial finds out it does not, and streams go Azure's way.
+    pub fn warm(mut self, connections: usize) -> Self {
+        self.warm = connections;
+        self
+    }
+
     /// The client; fails only if no TLS trust can be set up (an unreadable CA file, or
     /// no system roots).
     pub fn build(self) -> anyhow::Result<ServiceClient> {
@@ -266,6 +341,7 @@ impl ServiceClientBuilder {
             connect_timeout: self.timeout,
             response_timeout: self.response_timeout,
             token_ttl: self.token_ttl,
+            warm: (self.warm > 0).then(|| Arc::new(warm::Warm::new(self.warm))),
         })
     }
 }

@@ -108,6 +108,14 @@ pub enum StreamError {
         /// The missing header.
         missing: &'static str,
     },
+    /// Reading the local side's first bytes, to send them ahead on the fast path, failed.
+    #[error("stream to device {device}: reading the local connection failed: {cause}")]
+    Local {
+        /// The device the stream was for.
+        device: String,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
     /// The device accepted, but the stream's WebSocket could not be opened.
     #[error("cannot open the stream to device {device}: {cause}")]
     WebSocket {
@@ -151,6 +159,7 @@ impl StreamError {
             | StreamError::Rejected { device, .. }
             | StreamError::Timeout { device, .. }
             | StreamError::Incomplete { device, .. }
+            | StreamError::Local { device, .. }
             | StreamError::WebSocket { device, .. } => device,
         }
     }
@@ -214,7 +223,9 @@ impl StreamError {
                 WsError::Dial(_) | WsError::Handshake { .. } => Kind::Unreachable,
                 _ => Kind::Other,
             },
-            StreamError::Sign { .. } | StreamError::Incomplete { .. } => Kind::Other,
+            StreamError::Sign { .. } | StreamError::Incomplete { .. } | StreamError::Local { .. } => {
+                Kind::Other
+            }
         }
     }
 }
@@ -268,6 +279,9 @@ pub(super) async fn request(
         .map_err(http_err)?;
     let status = response.status();
     let headers = response.headers().clone();
+    if let Some(warm) = &client.warm {
+        warm.hub_says(headers.contains_key(device_streams_protocol::fast::FAST_HEADER));
+    }
     let body = Limited::new(response.into_body(), 64 * 1024)
         .collect()
         .await

@@ -10,8 +10,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use device_streams_protocol::wire::{
-    self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL, REASON_HEADER,
+use device_streams_protocol::{
+    wire::{self, HEADER_AUTH_TOKEN, HEADER_IS_ACCEPTED, HEADER_URL, REASON_HEADER},
+    Secret,
 };
 use http::{HeaderValue, Response, StatusCode};
 
@@ -77,8 +78,43 @@ async fn ask_device(
     device: &str,
     name: &str,
     info: StreamInfo,
-    (connect_timeout, response_timeout): (Duration, Duration),
+    timeouts: (Duration, Duration),
 ) -> Response<Body> {
+    let mut resp = match ask(hub, device, name, info, timeouts).await {
+        Asked::Accepted {
+            url, service_token, ..
+        } => accepted(&url, service_token.expose()),
+        Asked::Rejected(reason) => rejected(reason.as_deref()),
+        Asked::Refused(refusal) => refusal.response(),
+    };
+    super::fast::advertise(hub, resp.headers_mut());
+    resp
+}
+
+/// What came of asking the device over MQTT. The stream's record is ended unless the
+/// device accepted.
+pub(crate) enum Asked {
+    /// The stream awaits its two sides at `url` (stream `id`); the service side's token.
+    Accepted {
+        id: String,
+        url: String,
+        service_token: Secret,
+    },
+    /// The device said no, with its reason (cleaned) when it gave one.
+    Rejected(Option<String>),
+    /// The device did not answer, or could not be asked.
+    Refused(Refusal),
+}
+
+/// Registers the stream, publishes its request into the device's session and waits for
+/// the answer; an accepted stream's connect window starts (see [`reap`]).
+pub(crate) async fn ask(
+    hub: &Arc<Hub>,
+    device: &str,
+    name: &str,
+    info: StreamInfo,
+    (connect_timeout, response_timeout): (Duration, Duration),
+) -> Asked {
     let id = info.id.clone();
     let url = format!("{}{}{id}", hub.config.streaming_base, wire::BRIDGES_PREFIX);
     let (device_token, service_token) = hub.streams.create(info);
@@ -92,26 +128,32 @@ async fn ask_device(
         Ok(answer) if answer.status == wire::ACCEPT => {
             guard.armed = false;
             hub.streams.mark_accepted(&id);
-            hub.tracker.spawn(reap(hub.clone(), id, connect_timeout));
-            accepted(&url, service_token.expose())
+            hub.tracker.spawn(reap(hub.clone(), id.clone(), connect_timeout));
+            Asked::Accepted {
+                id,
+                url,
+                service_token,
+            }
         }
         Ok(answer) => {
-            let reason = answer.reason.as_deref();
             if let Some(mut info) = hub.streams.remove(&id) {
                 let status = answer.status;
                 let mut msg =
                     format!("device '{device}' rejected stream '{name}' (status {status})");
-                if let Some(r) = reason {
+                if let Some(r) = &answer.reason {
                     msg = format!("{msg}: {r}");
                 }
                 info.record.end(Outcome::Rejected, msg);
             }
-            rejected(reason)
+            Asked::Rejected(answer.reason)
         }
-        Err(e) => match hub.streams.remove(&id) {
-            Some(info) => refuse(info.record, e.into()),
-            None => Refusal::from(e).response(),
-        },
+        Err(e) => {
+            let refusal = Refusal::from(e);
+            if let Some(mut info) = hub.streams.remove(&id) {
+                info.record.end(refusal.outcome, refusal.message.clone());
+            }
+            Asked::Refused(refusal)
+        }
     }
 }
 
@@ -123,7 +165,7 @@ fn refuse(mut record: StreamRecord, refusal: Refusal) -> Response<Body> {
 }
 
 /// The activity log could not take the stream's record within its response timeout.
-fn log_behind(device: &str) -> Refusal {
+pub(crate) fn log_behind(device: &str) -> Refusal {
     let msg =
         format!("stream to device '{device}' refused: the hub's activity log is behind; try again");
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
@@ -132,7 +174,7 @@ fn log_behind(device: &str) -> Refusal {
 
 /// Every check between a well-formed, authenticated request and asking the device: the
 /// device's state and the hub's limits. Returns the stream's place under the limits.
-fn admit(hub: &Hub, device: &str, grant: Grant) -> Result<super::Slot, Refusal> {
+pub(crate) fn admit(hub: &Hub, device: &str, grant: Grant) -> Result<super::Slot, Refusal> {
     match hub.registry.identity_enabled(device)? {
         Some(true) => {}
         Some(false) => {
@@ -196,7 +238,7 @@ fn rejected(reason: Option<&str>) -> Response<Body> {
 }
 
 /// Ends an accepted stream's connect window: whoever has not connected by then never will.
-async fn reap(hub: Arc<Hub>, id: String, window: Duration) {
+pub(crate) async fn reap(hub: Arc<Hub>, id: String, window: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(window) => {}
         _ = hub.shutdown.cancelled() => {}

@@ -50,19 +50,27 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
             );
         }
     };
-    if req.headers().contains_key(HALF_CLOSE_HEADER) {
+    if offer_half_close(&hub, req.headers(), resp.headers_mut()) {
         hub.streams.agree_half_close(&id, side);
-        let ping_ms = ping_interval(&hub).as_millis().to_string();
-        let h = resp.headers_mut();
-        h.insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
-        if let Ok(v) = http::HeaderValue::from_str(&ping_ms) {
-            h.insert(PING_INTERVAL_HEADER, v);
-        }
     }
     let span = tracing::info_span!("stream", stream = %id, device, side = side.name());
     let tracker = hub.tracker.clone();
     tracker.spawn(serve_side(hub, id, side, on_upgrade).instrument(span));
     resp
+}
+
+/// Agrees to half-close with a side whose upgrade offered it ([`HALF_CLOSE_HEADER`]) and
+/// tells it the hub's ping interval; returns whether it offered.
+pub(crate) fn offer_half_close(hub: &Hub, req: &http::HeaderMap, resp: &mut http::HeaderMap) -> bool {
+    if !req.contains_key(HALF_CLOSE_HEADER) {
+        return false;
+    }
+    let ping_ms = ping_interval(hub).as_millis().to_string();
+    resp.insert(HALF_CLOSE_HEADER, http::HeaderValue::from_static("1"));
+    if let Ok(v) = http::HeaderValue::from_str(&ping_ms) {
+        resp.insert(PING_INTERVAL_HEADER, v);
+    }
+    true
 }
 
 /// One side's connection: waits for the other side, and the side that arrived first
@@ -72,12 +80,20 @@ async fn serve_side(hub: Arc<Hub>, id: String, side: Side, on_upgrade: Upgrade) 
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
-    if let Some((ours, paired)) = hub.streams.join(&id, side, ws).await {
-        relay_pair(&hub, side, ours, paired).await;
+    join_and_relay(&hub, &id, side, ws).await;
+}
+
+/// Brings `side`'s WebSocket to stream `id`; the side that arrived first relays the pair
+/// and writes the stream's record. A fast-path warm connection joins here too.
+pub(crate) async fn join_and_relay(hub: &Hub, id: &str, side: Side, ws: ServerWs) {
+    if let Some((ours, paired)) = hub.streams.join(id, side, ws).await {
+        relay_pair(hub, side, ours, paired).await;
     }
 }
 
-async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
+/// Relays `ours` (our `side`) with the other side's WebSocket until the stream ends, and
+/// writes its record.
+pub(crate) async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
     let Paired {
         ws: theirs,
         info,
@@ -127,7 +143,7 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
 
 /// The hub's ping interval on streams; a zero interval would spin, and no real link
 /// needs pings more often than this.
-fn ping_interval(hub: &Hub) -> Duration {
+pub(crate) fn ping_interval(hub: &Hub) -> Duration {
     hub.config
         .limits
         .stream_ping_interval

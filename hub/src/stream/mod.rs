@@ -9,11 +9,14 @@
 //! - [`endpoint`]: `GET /bridges/{id}`: the streaming endpoint, where each side's
 //!   WebSocket arrives and meets the other.
 //! - [`relay`]: the bytes between the two WebSockets, and why a relay ended.
+//! - [`fast`]: the negotiated fast path: services' warm connections and devices' standby
+//!   connections, a stream in about two round trips.
 //! - [`record`]: the stream's activity record, written exactly once when it ends,
 //!   whichever path ended it.
 
 pub mod ask;
 pub mod endpoint;
+pub mod fast;
 pub mod record;
 pub mod relay;
 pub mod request;

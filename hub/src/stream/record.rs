@@ -33,6 +33,7 @@ impl Recorder {
             requested_at: Instant::now(),
             traffic: None,
             ending: None,
+            path: None,
             if_dropped: "the service hung up before the device answered",
         }
     }
@@ -56,6 +57,8 @@ pub struct StreamRecord {
     requested_at: Instant,
     traffic: Option<Traffic>,
     ending: Option<(Outcome, String)>,
+    /// How the stream was opened, when not Azure's way (the fast path's route).
+    path: Option<&'static str>,
     /// What the record says if the stream is dropped before anyone said how it ended.
     if_dropped: &'static str,
 }
@@ -71,6 +74,12 @@ impl StreamRecord {
 
     pub fn policy(&self) -> &str {
         &self.policy
+    }
+
+    /// The stream came on the fast path and reached the device by `route`: the record
+    /// says so after its cause.
+    pub fn fast_path(&mut self, route: &'static str) {
+        self.path = Some(route);
     }
 
     /// The device accepted: from now on a stream that is dropped unpaired timed out.
@@ -107,6 +116,10 @@ impl Drop for StreamRecord {
             .ending
             .take()
             .unwrap_or_else(|| (Outcome::Failed, self.if_dropped.to_string()));
+        let detail = match self.path {
+            Some(route) => format!("{detail} (fast path, {route})"),
+            None => detail,
+        };
         let (setup, duration) = self.setup_and_duration();
         let traffic = self.traffic;
         let record = Record {

@@ -130,18 +130,45 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total -= 1;
-        if let Some((n, _)) = c.per_grant.get_mut(&self.grant) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_grant.remove(&self.grant);
-            }
-        }
+        release_grant(&mut c, &self.grant);
         if let Some((n, _)) = c.per_device.get_mut(&self.device) {
             *n -= 1;
             if *n == 0 {
                 c.per_device.remove(&self.device);
             }
         }
+    }
+}
+
+fn release_grant(c: &mut Counts, grant: &Grant) {
+    if let Some((n, _)) = c.per_grant.get_mut(grant) {
+        *n -= 1;
+        if *n == 0 {
+            c.per_grant.remove(grant);
+        }
+    }
+}
+
+/// A warm fast-path connection's hold on the grant it authenticated with: counted among
+/// the grant's holders, so that withdrawing the grant (its policy deleted, its key
+/// replaced) cuts the connection as it ends the grant's streams. Dropping it lets go.
+pub struct GrantHold {
+    counts: Arc<Mutex<Counts>>,
+    grant: Grant,
+    withdrawn: CancellationToken,
+}
+
+impl GrantHold {
+    /// Cancelled when the grant is withdrawn.
+    pub fn withdrawn(&self) -> &CancellationToken {
+        &self.withdrawn
+    }
+}
+
+impl Drop for GrantHold {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        release_grant(&mut c, &self.grant);
     }
 }
 
@@ -257,6 +284,18 @@ impl Streams {
             grant,
             withdrawn,
         })
+    }
+
+    /// Holds `grant` for a connection that is not a stream yet (see [`GrantHold`]).
+    pub fn hold_grant(&self, grant: Grant) -> GrantHold {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, withdrawn) = c.per_grant.entry(grant.clone()).or_default();
+        *m += 1;
+        GrantHold {
+            counts: self.counts.clone(),
+            withdrawn: withdrawn.clone(),
+            grant,
+        }
     }
 
     /// Cuts every stream of `device`, pending or open.
