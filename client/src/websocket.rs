@@ -80,7 +80,9 @@ pub async fn connect(
     bearer: Option<&Secret>,
     subprotocol: Option<&str>,
 ) -> Result<ClientWs, WsError> {
-    Ok(connect_control(connector, url, bearer, subprotocol).await?.0)
+    Ok(connect_control(connector, url, bearer, subprotocol)
+        .await?
+        .0)
 }
 
 /// [`connect`], also saying whether the hub offers the fast path ([`FAST_HEADER`] in
@@ -107,7 +109,9 @@ pub(crate) enum Auth<'a> {
 }
 
 /// An upgraded WebSocket and what the hub's 101 reply agreed to.
-pub(crate) struct Upgraded {
+#[non_exhaustive]
+pub struct Upgraded {
+    /// The WebSocket.
     pub ws: ClientWs,
     /// Half-close agreed (only when offered).
     pub half_close: bool,
@@ -136,9 +140,9 @@ pub(crate) fn stream_of(ws: ClientWs, half_close: bool, pings: Option<Duration>)
     })
 }
 
-/// A fast-path connection (warm or standby) to `url`, with a SAS token, offering
-/// half-close.
-pub(crate) async fn connect_fast(
+/// A fast-path connection (warm or standby, see `device_streams_protocol::fast`) to
+/// `url`, authenticated with a SAS token, offering half-close.
+pub async fn connect_fast(
     connector: &Connector,
     url: &str,
     sas: &Secret,

@@ -40,6 +40,8 @@ pub struct ServiceConfig {
     pub token_ttl: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Warm fast-path connections to keep (the library's default: none).
+    pub warm: usize,
 }
 
 impl ServiceConfig {
@@ -60,6 +62,7 @@ impl ServiceConfig {
             token_ttl: Duration::from_secs(300),
             max_connections: 256,
             shutdown_grace: Duration::from_secs(2),
+            warm: 0,
         }
     }
 
@@ -69,6 +72,7 @@ impl ServiceConfig {
             .timeout(self.connect_timeout)
             .response_timeout(self.response_timeout)
             .token_ttl(self.token_ttl)
+            .warm(self.warm)
             .build()
             .expect("service client")
     }
@@ -113,6 +117,8 @@ pub struct DeviceConfig {
     pub max_streams: usize,
     pub shutdown_grace: Duration,
     pub max_backoff: Duration,
+    /// Standby fast-path connections to keep (the library's default: one).
+    pub standby: usize,
 }
 
 pub fn device_config(
@@ -131,6 +137,7 @@ pub fn device_config(
         max_streams: 100,
         shutdown_grace: Duration::from_secs(2),
         max_backoff: Duration::from_secs(2),
+        standby: device_streams::device::defaults::STANDBY,
     }
 }
 
@@ -148,6 +155,7 @@ impl DeviceConfig {
             .keep_alive(self.keep_alive)
             .token_ttl(self.token_ttl)
             .max_backoff(self.max_backoff)
+            .standby(self.standby)
             .build()
             .expect("device client");
         device_local_proxy::Config {

@@ -266,10 +266,16 @@ impl System {
 
     /// Starts a listening service proxy for `device`/`stream`; returns its address.
     pub async fn start_service(&self, device: &str, stream: &str) -> (SocketAddr, Running) {
+        start_service_proxy(self.service_config(device, stream)).await
+    }
+}
+
+/// Starts a listening service proxy with `config`; returns its address.
+pub async fn start_service_proxy(config: ServiceConfig) -> (SocketAddr, Running) {
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cancel = CancellationToken::new();
-        let config = self.service_config(device, stream);
         let (proxy, route) = (Arc::new(config.proxy()), config.route());
         let task = tokio::spawn(service_local_proxy::run(
             listener,
@@ -279,7 +285,9 @@ impl System {
         ));
         (addr, Running { cancel, task })
     }
+}
 
+impl System {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         match self.task.take() {

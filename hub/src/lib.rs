@@ -161,6 +161,16 @@ impl Hub {
         self.streams.active()
     }
 
+    /// Fast-path standby connections `identity` (a device, or `device/module`) holds now.
+    pub fn standby_connections(&self, identity: &str) -> usize {
+        self.fast.standby.count(identity)
+    }
+
+    /// Fast-path connections, warm and standby, waiting for a stream now.
+    pub fn idle_fast_connections(&self) -> usize {
+        self.fast.idle()
+    }
+
     /// Where a stream's record goes when it ends: the activity log and the metrics.
     pub fn recorder(&self) -> stream::Recorder {
         stream::Recorder {

@@ -243,14 +243,16 @@ async fn route(
         }
         (Method::GET, wire::MQTT_WS_PATH) => mqtt::upgrade(hub, req, peer),
         (Method::GET, fast::OPEN_PATH) => stream::fast::open::upgrade(hub, req),
-        (Method::GET, p) if p.starts_with(fast::STANDBY_PATH) => match fast::parse_standby_path(p) {
-            Some(identity) => stream::fast::standby::upgrade(hub, req, identity),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "expected /$x-device-streams/standby/{deviceId}[/{moduleId}]",
-            ),
-        },
+        (Method::GET, p) if p.starts_with(fast::STANDBY_PATH) => {
+            match fast::parse_standby_path(p) {
+                Some(identity) => stream::fast::standby::upgrade(hub, req, identity),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "expected /$x-device-streams/standby/{deviceId}[/{moduleId}]",
+                ),
+            }
+        }
         (Method::GET, p) if p.starts_with(wire::BRIDGES_PREFIX) => {
             let id = p[wire::BRIDGES_PREFIX.len()..].to_string();
             endpoint::upgrade(hub, req, id)

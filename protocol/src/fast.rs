@@ -244,7 +244,14 @@ mod tests {
 
     #[test]
     fn bad_messages_are_refused_and_reasons_cleaned() {
-        for bad in ["", "open d", "accepted x", "refused abc m", "nope", "offer %FF"] {
+        for bad in [
+            "",
+            "open d",
+            "accepted x",
+            "refused abc m",
+            "nope",
+            "offer %FF",
+        ] {
             assert!(Message::parse(bad).is_err(), "{bad}");
         }
         assert!(Message::parse(&"a".repeat(MAX_CONTROL_MESSAGE + 1)).is_err());

@@ -205,7 +205,9 @@ async fn session(
     // Standby connections live as long as this session.
     let standby = shutdown.child_token();
     let _standby = standby.clone().drop_guard();
-    if fast && settings.standby > 0 {
+    // An X.509 device's credential is its certificate, which the hub checks at CONNECT
+    // only: its streams come Azure's way.
+    if fast && settings.standby > 0 && !settings.connection.x509 {
         super::standby::start(settings, &ch.requests, &standby);
     }
     let host = &settings.connection.host;

@@ -85,12 +85,21 @@ impl IncomingStream {
     }
 
     /// A stream named `name` offered on a standby connection (the fast path).
-    pub(crate) fn standby(settings: Arc<Settings>, name: String, offer: super::standby::Offer) -> Self {
+    pub(crate) fn standby(
+        settings: Arc<Settings>,
+        name: String,
+        offer: super::standby::Offer,
+    ) -> Self {
         let cs = &settings.connection;
         let request = StreamRequest {
             name,
             rid: "fast-path".into(),
-            url: format!("wss://{}:{}{}", cs.host.host, cs.host.port, device_streams_protocol::fast::STANDBY_PATH),
+            url: format!(
+                "wss://{}:{}{}",
+                cs.host.host,
+                cs.host.port,
+                device_streams_protocol::fast::STANDBY_PATH
+            ),
             auth: device_streams_protocol::Secret::new(String::new()),
             wants_reason: true,
         };

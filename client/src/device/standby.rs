@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use device_streams_protocol::{
     backoff::Backoff,
     fast::{standby_path, Message as Fast},
-    sas, wire, Secret,
+    sas, wire,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
@@ -86,7 +86,10 @@ async fn slot(
         let (up, host) = match dialed {
             Ok(dialed) => dialed,
             Err(WsError::Refused { status, .. }) if status != 429 && status != 503 => {
-                tracing::debug!(status, "the hub takes no standby connections here: streams come Azure's way");
+                tracing::debug!(
+                    status,
+                    "the hub takes no standby connections here: streams come Azure's way"
+                );
                 return session.cancel();
             }
             Err(e) => {
@@ -116,8 +119,7 @@ async fn slot(
     }
 }
 
-/// A standby connection with the device's credential (a SAS token, or the X.509
-/// certificate its connector presents), and the `host:port` it goes to.
+/// A standby connection with the device's SAS token, and the `host:port` it goes to.
 async fn dial(settings: &Settings) -> Result<(Upgraded, String), WsError> {
     let cs = &settings.connection;
     let host = cs.host.to_string();
@@ -131,11 +133,8 @@ async fn dial(settings: &Settings) -> Result<(Upgraded, String), WsError> {
             sas::device_resource(&host, &cs.device_id),
         ),
     };
-    let token = match cs.x509 {
-        true => Secret::new(String::new()),
-        false => sas::sign_for(&resource, &cs.key, settings.token_ttl, None)
-            .map_err(|e| WsError::BadUrl(format!("cannot sign a token: {e}")))?,
-    };
+    let token = sas::sign_for(&resource, &cs.key, settings.token_ttl, None)
+        .map_err(|e| WsError::BadUrl(format!("cannot sign a token: {e}")))?;
     let url = format!("wss://{}:{}{path}", cs.host.host, cs.host.port);
     let up = connect_fast(&settings.connector, &url, &token).await?;
     Ok((up, host))

@@ -223,9 +223,9 @@ impl StreamError {
                 WsError::Dial(_) | WsError::Handshake { .. } => Kind::Unreachable,
                 _ => Kind::Other,
             },
-            StreamError::Sign { .. } | StreamError::Incomplete { .. } | StreamError::Local { .. } => {
-                Kind::Other
-            }
+            StreamError::Sign { .. }
+            | StreamError::Incomplete { .. }
+            | StreamError::Local { .. } => Kind::Other,
         }
     }
 }

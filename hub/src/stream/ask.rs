@@ -128,7 +128,8 @@ pub(crate) async fn ask(
         Ok(answer) if answer.status == wire::ACCEPT => {
             guard.armed = false;
             hub.streams.mark_accepted(&id);
-            hub.tracker.spawn(reap(hub.clone(), id.clone(), connect_timeout));
+            hub.tracker
+                .spawn(reap(hub.clone(), id.clone(), connect_timeout));
             Asked::Accepted {
                 id,
                 url,

@@ -61,7 +61,11 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, id: String) -> Respons
 
 /// Agrees to half-close with a side whose upgrade offered it ([`HALF_CLOSE_HEADER`]) and
 /// tells it the hub's ping interval; returns whether it offered.
-pub(crate) fn offer_half_close(hub: &Hub, req: &http::HeaderMap, resp: &mut http::HeaderMap) -> bool {
+pub(crate) fn offer_half_close(
+    hub: &Hub,
+    req: &http::HeaderMap,
+    resp: &mut http::HeaderMap,
+) -> bool {
     if !req.contains_key(HALF_CLOSE_HEADER) {
         return false;
     }

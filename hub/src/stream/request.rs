@@ -99,7 +99,10 @@ fn authenticate(
 }
 
 /// The device id and stream name are ones a registry and a device could hold.
-pub(crate) fn well_formed((device, module): &(String, Option<String>), name: &str) -> Result<(), Refusal> {
+pub(crate) fn well_formed(
+    (device, module): &(String, Option<String>),
+    name: &str,
+) -> Result<(), Refusal> {
     let bad = StatusCode::BAD_REQUEST;
     if module.as_deref().is_some_and(|m| !wire::valid_device_id(m)) {
         let msg = "the module id is not valid (letters, digits and - . _ : @, at most 128)";

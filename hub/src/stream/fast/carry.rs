@@ -118,7 +118,10 @@ impl Stream<'_> {
         match answer {
             Ok(Fast::Accept) => {
                 info.record.accepted();
-                if send(&mut svc, &Fast::Accepted(Route::Standby)).await.is_err() {
+                if send(&mut svc, &Fast::Accepted(Route::Standby))
+                    .await
+                    .is_err()
+                {
                     info.record.end(Outcome::Failed, SERVICE_GONE);
                     return close_with(dev, CloseCode::Normal, SERVICE_GONE).await;
                 }
@@ -179,7 +182,12 @@ impl Stream<'_> {
     }
 
     /// Asks the device Azure's way and pairs its `/bridges/` WebSocket with `svc`.
-    async fn via_mqtt(&self, mut svc: ServerWs, mut info: StreamInfo, timeouts: (Duration, Duration)) {
+    async fn via_mqtt(
+        &self,
+        mut svc: ServerWs,
+        mut info: StreamInfo,
+        timeouts: (Duration, Duration),
+    ) {
         info.record.fast_path(Route::Mqtt.as_str());
         let (hub, device, name) = (self.hub, self.device, self.name);
         match ask(hub, device, name, info, timeouts).await {

@@ -69,6 +69,11 @@ impl Drop for Place {
 }
 
 impl Fast {
+    /// Warm and standby connections not carrying a stream yet.
+    pub fn idle(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
     /// A place for one more idle connection, unless `max` are held.
     fn place(&self, max: usize) -> Option<Place> {
         let taken = self
@@ -94,7 +99,11 @@ impl Fast {
                 "policy '{policy}' already holds its maximum of {} warm connections",
                 limits.max_warm_per_policy
             );
-            return Err(error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", msg));
+            return Err(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                msg,
+            ));
         }
         *n += 1;
         place.warm = Some((self.warm.clone(), policy.to_string()));

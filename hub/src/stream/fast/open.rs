@@ -65,14 +65,20 @@ fn admit(hub: &Hub, req: &Request<Incoming>) -> Result<Admitted, Response<Body>>
     let limits = hub.limits();
     let names = &hub.config.names;
     let right = Right::ServiceConnect;
-    let login = auth::service_login(&hub.registry, names, limits.max_token_lifetime, token, right)
-        .map_err(|e| {
-            let refusal = Refusal::from(e);
-            if refusal.is_auth_failure() {
-                hub.metrics.auth_failure(AuthKind::Service);
-            }
-            refusal.about("warm connection refused").response()
-        })?;
+    let login = auth::service_login(
+        &hub.registry,
+        names,
+        limits.max_token_lifetime,
+        token,
+        right,
+    )
+    .map_err(|e| {
+        let refusal = Refusal::from(e);
+        if refusal.is_auth_failure() {
+            hub.metrics.auth_failure(AuthKind::Service);
+        }
+        refusal.about("warm connection refused").response()
+    })?;
     // Parsed again only for its expiry: service_login has checked it.
     let expiry = SasToken::parse(token).map_or(0, |t| t.expiry);
     let place = hub.fast.warm_place(&login.policy, &limits)?;

@@ -188,7 +188,8 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
         .ok_or_else(|| super::busy(limits.max_idle_fast))?;
     let max = limits.max_standby_per_device;
     let (id, taken) = hub.fast.standby.add(&identity, max).ok_or_else(|| {
-        let msg = format!("device '{identity}' already holds its maximum of {max} standby connections");
+        let msg =
+            format!("device '{identity}' already holds its maximum of {max} standby connections");
         error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", msg)
     })?;
     Ok(Admitted {
@@ -203,7 +204,11 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
 
 /// The device's control session here, signed in with `key`; a standby connection lives
 /// under it.
-fn session_of(hub: &Hub, identity: &str, key: &Secret) -> Result<CancellationToken, Response<Body>> {
+fn session_of(
+    hub: &Hub,
+    identity: &str,
+    key: &Secret,
+) -> Result<CancellationToken, Response<Body>> {
     hub.sessions.session_token(identity, key).ok_or_else(|| {
         let msg = format!(
             "device '{identity}' has no control session on this hub node signed with the same key; standby connections follow the control session"
