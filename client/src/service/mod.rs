@@ -224,7 +224,7 @@ impl ServiceClient {
             if let Some(conn) = warm.take().await {
                 let limit = self.response_timeout + self.connector.timeout;
                 match pipeline::open(conn, route, local, limit).await? {
-                    pipeline::Opened::Stream(stream) => return Ok(stream),
+                    pipeline::Opened::Stream(stream) => return Ok(*stream),
                     pipeline::Opened::Retry(sent) => early = sent,
                 }
             }

@@ -19,7 +19,7 @@ use crate::{stream::Stream, websocket::stream_of};
 
 /// What came of opening on a warm connection.
 pub(crate) enum Opened {
-    Stream(Stream),
+    Stream(Box<Stream>),
     /// Not on this connection: ask Azure's way, and send these bytes first.
     Retry(Vec<u8>),
 }
@@ -52,7 +52,7 @@ pub(crate) async fn open<L: AsyncRead + Unpin>(
         Ok(Ok(None) | Ok(Some(Fast::Elsewhere))) => Ok(Opened::Retry(early)),
         Ok(Ok(Some(Fast::Accepted(_)))) => {
             let stream = stream_of(conn.ws, conn.half_close, conn.pings);
-            Ok(Opened::Stream(stream))
+            Ok(Opened::Stream(Box::new(stream)))
         }
         Ok(Ok(Some(Fast::Rejected(reason)))) => Err(StreamError::Rejected {
             device,

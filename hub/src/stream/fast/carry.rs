@@ -244,7 +244,7 @@ async fn verdict(dev: &mut ServerWs, svc: &mut ServerWs) -> Result<Fast, Failure
                     }
                 }
                 // The service's end of data (half-close) goes on, and nothing after it.
-                Some(Ok(m @ Message::Ping(_))) if m.len() > 0 => {
+                Some(Ok(m @ Message::Ping(_))) if !m.is_empty() => {
                     reading = false;
                     if dev.send(m).await.is_err() {
                         return Err(Failure::Device("its standby connection failed"));

@@ -33,7 +33,9 @@ use device_streams_protocol::fast::FAST_HEADER;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::{
+    activity::Outcome,
     http::{error, Body},
+    refusal::Refusal,
     Hub,
 };
 
@@ -44,13 +46,15 @@ pub struct Fast {
     /// Warm and standby connections not carrying a stream yet.
     idle: Arc<AtomicUsize>,
     /// Warm connections per policy.
-    warm: Arc<Mutex<HashMap<String, usize>>>,
+    warm: PerPolicy,
 }
+
+type PerPolicy = Arc<Mutex<HashMap<String, usize>>>;
 
 /// An idle fast-path connection's place under the caps; dropping it frees the place.
 pub struct Place {
     idle: Arc<AtomicUsize>,
-    warm: Option<(Arc<Mutex<HashMap<String, usize>>>, String)>,
+    warm: Option<(PerPolicy, String)>,
 }
 
 impl Drop for Place {
@@ -88,7 +92,7 @@ impl Fast {
     }
 
     /// A place for one more warm connection of `policy`, under both caps.
-    fn warm_place(&self, policy: &str, limits: &crate::Limits) -> Result<Place, Response> {
+    fn warm_place(&self, policy: &str, limits: &crate::Limits) -> Result<Place, Refusal> {
         let Some(mut place) = self.place(limits.max_idle_fast) else {
             return Err(busy(limits.max_idle_fast));
         };
@@ -99,9 +103,11 @@ impl Fast {
                 "policy '{policy}' already holds its maximum of {} warm connections",
                 limits.max_warm_per_policy
             );
-            return Err(error(
-                StatusCode::TOO_MANY_REQUESTS,
+            let limited = StatusCode::TOO_MANY_REQUESTS;
+            return Err(Refusal::new(
+                limited,
                 "ThrottlingException",
+                Outcome::Limited,
                 msg,
             ));
         }
@@ -114,9 +120,10 @@ impl Fast {
 type Response = http::Response<Body>;
 
 /// The hub holds its maximum of idle fast-path connections.
-fn busy(max: usize) -> Response {
+fn busy(max: usize) -> Refusal {
     let msg = format!("the hub holds its maximum of {max} fast-path connections; use Azure's way");
-    error(StatusCode::SERVICE_UNAVAILABLE, "ServerBusy", msg)
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    Refusal::new(unavailable, "ServerBusy", Outcome::Limited, msg)
 }
 
 /// Whether the fast path is on now (`serve --no-fast-path` turns it off; a reload may).

@@ -48,7 +48,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>) -> Response<Body> {
     };
     let admitted = match admit(&hub, &req) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused,
+        Err(refusal) => return refusal.response(),
     };
     ConnPermit::authenticated_on(&req);
     let half_close = endpoint::offer_half_close(&hub, req.headers(), resp.headers_mut());
@@ -59,7 +59,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>) -> Response<Body> {
 }
 
 /// The checks before the upgrade: the token and its right, the caps.
-fn admit(hub: &Hub, req: &Request<Incoming>) -> Result<Admitted, Response<Body>> {
+fn admit(hub: &Hub, req: &Request<Incoming>) -> Result<Admitted, Refusal> {
     let token = req.headers().get(header::AUTHORIZATION);
     let token = token.and_then(|v| v.to_str().ok()).unwrap_or("");
     let limits = hub.limits();
@@ -77,7 +77,7 @@ fn admit(hub: &Hub, req: &Request<Incoming>) -> Result<Admitted, Response<Body>>
         if refusal.is_auth_failure() {
             hub.metrics.auth_failure(AuthKind::Service);
         }
-        refusal.about("warm connection refused").response()
+        refusal.about("warm connection refused")
     })?;
     // Parsed again only for its expiry: service_login has checked it.
     let expiry = SasToken::parse(token).map_or(0, |t| t.expiry);

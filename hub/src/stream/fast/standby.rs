@@ -28,9 +28,11 @@ use tracing::Instrument;
 
 use super::{idle, Place};
 use crate::{
+    activity::Outcome,
     auth,
-    http::{accept_upgrade, error, upgraded_stream, Body, ConnPermit, ServerWs, Upgrade},
+    http::{accept_upgrade, upgraded_stream, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
+    refusal::Refusal,
     stream::{endpoint, table::close_with},
     Hub,
 };
@@ -156,7 +158,7 @@ pub fn upgrade(
     };
     let admitted = match admit(&hub, &req, identity) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused,
+        Err(refusal) => return refusal.response(),
     };
     ConnPermit::authenticated_on(&req);
     let half_close = endpoint::offer_half_close(&hub, req.headers(), resp.headers_mut());
@@ -167,7 +169,7 @@ pub fn upgrade(
 }
 
 /// The checks before the upgrade: the token, the control session, the caps.
-fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitted, Response<Body>> {
+fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitted, Refusal> {
     let token = req.headers().get(header::AUTHORIZATION);
     let token = token.and_then(|v| v.to_str().ok()).unwrap_or("");
     let limits = hub.limits();
@@ -178,8 +180,8 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
     };
     let login = login.map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
-        let msg = format!("standby connection for device '{identity}' refused: {e}");
-        error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", msg)
+        let what = format!("standby connection for device '{identity}' refused");
+        Refusal::from(e).about(what)
     })?;
     let session = session_of(hub, &identity, &login.key)?;
     let place = hub
@@ -190,7 +192,8 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
     let (id, taken) = hub.fast.standby.add(&identity, max).ok_or_else(|| {
         let msg =
             format!("device '{identity}' already holds its maximum of {max} standby connections");
-        error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", msg)
+        let limited = StatusCode::TOO_MANY_REQUESTS;
+        Refusal::new(limited, "ThrottlingException", Outcome::Limited, msg)
     })?;
     Ok(Admitted {
         identity,
@@ -204,16 +207,13 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
 
 /// The device's control session here, signed in with `key`; a standby connection lives
 /// under it.
-fn session_of(
-    hub: &Hub,
-    identity: &str,
-    key: &Secret,
-) -> Result<CancellationToken, Response<Body>> {
+fn session_of(hub: &Hub, identity: &str, key: &Secret) -> Result<CancellationToken, Refusal> {
     hub.sessions.session_token(identity, key).ok_or_else(|| {
         let msg = format!(
             "device '{identity}' has no control session on this hub node signed with the same key; standby connections follow the control session"
         );
-        error(StatusCode::CONFLICT, "DeviceNotConnectedHere", msg)
+                let conflict = StatusCode::CONFLICT;
+        Refusal::new(conflict, "DeviceNotConnectedHere", Outcome::DeviceOffline, msg)
     })
 }
 
