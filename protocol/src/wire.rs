@@ -2,6 +2,10 @@
 //!
 //! Both proxies and the hub take every protocol string from here, so the three agree
 //! with each other and with Azure's SDKs by construction.
+//!
+//! Our extensions, each negotiated so that Azure never sees them: half-close, the ping
+//! interval and rejection reasons (here), and the fast path (warm and standby
+//! connections, a stream in about two round trips: [`crate::fast`]).
 
 use std::time::Duration;
 
