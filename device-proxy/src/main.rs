@@ -86,7 +86,7 @@ struct Args {
     /// (ours) hands a stream to one in a single round trip; each is replaced as soon as
     /// it is used. Only with --transport mqtt-ws (whose 101 reply says whether the hub
     /// serves it); Azure's hub never does, and then none are kept.
-    #[arg(long, env = "DEVICE_PROXY_STANDBY", default_value_t = 1)]
+    #[arg(long, env = "DEVICE_PROXY_STANDBY", default_value_t = defaults::STANDBY)]
     standby: usize,
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, env = "DEVICE_PROXY_LOG_FORMAT", value_enum, default_value_t)]

@@ -37,7 +37,7 @@ fn client(sys: &System, device: &str, warm: usize) -> ServiceClient {
     client
 }
 
-/// A hub, `dev1`'s device proxy (one standby connection) mapping `echo`, and a service
+/// A hub, `dev1`'s device proxy (two standby connections) mapping `echo`, and a service
 /// client with two warm connections, all connected.
 async fn fast_echo() -> (System, Peer, Running, ServiceClient) {
     let sys = System::start().await;
@@ -48,7 +48,7 @@ async fn fast_echo() -> (System, Peer, Running, ServiceClient) {
         .await;
     let client = client(&sys, "dev1", 2);
     let ready = eventually(WAIT, || {
-        client.fast_path() && sys.hub.standby_connections("dev1") == 1
+        client.fast_path() && sys.hub.standby_connections("dev1") == 2
     });
     assert!(ready.await, "warm and standby connections are up");
     (sys, echo, device, client)
@@ -73,8 +73,8 @@ async fn real_ssh_through_the_fast_path_arrives_hash_exact_both_ways() {
     let mut config = sys.service_config("dev1", "ssh");
     config.warm = 2;
     let (addr, _service) = start_service_proxy(config).await;
-    // Two warm connections and the device's standby one.
-    let ready = eventually(WAIT, || sys.hub.idle_fast_connections() == 3);
+    // Two warm connections and the device's two standby ones.
+    let ready = eventually(WAIT, || sys.hub.idle_fast_connections() == 4);
     assert!(ready.await, "the proxies hold their fast-path connections");
 
     let data = random_bytes(4 * 1024 * 1024);
@@ -117,7 +117,7 @@ async fn real_ssh_through_the_fast_path_arrives_hash_exact_both_ways() {
     );
     assert!(logged(&sys, "(fast path, standby)").await);
     // Both proxies refilled their pools with new connections.
-    let refilled = eventually(WAIT, || sys.hub.idle_fast_connections() == 3);
+    let refilled = eventually(WAIT, || sys.hub.idle_fast_connections() == 4);
     assert!(refilled.await);
 }
 
@@ -241,7 +241,7 @@ async fn refusals_on_the_fast_path_name_the_device_and_the_cause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_cuts_standby_and_warm_connections() {
     let (sys, _echo, _device, client) = fast_echo().await;
-    assert!(eventually(WAIT, || sys.hub.idle_fast_connections() == 3).await);
+    assert!(eventually(WAIT, || sys.hub.idle_fast_connections() == 4).await);
     let dir = data_dir(&sys);
     hub_cli(&dir, &["device", "disable", "dev1"]);
     let cut = eventually(WAIT, || {

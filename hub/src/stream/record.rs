@@ -34,6 +34,7 @@ impl Recorder {
             traffic: None,
             ending: None,
             path: None,
+            early_to_device: 0,
             if_dropped: "the service hung up before the device answered",
         }
     }
@@ -59,6 +60,9 @@ pub struct StreamRecord {
     ending: Option<(Outcome, String)>,
     /// How the stream was opened, when not Azure's way (the fast path's route).
     path: Option<&'static str>,
+    /// Bytes the service sent ahead of the device's answer (the fast path), which the
+    /// relay's counts do not see.
+    early_to_device: u64,
     /// What the record says if the stream is dropped before anyone said how it ended.
     if_dropped: &'static str,
 }
@@ -80,6 +84,11 @@ impl StreamRecord {
     /// says so after its cause.
     pub fn fast_path(&mut self, route: &'static str) {
         self.path = Some(route);
+    }
+
+    /// The service's bytes passed to the device ahead of its answer (the fast path).
+    pub fn early_to_device(&mut self, bytes: u64) {
+        self.early_to_device += bytes;
     }
 
     /// The device accepted: from now on a stream that is dropped unpaired timed out.
@@ -125,7 +134,7 @@ impl Drop for StreamRecord {
         let record = Record {
             setup,
             duration,
-            bytes_to_device: traffic.map_or(0, |t| t.bytes_to_device),
+            bytes_to_device: traffic.map_or(0, |t| t.bytes_to_device) + self.early_to_device,
             bytes_from_device: traffic.map_or(0, |t| t.bytes_from_device),
             ..Record::request(&self.device, &self.stream, &self.policy, outcome, &detail)
         };

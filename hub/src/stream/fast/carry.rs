@@ -113,7 +113,10 @@ impl Stream<'_> {
             return self.via_mqtt(svc, info, (limit, limit)).await;
         }
         let limit = self.hub.limits().handshake_timeout;
-        let answer = tokio::time::timeout(limit, verdict(&mut dev, &mut svc)).await;
+        let mut early = 0;
+        let answer = verdict(&mut dev, &mut svc, &mut early);
+        let answer = tokio::time::timeout(limit, answer).await;
+        info.record.early_to_device(early);
         let answer = answer.unwrap_or(Err(Failure::Timeout(limit)));
         match answer {
             Ok(Fast::Accept) => {
@@ -224,8 +227,7 @@ enum Failure {
 /// Reads the device's answer to an offer; meanwhile passes the service's first bytes on
 /// to the device, up to [`MAX_EARLY_BYTES`] (the rest waits for the answer). The device
 /// reads them only once it has accepted.
-async fn verdict(dev: &mut ServerWs, svc: &mut ServerWs) -> Result<Fast, Failure> {
-    let mut early = 0;
+async fn verdict(dev: &mut ServerWs, svc: &mut ServerWs, early: &mut u64) -> Result<Fast, Failure> {
     let mut reading = true;
     loop {
         tokio::select! {
@@ -236,9 +238,9 @@ async fn verdict(dev: &mut ServerWs, svc: &mut ServerWs) -> Result<Fast, Failure
                 Some(Ok(Message::Binary(_))) => return Err(Failure::Protocol),
                 _ => return Err(Failure::Device("its standby connection closed before it answered")),
             },
-            next = svc.next(), if reading && early < MAX_EARLY_BYTES => match next {
+                        next = svc.next(), if reading && *early < MAX_EARLY_BYTES as u64 => match next {
                 Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
-                    early += m.len();
+                                        *early += m.len() as u64;
                     if dev.send(m).await.is_err() {
                         return Err(Failure::Device("its standby connection failed"));
                     }

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::{carry, idle, Place};
 use crate::{
     auth,
-    http::{accept_upgrade, upgraded_stream, Body, ConnPermit, Upgrade},
+    http::{accept_upgrade, upgraded, Body, ConnPermit, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
     registry::Right,
@@ -106,7 +106,8 @@ async fn serve(hub: Arc<Hub>, admitted: Admitted, on_upgrade: Upgrade, half_clos
         place,
         expiry,
     } = admitted;
-    let mut ws = match upgraded_stream(on_upgrade, hub.limits().max_message).await {
+    // A small read buffer while idle, as a control channel's; it grows for bulk data.
+    let mut ws = match upgraded(on_upgrade, hub.limits().max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };

@@ -30,7 +30,7 @@ use super::{idle, Place};
 use crate::{
     activity::Outcome,
     auth,
-    http::{accept_upgrade, upgraded_stream, Body, ConnPermit, ServerWs, Upgrade},
+    http::{accept_upgrade, upgraded, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
     stream::{endpoint, table::close_with},
@@ -239,7 +239,8 @@ async fn serve(hub: Arc<Hub>, admitted: Admitted, on_upgrade: Upgrade, half_clos
         id,
     };
     let _place = place;
-    let mut ws = match upgraded_stream(on_upgrade, hub.limits().max_message).await {
+    // A small read buffer while idle, as a control channel's; it grows for bulk data.
+    let mut ws = match upgraded(on_upgrade, hub.limits().max_message).await {
         Ok(ws) => ws,
         Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
     };
