@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use device_streams::{
     protocol::{
         fast::{standby_path, Message as Fast},
-        sas,
+        sas, wire,
     },
     websocket::connect_fast,
     Route, ServiceClient, StreamError, StreamErrorKind,
@@ -162,19 +162,7 @@ async fn a_device_without_standby_is_asked_over_mqtt_for_a_warm_connection() {
 
     let route = Route::new("dev1", "echo");
     let open = tokio::spawn(async move { client.open(&route).await });
-    let topic = match io.read().await.expect("read") {
-        Some(Packet::Publish(p)) => p.topic,
-        _ => panic!("the device got no stream request"),
-    };
-    let req = device_streams::protocol::wire::parse_stream_request(&topic).unwrap();
-    let answer = device_streams::protocol::wire::stream_response_topic(200, &req.rid);
-    io.write(Packet::Publish(Publish::new(
-        answer,
-        QoS::AtMostOnce,
-        Vec::new(),
-    )))
-    .await
-    .unwrap();
+    let req = answer_over_mqtt(&mut io, wire::ACCEPT, b"").await;
     let mut device_side =
         device_streams::websocket::connect_stream(&sys.connector(), &req.url, &req.auth)
             .await
@@ -195,6 +183,20 @@ async fn a_device_without_standby_is_asked_over_mqtt_for_a_warm_connection() {
         "{line}"
     );
     assert!(logged(&sys, "(fast path, mqtt)").await);
+}
+
+/// Takes the next stream request on a raw device's session and answers it with `status`
+/// (and `reason` as the payload).
+async fn answer_over_mqtt(io: &mut raw::Io, status: u16, reason: &[u8]) -> wire::StreamRequest {
+    let topic = match io.read().await.expect("read") {
+        Some(Packet::Publish(p)) => p.topic,
+        _ => panic!("the stream request did not come over MQTT"),
+    };
+    let req = wire::parse_stream_request(&topic).unwrap();
+    let answer = wire::stream_response_topic(status, &req.rid);
+    let publish = Publish::new(answer, QoS::AtMostOnce, reason.to_vec());
+    io.write(Packet::Publish(publish)).await.unwrap();
+    req
 }
 
 /// Reads `n` bytes from `s` and writes them back.
@@ -337,19 +339,7 @@ async fn a_standby_connection_carries_one_stream_with_the_first_bytes_behind_the
 
     // The next stream finds no standby connection and comes over MQTT.
     let again = tokio::spawn(async move { client.open(&Route::new("dev1", "echo")).await });
-    let topic = match io.read().await.expect("read") {
-        Some(Packet::Publish(p)) => p.topic,
-        _ => panic!("the second stream did not come over MQTT"),
-    };
-    let req = device_streams::protocol::wire::parse_stream_request(&topic).unwrap();
-    let no = device_streams::protocol::wire::stream_response_topic(400, &req.rid);
-    io.write(Packet::Publish(Publish::new(
-        no,
-        QoS::AtMostOnce,
-        b"busy".to_vec(),
-    )))
-    .await
-    .unwrap();
+    answer_over_mqtt(&mut io, wire::REJECT, b"busy").await;
     let err = again.await.unwrap().err().expect("rejected");
     assert_eq!(err.kind(), StreamErrorKind::Rejected);
 }

@@ -287,6 +287,8 @@ async fn device_proxy_detects_a_hub_that_stops_answering() {
     let mut config = device_config(dev, sys.connector(), &["ssh=127.0.0.1:22"]);
     config.keep_alive = Duration::from_secs(1);
     config.max_backoff = Duration::from_millis(500);
+    // Only the control link: the forwarder counts its connections.
+    config.standby = 0;
     let _device = spawn_device(config);
     sys.wait_connected("dev1").await;
     assert_eq!(fwd.accepted.load(Ordering::SeqCst), 1);

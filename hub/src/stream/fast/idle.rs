@@ -10,10 +10,31 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::http::ServerWs;
+use crate::{
+    http::{upgraded, ServerWs, Upgrade},
+    Hub,
+};
 
 /// Longest a ping may take to go out before the connection counts as stuck.
 const SEND_LIMIT: Duration = Duration::from_secs(5);
+
+/// Completes a fast-path connection's upgrade. Its read buffer is a control channel's
+/// (small while idle; it grows for bulk data once the connection carries a stream).
+pub(crate) async fn upgrade(hub: &Hub, on_upgrade: Upgrade) -> Option<ServerWs> {
+    match upgraded(on_upgrade, hub.limits().max_message).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            tracing::debug!("WebSocket upgrade failed: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves when a token that expires at `expiry` (Unix seconds) has expired.
+pub(crate) async fn expired(expiry: u64) {
+    let left = device_streams_protocol::sas::unix_now();
+    tokio::time::sleep(Duration::from_secs(expiry.saturating_sub(left))).await;
+}
 
 /// What ended the wait.
 pub(crate) enum Woke<T> {

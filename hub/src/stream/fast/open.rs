@@ -7,11 +7,11 @@
 //! the grant as a stream does: [`crate::stream::table::GrantHold`]). It carries one
 //! stream, then closes.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use device_streams_protocol::{
     fast::{Message as Fast, MAX_CONTROL_MESSAGE},
-    sas::{unix_now, SasToken},
+    sas::SasToken,
 };
 use http::{header, Request, Response};
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::{carry, idle, Place};
 use crate::{
     auth,
-    http::{accept_upgrade, upgraded, Body, ConnPermit, Upgrade},
+    http::{accept_upgrade, Body, ConnPermit, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
     registry::Right,
@@ -106,16 +106,13 @@ async fn serve(hub: Arc<Hub>, admitted: Admitted, on_upgrade: Upgrade, half_clos
         place,
         expiry,
     } = admitted;
-    // A small read buffer while idle, as a control channel's; it grows for bulk data.
-    let mut ws = match upgraded(on_upgrade, hub.limits().max_message).await {
-        Ok(ws) => ws,
-        Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
+    let Some(mut ws) = idle::upgrade(&hub, on_upgrade).await else {
+        return;
     };
-    let token_left = Duration::from_secs(expiry.saturating_sub(unix_now()));
     let stop = async {
         tokio::select! {
             () = hold.withdrawn().cancelled() => Stop::Withdrawn,
-            () = tokio::time::sleep(token_left) => Stop::Expired,
+            () = idle::expired(expiry) => Stop::Expired,
             () = hub.shutdown.cancelled() => Stop::Shutdown,
         }
     };

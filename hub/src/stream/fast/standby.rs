@@ -15,10 +15,9 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
-use device_streams_protocol::{sas::unix_now, Secret};
+use device_streams_protocol::Secret;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -30,7 +29,7 @@ use super::{idle, Place};
 use crate::{
     activity::Outcome,
     auth,
-    http::{accept_upgrade, upgraded, Body, ConnPermit, ServerWs, Upgrade},
+    http::{accept_upgrade, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
     stream::{endpoint, table::close_with},
@@ -239,17 +238,14 @@ async fn serve(hub: Arc<Hub>, admitted: Admitted, on_upgrade: Upgrade, half_clos
         id,
     };
     let _place = place;
-    // A small read buffer while idle, as a control channel's; it grows for bulk data.
-    let mut ws = match upgraded(on_upgrade, hub.limits().max_message).await {
-        Ok(ws) => ws,
-        Err(e) => return tracing::debug!("WebSocket upgrade failed: {e}"),
+    let Some(mut ws) = idle::upgrade(&hub, on_upgrade).await else {
+        return;
     };
-    let token_left = Duration::from_secs(expiry.saturating_sub(unix_now()));
     let stop = async {
         tokio::select! {
             given = taken => Stop::Taken(given),
             () = session.cancelled() => Stop::Cut("the device's control session ended"),
-            () = tokio::time::sleep(token_left) => Stop::Cut("token expired"),
+            () = idle::expired(expiry) => Stop::Cut("token expired"),
             () = hub.shutdown.cancelled() => Stop::Cut("hub shutdown"),
         }
     };
