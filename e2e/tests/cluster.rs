@@ -154,6 +154,21 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
         hub_cli(&data, &["logs"])
     );
 
+    // On the fast path node B does not hold dev1: it answers `elsewhere`, and the client
+    // asks Azure's way, which B forwards to A.
+    let mut fast = config.clone();
+    fast.warm = 1;
+    let client = fast.client();
+    client.warm_up();
+    let warm = wait_for(Duration::from_secs(5), || client.fast_path()).await;
+    assert!(warm.is_some(), "no warm connection to node B");
+    let mut stream = client
+        .open(&config.route())
+        .await
+        .expect("elsewhere, then REST");
+    round_trip(&mut stream, b"warm on B, device on A").await;
+    drop(stream);
+
     hub_cli(&data, &["device", "disable", "dev1"]);
     let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
     assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
