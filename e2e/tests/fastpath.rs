@@ -343,3 +343,29 @@ async fn a_standby_connection_carries_one_stream_with_the_first_bytes_behind_the
     let err = again.await.unwrap().err().expect("rejected");
     assert_eq!(err.kind(), StreamErrorKind::Rejected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_list_and_close_see_a_fast_path_stream() {
+    let (sys, _echo, _device, client) = fast_echo().await;
+    let mut stream = client
+        .open(&Route::new("dev1", "echo"))
+        .await
+        .expect("open");
+    round_trip(&mut stream, b"listed").await;
+    let dir = data_dir(&sys);
+    let mut id = None;
+    let listed = eventually(WAIT, || {
+        let list = hub_cli(&dir, &["streams", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+        id = list[0]["streamId"].as_str().map(str::to_string);
+        list[0]["deviceId"] == "dev1"
+    });
+    assert!(listed.await, "the fast-path stream is listed");
+    let id = id.expect("its id");
+    hub_cli(&dir, &["streams", "close", &id]);
+    let mut buf = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf);
+    let ended = tokio::time::timeout(WAIT, read).await;
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "{ended:?}");
+    assert!(logged(&sys, "closed by an admin (fast path, standby)").await);
+}
