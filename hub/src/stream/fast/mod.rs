@@ -147,3 +147,33 @@ fn off(path: &str) -> Response {
         format!("no endpoint for GET {path}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_are_capped_per_policy_and_in_total() {
+        let fast = Fast::default();
+        let limits = crate::Limits {
+            max_warm_per_policy: 2,
+            max_idle_fast: 3,
+            ..crate::Limits::default()
+        };
+        let a1 = fast.warm_place("a", &limits).unwrap();
+        let _a2 = fast.warm_place("a", &limits).unwrap();
+        let full = fast.warm_place("a", &limits).err().unwrap();
+        assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(full.message.contains("policy 'a'"), "{}", full.message);
+        let _b1 = fast.warm_place("b", &limits).unwrap();
+        let total = fast.warm_place("b", &limits).err().unwrap();
+        assert_eq!(total.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(fast.idle(), 3);
+        drop(a1);
+        assert_eq!(fast.idle(), 2);
+        assert!(
+            fast.warm_place("a", &limits).is_ok(),
+            "a freed place is taken again"
+        );
+    }
+}

@@ -266,3 +266,26 @@ async fn serve(hub: Arc<Hub>, admitted: Admitted, on_upgrade: Upgrade, half_clos
         idle::Woke::Gone(why) => tracing::debug!("standby connection ended: {why}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pool_caps_each_device_and_skips_connections_that_ended() {
+        let pool = Pool::default();
+        let (gone, dropped) = pool.add("d1", 2).unwrap();
+        let (_live, _rx) = pool.add("d1", 2).unwrap();
+        assert!(pool.add("d1", 2).is_none(), "at its cap");
+        assert_eq!(pool.count("d1"), 2);
+        drop(dropped); // that connection's task ended without being taken
+                       // `take` skips it; the live one never answers here, so stop waiting for it.
+        let taken = tokio::time::timeout(Duration::from_millis(100), pool.take("d1")).await;
+        assert!(taken.is_err());
+        assert_eq!(pool.count("d1"), 0, "both left the pool");
+        pool.remove("d1", gone);
+        assert!(pool.take("nobody").await.is_none());
+    }
+}
