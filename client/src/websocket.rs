@@ -141,13 +141,15 @@ pub(crate) fn stream_of(ws: ClientWs, half_close: bool, pings: Option<Duration>)
 }
 
 /// A fast-path connection (warm or standby, see `device_streams_protocol::fast`) to
-/// `url`, authenticated with a SAS token, offering half-close.
+/// `url`, authenticated with a SAS token (or, with none, by the client certificate the
+/// connector presents: an X.509 device), offering half-close.
 pub async fn connect_fast(
     connector: &Connector,
     url: &str,
-    sas: &Secret,
+    sas: Option<&Secret>,
 ) -> Result<Upgraded, WsError> {
-    handshake(connector, url, Auth::Sas(sas), None, true, None).await
+    let auth = sas.map_or(Auth::None, Auth::Sas);
+    handshake(connector, url, auth, None, true, None).await
 }
 
 /// Opens a stream's WebSocket with its token, offering half-close; the stream uses it

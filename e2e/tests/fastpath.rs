@@ -279,7 +279,7 @@ async fn a_standby_connection_carries_one_stream_with_the_first_bytes_behind_the
     )
     .unwrap();
     let url = format!("wss://{host}{}", standby_path("dev1", None));
-    let mut standby = connect_fast(&sys.connector(), &url, &token)
+    let mut standby = connect_fast(&sys.connector(), &url, Some(&token))
         .await
         .expect("standby")
         .ws;

@@ -128,6 +128,20 @@ async fn a_thumbprint_device_serves_streams_and_a_new_thumbprint_cuts_it() {
         .await
         .unwrap();
     round_trip(&mut s, b"through the device proxy").await;
+    // Its standby connections present the same certificate; a warm client's stream takes one.
+    let standby = eventually(Duration::from_secs(5), || {
+        sys.hub.standby_connections("cam") == 2
+    });
+    assert!(standby.await, "the X.509 device holds standby connections");
+    let mut fast = sys.service_config("cam", "echo");
+    fast.warm = 1;
+    let client = fast.client();
+    client.warm_up();
+    assert!(eventually(Duration::from_secs(5), || client.fast_path()).await);
+    let mut s = client.open(&fast.route()).await.unwrap();
+    round_trip(&mut s, b"on a standby connection").await;
+    let line = "stream_hub_fast_path_streams_total{route=\"standby\"} 1";
+    assert!(sys.metrics().await.contains(line));
 
     let show = hub_cli(&data(&sys), &["device", "show", "cam", "--json"]);
     let show: serde_json::Value = serde_json::from_str(&show).unwrap();
@@ -150,6 +164,10 @@ async fn a_thumbprint_device_serves_streams_and_a_new_thumbprint_cuts_it() {
     );
     let cut = eventually(Duration::from_secs(2), || !sys.hub.is_connected("cam"));
     assert!(cut.await, "the session outlived its thumbprint by 2 s");
+    let cut = eventually(Duration::from_secs(2), || {
+        sys.hub.standby_connections("cam") == 0
+    });
+    assert!(cut.await, "standby connections outlived the thumbprint");
     let refused = line_with(&mut lines, "hub refused device 'cam'").await;
     assert!(
         refused.contains("the hub refused the client certificate"),

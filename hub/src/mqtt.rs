@@ -193,9 +193,9 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
 
 /// What CONNECT proved: the credential the session is held to (a SAS key, or an X.509
 /// [`x509::Proof`]'s), and when its token or certificate expires.
-struct Login {
-    credential: Secret,
-    expiry: Option<u64>,
+pub(crate) struct Login {
+    pub(crate) credential: Secret,
+    pub(crate) expiry: Option<u64>,
 }
 
 fn authenticate(
@@ -258,7 +258,7 @@ fn authenticate(
 
 /// An X.509 device: enabled, and its TLS client certificate checked against its
 /// registration (the CONNECT password is not looked at: Azure's X.509 devices send none).
-fn x509_login(
+pub(crate) fn x509_login(
     hub: &Hub,
     device: &str,
     kind: &DeviceAuth,

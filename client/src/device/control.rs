@@ -205,9 +205,7 @@ async fn session(
     // Standby connections live as long as this session.
     let standby = shutdown.child_token();
     let _standby = standby.clone().drop_guard();
-    // An X.509 device's credential is its certificate, which the hub checks at CONNECT
-    // only: its streams come Azure's way.
-    if fast && settings.standby > 0 && !settings.connection.x509 {
+    if fast && settings.standby > 0 {
         super::standby::start(settings, &ch.requests, &standby);
     }
     let host = &settings.connection.host;

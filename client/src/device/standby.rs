@@ -119,7 +119,8 @@ async fn slot(
     }
 }
 
-/// A standby connection with the device's SAS token, and the `host:port` it goes to.
+/// A standby connection with the device's SAS token (an X.509 device's is the
+/// certificate its connector presents), and the `host:port` it goes to.
 async fn dial(settings: &Settings) -> Result<(Upgraded, String), WsError> {
     let cs = &settings.connection;
     let host = cs.host.to_string();
@@ -133,10 +134,15 @@ async fn dial(settings: &Settings) -> Result<(Upgraded, String), WsError> {
             sas::device_resource(&host, &cs.device_id),
         ),
     };
-    let token = sas::sign_for(&resource, &cs.key, settings.token_ttl, None)
-        .map_err(|e| WsError::BadUrl(format!("cannot sign a token: {e}")))?;
+    let token = match cs.x509 {
+        true => None,
+        false => Some(
+            sas::sign_for(&resource, &cs.key, settings.token_ttl, None)
+                .map_err(|e| WsError::BadUrl(format!("cannot sign a token: {e}")))?,
+        ),
+    };
     let url = format!("wss://{}:{}{path}", cs.host.host, cs.host.port);
-    let up = connect_fast(&settings.connector, &url, &token).await?;
+    let up = connect_fast(&settings.connector, &url, token.as_ref()).await?;
     Ok((up, host))
 }
 

@@ -163,7 +163,7 @@ async fn dial(client: &ServiceClient) -> Result<(Conn, Instant), WsError> {
     let token = sas::sign_for(&host, &cs.key, ttl, Some(&cs.policy))
         .map_err(|e| WsError::BadUrl(format!("cannot sign a token: {e}")))?;
     let url = format!("wss://{}:{}{OPEN_PATH}", cs.host.host, cs.host.port);
-    let up = connect_fast(&client.connector, &url, &token).await?;
+    let up = connect_fast(&client.connector, &url, Some(&token)).await?;
     let conn = Conn {
         ws: up.ws,
         half_close: up.half_close,

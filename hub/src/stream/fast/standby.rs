@@ -32,7 +32,9 @@ use crate::{
     http::{accept_upgrade, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
+    registry_modules::split_identity,
     stream::{endpoint, table::close_with},
+    x509::PeerCerts,
     Hub,
 };
 
@@ -167,22 +169,12 @@ pub fn upgrade(
     resp
 }
 
-/// The checks before the upgrade: the token, the control session, the caps.
+/// The checks before the upgrade: the credential, the control session, the caps.
 fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitted, Refusal> {
-    let token = req.headers().get(header::AUTHORIZATION);
-    let token = token.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let refused = || format!("standby connection for device '{identity}' refused");
+    let (credential, expiry) = credential(hub, req, &identity).map_err(|e| e.about(refused()))?;
     let limits = hub.limits();
-    let (names, max_life) = (&hub.config.names, limits.max_token_lifetime);
-    let login = match crate::registry_modules::split_identity(&identity) {
-        (d, Some(m)) => auth::module(&hub.registry, names, max_life, (d, m), token),
-        (d, None) => auth::device(&hub.registry, names, max_life, d, token),
-    };
-    let login = login.map_err(|e| {
-        hub.metrics.auth_failure(AuthKind::Device);
-        let what = format!("standby connection for device '{identity}' refused");
-        Refusal::from(e).about(what)
-    })?;
-    let session = session_of(hub, &identity, &login.key)?;
+    let session = session_of(hub, &identity, &credential)?;
     let place = hub
         .fast
         .place(limits.max_idle_fast)
@@ -197,11 +189,55 @@ fn admit(hub: &Hub, req: &Request<Incoming>, identity: String) -> Result<Admitte
     Ok(Admitted {
         identity,
         session,
-        expiry: login.expiry,
+        expiry,
         place,
         id,
         taken,
     })
+}
+
+/// What the connection proves, as its control session holds it: the key that signed its
+/// SAS token, or an X.509 device's certificate (the TLS connection's, checked as at
+/// CONNECT); and when that expires (Unix seconds).
+fn credential(
+    hub: &Hub,
+    req: &Request<Incoming>,
+    identity: &str,
+) -> Result<(Secret, u64), Refusal> {
+    let limits = hub.limits();
+    let (names, max_life) = (&hub.config.names, limits.max_token_lifetime);
+    let token = req.headers().get(header::AUTHORIZATION);
+    let token = token.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let login = match split_identity(identity) {
+        (d, Some(m)) => auth::module(&hub.registry, names, max_life, (d, m), token),
+        (d, None) => {
+            let kind = hub.registry.device_auth(d)?;
+            if kind.is_x509() {
+                let certs = req
+                    .extensions()
+                    .get::<PeerCerts>()
+                    .cloned()
+                    .unwrap_or_default();
+                let login =
+                    crate::mqtt::x509_login(hub, d, &kind, &certs).map_err(|(_, why)| {
+                        let unauthorized = StatusCode::UNAUTHORIZED;
+                        Refusal::new(
+                            unauthorized,
+                            "IotHubUnauthorizedAccess",
+                            Outcome::Unauthorized,
+                            why,
+                        )
+                    })?;
+                return Ok((login.credential, login.expiry.unwrap_or(u64::MAX)));
+            }
+            auth::device(&hub.registry, names, max_life, d, token)
+        }
+    };
+    let login = login.map_err(|e| {
+        hub.metrics.auth_failure(AuthKind::Device);
+        Refusal::from(e)
+    })?;
+    Ok((login.key, login.expiry))
 }
 
 /// The device's control session here, signed in with `key`; a standby connection lives
