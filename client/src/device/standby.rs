@@ -8,8 +8,9 @@
 //! They live under one control session: started when the hub's 101 reply to MQTT over
 //! WebSocket says it serves the fast path (Azure's never does), stopped when the session
 //! ends. A connection taken by an offer is replaced at once; one the hub refuses with an
-//! HTTP error (the fast path turned off, a cluster node that does not hold the session)
-//! stops the pool for this session: one failed probe.
+//! HTTP error (the fast path turned off, a cluster node that does not hold the session,
+//! the hub at its cap) stops the pool for this session: one failed probe. So do three
+//! failed dials in a row (a hub at its connection cap closes them at accept).
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,6 +59,9 @@ impl Offer {
     }
 }
 
+/// Dials that may fail in a row before a slot gives up until the next control session.
+const MAX_FAILURES: u32 = 3;
+
 /// Keeps `settings.standby` standby connections while `session` lives, handing offers
 /// to `requests`.
 pub(crate) fn start(
@@ -78,6 +82,7 @@ async fn slot(
     session: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), settings.max_backoff);
+    let mut failures = 0;
     while !session.is_cancelled() {
         let dialed = tokio::select! {
             dialed = dial(&settings) => dialed,
@@ -85,19 +90,29 @@ async fn slot(
         };
         let (up, host) = match dialed {
             Ok(dialed) => dialed,
-            Err(WsError::Refused { status, .. }) if status != 429 && status != 503 => {
+            // Any answer but 101 (the fast path off, another cluster node, the hub at
+            // its cap of standby connections) holds for this session: one probe.
+            Err(WsError::Refused { status, .. }) => {
                 tracing::debug!(
                     status,
-                    "the hub takes no standby connections here: streams come Azure's way"
+                    "the hub takes no standby connections now: streams come Azure's way"
                 );
                 return session.cancel();
             }
+            // A hub at its connection cap closes at accept: give up after a few in a row
+            // rather than dial it every backoff period.
+            Err(e) if failures >= MAX_FAILURES => {
+                tracing::debug!("standby connections given up for this session: {e}");
+                return session.cancel();
+            }
             Err(e) => {
+                failures += 1;
                 tracing::debug!("standby connection to the hub failed: {e}");
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
+        failures = 0;
         let opened = Instant::now();
         let retire = opened + settings.token_ttl.mul_f64(0.8);
         match wait(up, &session, retire).await {
