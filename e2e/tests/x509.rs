@@ -138,10 +138,15 @@ async fn a_thumbprint_device_serves_streams_and_a_new_thumbprint_cuts_it() {
     let client = fast.client();
     client.warm_up();
     assert!(eventually(Duration::from_secs(5), || client.fast_path()).await);
-    let mut s = client.open(&fast.route()).await.unwrap();
-    round_trip(&mut s, b"on a standby connection").await;
+    let mut on_standby = client.open(&fast.route()).await.unwrap();
+    round_trip(&mut on_standby, b"on a standby connection").await;
+    drop(on_standby);
+    // Its record written, the hub's writes settle before the CLI writes below.
     let line = "stream_hub_fast_path_streams_total{route=\"standby\"} 1";
-    assert!(sys.metrics().await.contains(line));
+    let recorded = e2e::eventually_async(Duration::from_secs(5), || async {
+        sys.metrics().await.contains(line)
+    });
+    assert!(recorded.await, "{line}");
 
     let show = hub_cli(&data(&sys), &["device", "show", "cam", "--json"]);
     let show: serde_json::Value = serde_json::from_str(&show).unwrap();
