@@ -202,12 +202,7 @@ async fn session(
         () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     *connected = true;
-    // Standby connections live as long as this session.
-    let standby = shutdown.child_token();
-    let _standby = standby.clone().drop_guard();
-    if fast && settings.standby > 0 {
-        super::standby::start(settings, &ch.requests, &standby);
-    }
+    let _standby = super::standby::for_session(settings, &ch.requests, shutdown, fast);
     let host = &settings.connection.host;
     let transport = settings.transport;
     tracing::info!(device = %settings.connection.device_id, "connected to hub {host} ({transport})");

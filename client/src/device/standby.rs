@@ -22,7 +22,7 @@ use device_streams_protocol::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{IncomingStream, Settings};
 use crate::{
@@ -62,17 +62,23 @@ impl Offer {
 /// Dials that may fail in a row before a slot gives up until the next control session.
 const MAX_FAILURES: u32 = 3;
 
-/// Keeps `settings.standby` standby connections while `session` lives, handing offers
-/// to `requests`.
-pub(crate) fn start(
+/// Keeps `settings.standby` standby connections, handing offers to `requests`, if the
+/// hub serves the fast path (`fast`), until the returned guard drops with the control
+/// session (or `shutdown`).
+pub(crate) fn for_session(
     settings: &Arc<Settings>,
     requests: &mpsc::Sender<IncomingStream>,
-    session: &CancellationToken,
-) {
-    for _ in 0..settings.standby {
-        let slot = slot(settings.clone(), requests.clone(), session.clone());
-        tokio::spawn(slot);
+    shutdown: &CancellationToken,
+    fast: bool,
+) -> DropGuard {
+    let session = shutdown.child_token();
+    if fast {
+        for _ in 0..settings.standby {
+            let slot = slot(settings.clone(), requests.clone(), session.clone());
+            tokio::spawn(slot);
+        }
     }
+    session.drop_guard()
 }
 
 /// One place in the pool: dials, waits for an offer, hands it over, dials again.
