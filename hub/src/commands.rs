@@ -18,9 +18,8 @@ use crate::{
     },
     init::{self, DataDir},
     live::{self, DeviceState},
-    registry::{Device, DeviceAuth, Policy, Registry, Right},
+    registry::{Device, DeviceAuth, Module, Policy, Registry, Right},
     registry_api::{auth_json, device_json},
-    registry_modules::Module,
     x509, Config, Limits,
 };
 

@@ -2,9 +2,9 @@
 //!
 //! Layout:
 //! - [`config`]: names the hub answers to, every limit it enforces, how much log it keeps.
-//! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it;
-//!   [`registry_x509`]: X.509 devices' thumbprints and the registered CAs; [`x509`] checks
-//!   device certificates against them; [`registry_modules`]: module identities (`device/module`).
+//! - [`registry`]: devices, their modules and X.509 authentication, CAs, policies and
+//!   settings in SQLite (a core of model, schema and connection, and parts over it);
+//!   [`auth`] checks SAS tokens against it; [`x509`] checks device certificates against it.
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
@@ -49,8 +49,6 @@ pub mod rate;
 pub mod refusal;
 pub mod registry;
 pub mod registry_api;
-pub mod registry_modules;
-pub mod registry_x509;
 pub mod revocation;
 pub mod server;
 pub mod sessions;

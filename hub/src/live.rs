@@ -47,16 +47,6 @@ const BYTES_EVERY: Duration = Duration::from_secs(2);
 /// connection waits for one short transaction.
 const CHUNK: usize = 256;
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS presence (
-    device TEXT PRIMARY KEY, run TEXT NOT NULL,
-    online_since INTEGER, last_seen INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS open_streams (
-    id TEXT PRIMARY KEY, run TEXT NOT NULL, device TEXT NOT NULL, name TEXT NOT NULL,
-    policy TEXT NOT NULL, opened_at INTEGER NOT NULL,
-    bytes_to_device INTEGER NOT NULL, bytes_from_device INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS stream_close_requests (id TEXT PRIMARY KEY, requested_at INTEGER NOT NULL);";
-
 const RUN: &str = "(SELECT value FROM settings WHERE name = 'live_run')";
 
 /// A stream being relayed, as the hub knows it while it runs.

@@ -162,7 +162,7 @@ async fn handle(hub: Arc<Hub>, payload: &[u8]) -> anyhow::Result<Bytes> {
     );
     let device = ask.device;
     // A module is asked for as `<device>/<module>`, the identity its session holds.
-    if !crate::registry_modules::valid_identity(&device)
+    if !crate::registry::valid_identity(&device)
         || !device_streams_protocol::wire::valid_stream_name(&ask.name)
     {
         anyhow::bail!("not a valid device id or stream name");

@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{block, OP_TIMEOUT};
 use crate::{
-    registry::{CaCert, Change, Device, DeviceAuth, Mirror, Policy, Present, Registry},
-    registry_modules::Module,
+    registry::{CaCert, Change, Device, DeviceAuth, Mirror, Module, Policy, Present, Registry},
     Hub,
 };
 
