@@ -310,12 +310,12 @@ fn launch(
     let certs = stream_hub::tls::CertStore::open(&data.cert_file(), &data.key_file()).expect("tls");
     let tls = stream_hub::tls::server_config(Arc::new(certs)).expect("tls");
     let hostname = data.hostname(&registry).expect("hostname");
-    let mut config = Config::new(hostname, port, streaming_url, limits);
+    let mut config = Config::new(hostname, port, streaming_url);
     for alias in aliases {
         config = config.with_alias(alias.clone());
     }
     let shutdown = CancellationToken::new();
-    let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
+    let hub = Hub::new(config, limits, registry, shutdown.clone()).expect("hub");
     let task = tokio::spawn(stream_hub::run_with(listener, mqtt, tls, hub.clone()));
     (hub, shutdown, task)
 }

@@ -20,7 +20,7 @@ use crate::{
     live::{self, DeviceState},
     registry::{Device, DeviceAuth, Module, Policy, Registry, Right},
     registry_api::{auth_json, device_json},
-    x509, Config, Limits,
+    x509, Config,
 };
 
 /// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
@@ -56,12 +56,7 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
             streaming_url,
         } => {
             let registry = dir.registry()?;
-            let config = Config::new(
-                dir.hostname(&registry)?,
-                listen.port(),
-                streaming_url,
-                Limits::default(),
-            );
+            let config = Config::new(dir.hostname(&registry)?, listen.port(), streaming_url);
             println!("{}", config.endpoints_json());
             Ok(())
         }

@@ -77,7 +77,7 @@ pub struct Hub {
     /// Places of the connections that have not authenticated yet.
     pub(crate) preauth: preauth::Gate,
     pub shutdown: CancellationToken,
-    /// The limits in force: `config.limits` at start, replaced by a reload (SIGHUP).
+    /// The limits in force: those the hub started with, replaced by a reload (SIGHUP).
     limits: std::sync::RwLock<Arc<Limits>>,
     /// This hub as a node of a cluster (`serve --cluster`), set once at start.
     pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
@@ -86,14 +86,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `registry`; its activity log goes into the registry's database.
+    /// A hub over `registry`, starting with `limits`; its activity log goes into the
+    /// registry's database.
     pub fn new(
         config: Config,
+        limits: Limits,
         registry: registry::Registry,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Hub>> {
-        let initial_limits = config.limits.clone();
-        let limits = &config.limits;
         let streams = stream::Streams::new(limits.max_streams, limits.max_streams_per_device);
         let new_streams = rate::RateLimit::new(limits.max_new_streams_per_second);
         // Every stream pending or open holds a place until its record is written; the rest
@@ -114,7 +114,7 @@ impl Hub {
             tracker: TaskTracker::new(),
             preauth: preauth::Gate::default(),
             shutdown,
-            limits: std::sync::RwLock::new(Arc::new(initial_limits)),
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             cluster: std::sync::OnceLock::new(),
             dashboard: dashboard::auth::Sessions::default(),
         }))

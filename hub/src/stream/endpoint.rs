@@ -128,8 +128,7 @@ async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Paired) {
 /// The hub's ping interval on streams; a zero interval would spin, and no real link
 /// needs pings more often than this.
 fn ping_interval(hub: &Hub) -> Duration {
-    hub.config
-        .limits
+    hub.limits()
         .stream_ping_interval
         .max(Duration::from_millis(50))
 }
