@@ -4,6 +4,18 @@
 //!
 //! Nothing here fakes a part: [`System`] runs the real hub on a port-0 listener with a
 //! data directory made by the real `init`, and the proxies' real `run` functions.
+//!
+//! Layout:
+//! - [`System`] (here): a hub with its data directory, and the proxies run against it.
+//! - [`clients`]: the proxies' settings as plain test values, made into real clients.
+//! - [`fault`]: peers that echo or answer once, a link that goes silent, the binaries as
+//!   child processes, and what a process holds.
+//! - [`raw`]: a bare MQTT device speaking Azure's protocol, for devices that misbehave.
+//! - [`x509`]: CAs and device certificates made with rcgen, as PEM files.
+//! - [`daemon`]: starting real third-party daemons on a free loopback port; [`sshd`],
+//!   [`tinyproxy`] and [`xrdp`] are those daemons with their clients.
+//! - [`nats`]: real NATS servers with JetStream, and hub nodes as processes, for cluster
+//!   tests.
 #![forbid(unsafe_code)]
 
 pub mod clients;
