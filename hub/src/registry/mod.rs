@@ -15,14 +15,14 @@
 //!   authentication, deleted with its modules and X.509 entry.
 //! - [`sync`]: this database as a copy of the cluster's — changes applied from the mirror,
 //!   and what the mirror no longer holds removed.
-//!
-//! The tables a running hub publishes for the CLI are made here too ([`schema`]); what
-//! reads and writes them is [`crate::live`].
+//! - [`live`]: the tables a running hub publishes for the CLI (presence, open streams,
+//!   close requests), as rows; the hub's side, in memory, is [`crate::live`].
 
 pub mod devices;
 pub mod error;
 pub mod files;
 pub mod lifecycle;
+pub mod live;
 pub mod model;
 pub mod modules;
 pub mod policies;

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS modules (
     PRIMARY KEY (device_id, module_id)
 );";
 
-/// What a running hub publishes for the CLI ([`crate::live`]): presence, open streams,
+/// What a running hub publishes for the CLI ([`super::live`]): presence, open streams,
 /// and the CLI's requests to close one. Made with the registry so that the CLI can read
 /// them before any hub has run.
 const LIVE: &str = "
