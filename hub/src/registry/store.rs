@@ -70,7 +70,7 @@ impl Registry {
     /// Runs a change in one transaction that commits only once the mirror (if any) took
     /// the change `f` reports. The lock is held meanwhile, so the cache and the mirror
     /// see changes in the same order.
-    pub(crate) fn write<T>(
+    pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<(T, Change), RegistryError>,
     ) -> Result<T, RegistryError> {
@@ -81,7 +81,7 @@ impl Registry {
     /// its modules and X.509 entry). Should the mirror refuse one part way, this database
     /// is rolled back while the mirror kept the earlier ones: those are removals of the
     /// device's dependants, listed first, so the device itself stays whole in both.
-    pub(crate) fn write_all<T>(
+    pub(super) fn write_all<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>), RegistryError>,
     ) -> Result<T, RegistryError> {
@@ -100,7 +100,7 @@ impl Registry {
 
     /// Runs `f` on the connection, for reads and for writes that are this node's alone
     /// (never mirrored: connection times, live state, changes that came from the mirror).
-    pub(crate) fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
