@@ -5,8 +5,10 @@
 //! certificate. Not a test: nothing here asserts a speed.
 #![forbid(unsafe_code)]
 
+mod delay;
 mod devices;
 mod herd;
+mod latency;
 mod measure;
 mod ours;
 mod procs;
@@ -70,6 +72,20 @@ struct Args {
     /// proxy's --max-backoff).
     #[arg(long, default_value_t = device_streams::device::defaults::MAX_BACKOFF.into())]
     herd_max_backoff: humantime::Duration,
+    /// Instead of the table: stream set-up over a distance — this delay added each way on
+    /// every leg to the hub (rathole's server, the direct target), warm and cold, in ms and
+    /// round trips.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    one_way_delay: Option<Duration>,
+    /// Back-to-back set-ups per path in the --one-way-delay run.
+    #[arg(long, default_value_t = 40)]
+    warm_setups: usize,
+    /// Set-ups after an idle pause per path in the --one-way-delay run.
+    #[arg(long, default_value_t = 6)]
+    cold_setups: usize,
+    /// The idle pause before each cold set-up.
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    cold_idle: Duration,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -90,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     let target = target::Target::start().await?;
     if args.herd > 0 {
         return herd_table(&args, &target).await;
+    }
+    if let Some(one_way) = args.one_way_delay {
+        return latency_table(&args, &target, one_way).await;
     }
     let mut table = Table::default();
 
@@ -245,6 +264,30 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("stream failures during streams/s: {}", failures.join(", "));
     println!("{}", table.render(&PATHS));
     Ok(())
+}
+
+/// `--one-way-delay D`: set-up over a distance, as a table of its own.
+async fn latency_table(
+    args: &Args,
+    target: &target::Target,
+    one_way: Duration,
+) -> anyhow::Result<()> {
+    let work = args.work.join("latency");
+    std::fs::create_dir_all(&work)?;
+    let plan = latency::Plan {
+        one_way,
+        warm: args.warm_setups,
+        cold: args.cold_setups,
+        idle: args.cold_idle,
+        bin_dir: &args.bin_dir,
+        rathole: &args.rathole,
+        rathole_tls: RatholeTls {
+            pkcs12: args.rathole_pkcs12.clone(),
+            cert_pem: args.rathole_cert.clone(),
+        },
+        work: &work,
+    };
+    latency::run(plan, target).await
 }
 
 /// `--herd N`: the return of N devices after an outage, as a table of its own.

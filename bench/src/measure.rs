@@ -130,7 +130,7 @@ pub struct Percentiles {
     pub n: usize,
 }
 
-fn percentiles(mut v: Vec<Duration>) -> anyhow::Result<Percentiles> {
+pub fn percentiles(mut v: Vec<Duration>) -> anyhow::Result<Percentiles> {
     anyhow::ensure!(!v.is_empty(), "no samples");
     v.sort();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];

@@ -43,8 +43,22 @@ impl Ours {
         target: SocketAddr,
         idle_devices: usize,
     ) -> anyhow::Result<Ours> {
-        let hub_port = free_port()?;
-        let hostname = format!("localhost:{hub_port}");
+        let port = free_port()?;
+        Self::start_behind(bin, work, target, idle_devices, port, port).await
+    }
+
+    /// As [`Ours::start`], with the hub listening on `hub_port` but known to both proxies
+    /// (connection strings, streaming URL) as `localhost:public_port`, where something else
+    /// — a latency-injecting forwarder — listens and forwards to the hub.
+    pub async fn start_behind(
+        bin: &Path,
+        work: &Path,
+        target: SocketAddr,
+        idle_devices: usize,
+        hub_port: u16,
+        public_port: u16,
+    ) -> anyhow::Result<Ours> {
+        let hostname = format!("localhost:{public_port}");
         let data = DataDir::new(work.join("hub"));
         init::init(&data, &hostname).context("hub init")?;
         let registry = data.registry()?;

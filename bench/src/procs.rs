@@ -130,6 +130,20 @@ impl Rathole {
         target: SocketAddr,
     ) -> anyhow::Result<Rathole> {
         let control = free_port()?;
+        Self::start_via(bin, tls, work, public, control, control, target)
+    }
+
+    /// As [`Rathole::start`], with the server's control port chosen by the caller and the
+    /// client dialing `dial` (a forwarder in front of `control`) instead.
+    pub fn start_via(
+        bin: &Path,
+        tls: &RatholeTls,
+        work: &Path,
+        public: u16,
+        control: u16,
+        dial: u16,
+        target: SocketAddr,
+    ) -> anyhow::Result<Rathole> {
         let server_toml = side_config(
             "server",
             &format!("bind_addr = \"127.0.0.1:{control}\""),
@@ -141,7 +155,7 @@ impl Rathole {
         );
         let client_toml = side_config(
             "client",
-            &format!("remote_addr = \"localhost:{control}\""),
+            &format!("remote_addr = \"localhost:{dial}\""),
             &format!(
                 "trusted_root = \"{}\"\nhostname = \"localhost\"",
                 tls.cert_pem.display()
