@@ -85,6 +85,8 @@ pub struct Hub {
     pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
     /// Signed-in dashboard sessions (memory only: a restart signs admins out).
     pub(crate) dashboard: dashboard::auth::Sessions,
+    /// The last hour of the hub's metrics, for the dashboard's charts.
+    pub(crate) history: dashboard::history::History,
 }
 
 impl Hub {
@@ -119,6 +121,7 @@ impl Hub {
             limits: std::sync::RwLock::new(Arc::new(initial_limits)),
             cluster: std::sync::OnceLock::new(),
             dashboard: dashboard::auth::Sessions::default(),
+            history: dashboard::history::History::default(),
         }))
     }
 

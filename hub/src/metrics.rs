@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::activity::Record;
+use crate::{activity::Record, dashboard::history::Tally};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -69,6 +69,8 @@ pub struct Metrics {
     connections: Counter,
     refused: Family<ReasonLabel, Counter>,
     registry_changes: Counter,
+    /// The same records' totals, for the dashboard's charts.
+    pub(crate) tally: Tally,
 }
 
 impl Default for Metrics {
@@ -143,12 +145,14 @@ impl Default for Metrics {
             connections,
             refused,
             registry_changes,
+            tally: Tally::default(),
         }
     }
 }
 
 impl Metrics {
     pub fn on_record(&self, r: &Record<'_>) {
+        self.tally.record(r);
         self.streams
             .get_or_create(&ResultLabel {
                 result: r.outcome.name(),

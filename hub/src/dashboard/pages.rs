@@ -42,11 +42,15 @@ pub enum Nav {
     Devices,
     Streams,
     Activity,
+    Charts,
     None,
 }
 
 /// What the page header says about who is looking, and what their forms carry.
 pub struct Viewer<'a> {
+    /// Where the dashboard is mounted: `""` on the admin listener, `/dashboard` on the
+    /// TLS port (`serve --dashboard`); every link and form starts with it.
+    pub base: &'a str,
     /// The signed-in policy, if any.
     pub policy: Option<&'a str>,
     /// The session's CSRF token when it may act (registry-write); action buttons are only
@@ -71,13 +75,14 @@ pub fn layout(
     refresh: Option<u32>,
     body: &str,
 ) -> String {
+    let base = viewer.base;
     let link = |n: Nav, href: &str, label: &str| {
         let current = if n == nav {
             r#" aria-current="page""#
         } else {
             ""
         };
-        format!(r#"<a href="{href}"{current}>{label}</a>"#)
+        format!(r#"<a href="{base}{href}"{current}>{label}</a>"#)
     };
     let refresh = match refresh {
         Some(s) => format!(r#"<meta http-equiv="refresh" content="{s}">"#),
@@ -85,22 +90,23 @@ pub fn layout(
     };
     let who = match viewer.policy {
         Some(p) => format!(
-            r#"<span>Signed in as <strong>{}</strong></span><form method="post" action="/logout">{}<button type="submit">Sign out</button></form>"#,
+            r#"<span>Signed in as <strong>{}</strong></span><form method="post" action="{base}/logout">{}<button type="submit">Sign out</button></form>"#,
             esc(p),
             viewer.csrf_field()
         ),
-        None => r#"<a href="/login">Sign in</a>"#.to_string(),
+        None => format!(r#"<a href="{base}/login">Sign in</a>"#),
     };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-{refresh}<title>{title} · stream-hub</title><link rel="stylesheet" href="{STYLE_PATH}"></head>
-<body><header><span class="brand">stream-hub</span><nav aria-label="Dashboard">{}{}{}</nav><div class="who">{who}</div></header>
+{refresh}<title>{title} · stream-hub</title><link rel="stylesheet" href="{base}{STYLE_PATH}"></head>
+<body><header><span class="brand">stream-hub</span><nav aria-label="Dashboard">{}{}{}{}</nav><div class="who">{who}</div></header>
 <main>{body}</main></body></html>
 "#,
         link(Nav::Devices, "/", "Devices"),
         link(Nav::Streams, "/streams", "Streams"),
         link(Nav::Activity, "/activity", "Activity"),
+        link(Nav::Charts, "/charts", "Charts"),
         title = esc(title),
     )
 }
@@ -110,6 +116,8 @@ pub struct DeviceRow<'a> {
     pub id: &'a str,
     pub enabled: bool,
     pub online: bool,
+    /// The cluster node holding its session, in a cluster.
+    pub node: Option<&'a str>,
     /// Unix seconds.
     pub last_seen: Option<u64>,
     pub open_streams: usize,
@@ -150,7 +158,8 @@ pub fn devices(
     b.push_str("<h1>Devices</h1>");
     let _ = write!(
         b,
-        r#"<form class="filter" method="get" action="/" role="search"><label>Device id contains<input type="search" name="q" value="{}"></label>{}<button type="submit">Filter</button></form>"#,
+        r#"<form class="filter" method="get" action="{}/" role="search"><label>Device id contains<input type="search" name="q" value="{}"></label>{}<button type="submit">Filter</button></form>"#,
+        viewer.base,
         esc(&filter.q),
         select("state", "Show", &DEVICE_STATES, &filter.state)
     );
@@ -170,9 +179,13 @@ pub fn devices(
     );
     for d in rows {
         let id = esc(d.id);
-        let connection = match d.online {
-            true => r#"<span class="online">online</span>"#,
-            false => r#"<span class="offline">offline</span>"#,
+        let connection = match (d.online, d.node) {
+            (true, Some(node)) => format!(
+                r#"<span class="online">online</span> <span class="node">on {}</span>"#,
+                esc(node)
+            ),
+            (true, None) => r#"<span class="online">online</span>"#.to_string(),
+            (false, _) => r#"<span class="offline">offline</span>"#.to_string(),
         };
         let status = match d.enabled {
             true => "enabled",
@@ -215,17 +228,17 @@ pub fn devices(
         b.push_str("</tr>");
     }
     b.push_str("</tbody></table>");
-    b.push_str(&pager(total, page_size, filter));
+    b.push_str(&pager(total, page_size, filter, viewer.base));
     b
 }
 
-fn pager(total: usize, page_size: usize, filter: &DeviceFilter) -> String {
+fn pager(total: usize, page_size: usize, filter: &DeviceFilter, base: &str) -> String {
     if total <= page_size {
         return String::new();
     }
     let link = |page: usize, label: &str| {
         format!(
-            r#"<a href="/?q={}&amp;state={}&amp;page={page}">{label}</a>"#,
+            r#"<a href="{base}/?q={}&amp;state={}&amp;page={page}">{label}</a>"#,
             query_value(&filter.q),
             query_value(&filter.state)
         )
@@ -250,7 +263,8 @@ fn action_form(
     viewer: &Viewer<'_>,
 ) -> String {
     let mut s = format!(
-        r#"<form method="post" action="{action}">{}"#,
+        r#"<form method="post" action="{}{action}">{}"#,
+        viewer.base,
         viewer.csrf_field()
     );
     for (name, value) in fields {
@@ -268,20 +282,40 @@ fn action_form(
     s
 }
 
-/// `/streams`: the open streams, refreshed by the page every 2 s.
-pub fn streams(rows: &[StreamRow], viewer: &Viewer<'_>, now_ms: u64) -> String {
+/// `/streams`: the open streams (each with its node in a cluster), refreshed by the page
+/// every 2 s; `silent` names the nodes that did not answer in time.
+pub fn streams(
+    rows: &[(Option<String>, StreamRow)],
+    silent: &[String],
+    viewer: &Viewer<'_>,
+    now_ms: u64,
+) -> String {
     let mut b = String::from("<h1>Open streams</h1>");
+    if !silent.is_empty() {
+        let names: Vec<String> = silent.iter().map(|n| esc(n)).collect();
+        let _ = write!(
+            b,
+            r#"<p class="error" role="alert">Not shown: the streams of node(s) {}, which did not answer in time.</p>"#,
+            names.join(", ")
+        );
+    }
+    let clustered = rows.iter().any(|(node, _)| node.is_some());
     let _ = write!(
         b,
-        r#"<table id="streams"><caption>{} open stream(s); this page refreshes every 2 seconds</caption><thead><tr><th scope="col">Device</th><th scope="col">Stream</th><th scope="col">Policy</th><th scope="col">Age</th><th scope="col" class="num">Bytes to device</th><th scope="col" class="num">Bytes from device</th><th scope="col">Id</th>{}</tr></thead><tbody>"#,
+        r#"<table id="streams"><caption>{} open stream(s); this page refreshes every 2 seconds</caption><thead><tr><th scope="col">Device</th><th scope="col">Stream</th><th scope="col">Policy</th><th scope="col">Age</th><th scope="col" class="num">Bytes to device</th><th scope="col" class="num">Bytes from device</th><th scope="col">Id</th>{}{}</tr></thead><tbody>"#,
         rows.len(),
+        if clustered {
+            r#"<th scope="col">Node</th>"#
+        } else {
+            ""
+        },
         if viewer.csrf.is_some() {
             r#"<th scope="col">Actions</th>"#
         } else {
             ""
         }
     );
-    for s in rows {
+    for (node, s) in rows {
         let id = esc(&s.stream_id);
         let _ = write!(
             b,
@@ -293,6 +327,9 @@ pub fn streams(rows: &[StreamRow], viewer: &Viewer<'_>, now_ms: u64) -> String {
             to = s.bytes_to_device,
             from = s.bytes_from_device,
         );
+        if let Some(node) = node {
+            let _ = write!(b, "<td>{}</td>", esc(node));
+        }
         if viewer.csrf.is_some() {
             let label = format!("Close stream {} to {}", s.stream_name, s.device_id);
             b.push_str("<td>");
@@ -323,6 +360,7 @@ pub struct ActivityFilter {
 
 /// `/activity`: the newest `rows` first; `error` says what was wrong with the filter.
 pub fn activity(
+    base: &str,
     rows: &[Entry],
     shown_of: usize,
     filter: &ActivityFilter,
@@ -333,7 +371,7 @@ pub fn activity(
     results.extend(crate::activity::Outcome::ALL.iter().map(|o| o.name()));
     let _ = write!(
         b,
-        r#"<form class="filter" method="get" action="/activity" role="search"><label>Device<input type="search" name="device" value="{}"></label>{}<label>Since (e.g. 15m, 1h, 7d)<input name="since" value="{}" size="6"></label><button type="submit">Filter</button></form>"#,
+        r#"<form class="filter" method="get" action="{base}/activity" role="search"><label>Device<input type="search" name="device" value="{}"></label>{}<label>Since (e.g. 15m, 1h, 7d)<input name="since" value="{}" size="6"></label><button type="submit">Filter</button></form>"#,
         esc(&filter.device),
         select("result", "Result", &results, &filter.result),
         esc(&filter.since),
@@ -374,30 +412,30 @@ pub fn activity(
 }
 
 /// `/login`; `error` says why the last attempt failed.
-pub fn login(error: Option<&str>) -> String {
+pub fn login(base: &str, error: Option<&str>) -> String {
     let error = match error {
         Some(e) => format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)),
         None => String::new(),
     };
     format!(
-        r#"<h1>Sign in</h1>{error}<p>With a shared access policy of this hub: registry-read to look, registry-write to act.</p>
-<form class="login" method="post" action="/login"><label>Policy name<input name="policy" autocomplete="username" required></label><label>Key<input name="key" type="password" autocomplete="current-password" required></label><button type="submit">Sign in</button></form>"#
+        r#"<h1>Sign in</h1>{error}<p>With a shared access policy of this hub: registry-read or registry-list to look, registry-write to act.</p>
+<form class="login" method="post" action="{base}/login"><label>Policy name<input name="policy" autocomplete="username" required></label><label>Key<input name="key" type="password" autocomplete="current-password" required></label><button type="submit">Sign in</button></form>"#
     )
 }
 
 /// What a rotation produced: the device's new connection string, shown this once.
-pub fn rotated(device: &str, connection_string: &str) -> String {
+pub fn rotated(base: &str, device: &str, connection_string: &str) -> String {
     format!(
-        r#"<h1>New key for {}</h1><p>The device's new connection string. It is shown this once: copy it to the device now. A session that signed in with the old key has been cut.</p><p class="secret" id="connection-string">{}</p><p><a href="/">Back to devices</a></p>"#,
+        r#"<h1>New key for {}</h1><p>The device's new connection string. It is shown this once — reloading this page will not show it again: copy it to the device now. A session that signed in with the old key has been cut.</p><p class="secret" id="connection-string">{}</p><p><a href="{base}/">Back to devices</a></p>"#,
         esc(device),
         esc(connection_string)
     )
 }
 
 /// A short page saying `message`.
-pub fn message(heading: &str, message: &str) -> String {
+pub fn message(base: &str, heading: &str, message: &str) -> String {
     format!(
-        r#"<h1>{}</h1><p role="alert">{}</p><p><a href="/">Back to devices</a></p>"#,
+        r#"<h1>{}</h1><p role="alert">{}</p><p><a href="{base}/">Back to devices</a></p>"#,
         esc(heading),
         esc(message)
     )
@@ -415,7 +453,7 @@ pub fn age(d: Duration) -> String {
 }
 
 /// Unix milliseconds as `2026-01-02 03:04:05`.
-fn time(ms: u64) -> String {
+pub fn time(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     let t = humantime::format_rfc3339_seconds(
         t.min(SystemTime::now() + Duration::from_secs(86400 * 365)),
@@ -446,16 +484,18 @@ mod tests {
             bytes_from_device: 0,
             detail: "<img src=x onerror=alert(1)>".into(),
         };
-        let page = activity(&[entry], 1, &ActivityFilter::default(), Some("<b>"));
+        let page = activity("", &[entry], 1, &ActivityFilter::default(), Some("<b>"));
         assert!(!page.contains("<script>") && !page.contains("<img") && !page.contains("<b>"));
         let viewer = Viewer {
+            base: "/dashboard",
             policy: Some("<p>"),
             csrf: Some("t\""),
         };
         let row = DeviceRow {
             id: "\"><x",
             enabled: true,
-            online: false,
+            online: true,
+            node: Some("<n>"),
             last_seen: None,
             open_streams: 0,
             auth: "sas",
@@ -463,5 +503,6 @@ mod tests {
         let page = devices(&[row], 1, 10, &DeviceFilter::default(), &viewer, 0);
         let page = layout("t", Nav::Devices, &viewer, None, &page);
         assert!(!page.contains("\"><x") && !page.contains("<p>") && !page.contains("t\"\""));
+        assert!(!page.contains("<n>") && page.contains(r#"action="/dashboard/devices/disable""#));
     }
 }
