@@ -6,6 +6,7 @@
 //! data directory made by the real `init`, and the proxies' real `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod clients;
 pub mod daemon;
 pub mod fault;
@@ -13,6 +14,7 @@ pub mod nats;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod web;
 pub mod x509;
 pub mod xrdp;
 

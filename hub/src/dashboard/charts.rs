@@ -74,7 +74,7 @@ fn short(v: f64) -> String {
     format!("{s}{suffix}")
 }
 
-/// The smallest of 1, 2, 5 × 10^k at or above `v` (a y axis that ends on a round number).
+/// The smallest of 1, 2, 5 × 10^k at or above `v` (a grid step that is a round number).
 fn nice_ceiling(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
@@ -102,7 +102,8 @@ fn svg(chart: &Chart, times: &[u64], now: u64) -> String {
         .iter()
         .flat_map(|l| l.values.iter().flatten())
         .fold(0.0f64, |a, &b| a.max(b));
-    let top = nice_ceiling(highest);
+    // Four grid steps of a round size.
+    let top = 4.0 * nice_ceiling(highest / 4.0);
     let y_of = |v: f64| TOP + plot_h - (v / top).clamp(0.0, 1.0) * plot_h;
     let id = chart.id;
     let mut s = format!(
@@ -124,35 +125,56 @@ fn svg(chart: &Chart, times: &[u64], now: u64) -> String {
     }
     for minutes_ago in (0..=60).step_by(10) {
         let x = x_of(now.saturating_sub(minutes_ago * 60), now);
-        let label = match minutes_ago {
-            0 => "now".to_string(),
-            m => format!("−{m} min"),
+        let (label, anchor) = match minutes_ago {
+            0 => ("now".to_string(), "end"),
+            m => (format!("−{m} min"), "middle"),
         };
         let _ = write!(
             s,
-            r#"<text class="axis" x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"#,
+            r#"<text class="axis" x="{x:.1}" y="{}" text-anchor="{anchor}">{label}</text>"#,
             HEIGHT - 8.0
         );
     }
     for line in &chart.lines {
-        let mut d = String::new();
-        let mut pen_down = false;
-        for (at, v) in times.iter().zip(&line.values) {
-            match v {
-                Some(v) => {
-                    let cmd = if pen_down { 'L' } else { 'M' };
-                    let _ = write!(d, "{cmd}{:.1} {:.1}", x_of(*at, now), y_of(*v));
-                    pen_down = true;
-                }
-                None => pen_down = false,
-            }
-        }
-        if !d.is_empty() {
-            let _ = write!(s, r#"<path class="{}" d="{d}"/>"#, line.class);
-        }
+        let xy: Vec<Option<(f64, f64)>> = times
+            .iter()
+            .zip(&line.values)
+            .map(|(at, v)| v.map(|v| (x_of(*at, now), y_of(v))))
+            .collect();
+        s.push_str(&draw(&xy, line.class));
     }
     s.push_str("</svg>");
     s
+}
+
+/// A path through the points, broken where one has no value; a point with no neighbour
+/// to join (the first minute of a hub's life, one stream after a quiet spell) is a dot.
+fn draw(xy: &[Option<(f64, f64)>], class: &str) -> String {
+    let mut d = String::new();
+    let mut dots = String::new();
+    for (i, p) in xy.iter().enumerate() {
+        let Some((x, y)) = p else { continue };
+        let before = i > 0 && xy[i - 1].is_some();
+        let after = xy.get(i + 1).is_some_and(Option::is_some);
+        match (before, after) {
+            (false, false) => {
+                let _ = write!(
+                    dots,
+                    r#"<circle class="{class}" cx="{x:.1}" cy="{y:.1}" r="2.5"/>"#
+                );
+            }
+            (false, true) => {
+                let _ = write!(d, "M{x:.1} {y:.1}");
+            }
+            (true, _) => {
+                let _ = write!(d, "L{x:.1} {y:.1}");
+            }
+        }
+    }
+    match d.is_empty() {
+        true => dots,
+        false => format!(r#"<path class="{class}" d="{d}"/>{dots}"#),
+    }
 }
 
 /// The chart in words: each line's latest and highest value.
@@ -322,6 +344,7 @@ mod tests {
         };
         let now = 10_000;
         let points = [
+            point(now - 30, Some([1.0, 2.0, 3.0])),
             point(now - 20, Some([1.0, 2.0, 3.0])),
             point(now - 10, None),
             point(now, Some([1.5, 2.5, 9.0])),
@@ -331,10 +354,41 @@ mod tests {
         assert!(html.contains(r#"role="img""#) && html.contains("node-a"));
         assert!(html.contains("p99: now 9 ms, highest 9 ms"), "{html}");
         assert!(html.contains("devices: now 7"));
-        // A gap where no stream paired: the set-up path starts again after it.
+        // A gap where no stream paired: a line before it, a dot after it.
         let setup = &html[html.find(r#"id="chart-setup""#).unwrap()..];
+        let setup = &setup[..setup.find("</figure>").unwrap()];
         let path = &setup[setup.find("<path").unwrap()..];
-        assert_eq!(path[..path.find("/>").unwrap()].matches('M').count(), 2);
-        assert_eq!(html.matches("<tr><td>").count(), 3);
+        assert_eq!(path[..path.find("/>").unwrap()].matches('M').count(), 1);
+        assert_eq!(
+            setup.matches("<circle").count(),
+            3,
+            "p50, p90, p99 of the last point alone"
+        );
+        assert_eq!(html.matches("<tr><td>").count(), 4);
+    }
+
+    /// A full hour renders in well under the page budget (printed: a timed assertion
+    /// would fail on a busy machine, not on a slow page).
+    #[test]
+    fn a_full_hour_renders_quickly() {
+        let now = 1_000_000;
+        let points: Vec<Point> = (0..360u64)
+            .map(|i| Point {
+                at: now - 3600 + i * 10,
+                streams_per_s: i as f64,
+                accepted_per_s: i as f64 / 2.0,
+                bytes_per_s: 1e6 * i as f64,
+                setup_ms: Some([1.0, 2.0, i as f64]),
+                devices: i,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let html = page(&points, now, None);
+        eprintln!(
+            "charts of a full hour: {:?}, {} bytes",
+            started.elapsed(),
+            html.len()
+        );
+        assert_eq!(html.matches("<path").count(), 7);
     }
 }
