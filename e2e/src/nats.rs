@@ -121,6 +121,24 @@ pub fn start_node_with(
     })
 }
 
+/// `init --cluster` of a data directory `data` on the NATS server at `url`, with a device
+/// `dev1`: its connection string and the service policy's.
+pub fn init_cluster(
+    data: &Path,
+    url: &str,
+) -> (
+    device_streams::protocol::connection_string::DeviceConnectionString,
+    device_streams::protocol::connection_string::ServiceConnectionString,
+) {
+    let cli = |args: &[&str]| crate::hub_cli(data, args).trim().to_string();
+    cli(&["init", "--hostname", "localhost:1", "--cluster", url]);
+    let device = cli(&["device", "add", "dev1"])
+        .parse()
+        .expect("device string");
+    let service = cli(&["connection-string"]).parse().expect("service string");
+    (device, service)
+}
+
 /// A free loopback port, for a daemon whose port must be known before it starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -23,18 +23,7 @@ async fn the_dashboard_on_any_node_shows_and_closes_another_nodes_stream() {
     let nats = nats::start_nats(tmp.path());
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let data = tmp.path().join("data");
-    hub_cli(
-        &data,
-        &["init", "--hostname", "localhost:1", "--cluster", &url],
-    );
-    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
+    let (device, service) = nats::init_cluster(&data, &url);
     let rights = [
         "policy",
         "add",

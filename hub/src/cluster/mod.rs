@@ -157,6 +157,30 @@ pub(crate) fn block<T: Send + 'static>(
         .map_err(|_| anyhow!("the cluster did not answer within {:?}", OP_TIMEOUT * 3))?
 }
 
+/// Runs `work` until the hub shuts down, again after each failure (logged with `what`)
+/// after a pause that doubles from 1 s up to 30 s: a node's followers of NATS must come
+/// back by themselves after NATS does, without hammering it meanwhile.
+pub(crate) async fn retrying<F, Fut>(hub: &Hub, what: &str, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            r = work() => if let Err(e) = r {
+                tracing::warn!("{what}: {e:#}; again in {pause:?}");
+            },
+        }
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// A connection to the cluster and its buckets.
 #[derive(Clone)]
 pub struct Connection {

@@ -6,11 +6,9 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use async_nats::jetstream::kv::Operation;
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use futures_util::StreamExt;
 
 use super::Node;
@@ -53,36 +51,19 @@ impl Online {
 /// Follows the presence bucket into `node.online` until the hub shuts down, watching
 /// again (from the current entries) after a failure.
 pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
-    let mut pause = Duration::from_secs(1);
-    loop {
-        let watching = async {
-            let mut watch = node.conn.presence.watch_with_history(">").await?;
-            while let Some(entry) = watch.next().await {
-                let entry = entry?;
-                let Some(device) = URL_SAFE_NO_PAD
-                    .decode(&entry.key)
-                    .ok()
-                    .and_then(|d| String::from_utf8(d).ok())
-                else {
-                    continue;
-                };
-                let at = u64::try_from(entry.created.unix_timestamp()).unwrap_or_default();
-                let node_id = (entry.operation == Operation::Put)
-                    .then(|| String::from_utf8_lossy(&entry.value).into_owned());
-                node.online.note(device, Seen { node: node_id, at });
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            r = watching => if let Err(e) = r {
-                tracing::warn!("cluster presence (dashboard): {e:#}; again in {pause:?}");
-            },
+    super::retrying(&hub, "cluster presence (dashboard)", || async {
+        let mut watch = node.conn.presence.watch_with_history(">").await?;
+        while let Some(entry) = watch.next().await {
+            let entry = entry?;
+            let Some(device) = super::presence::device_of(&entry.key) else {
+                continue;
+            };
+            let at = u64::try_from(entry.created.unix_timestamp()).unwrap_or_default();
+            let node_id = (entry.operation == Operation::Put)
+                .then(|| String::from_utf8_lossy(&entry.value).into_owned());
+            node.online.note(device, Seen { node: node_id, at });
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(Duration::from_secs(30));
-    }
+        anyhow::Ok(())
+    })
+    .await
 }

@@ -128,10 +128,7 @@ pub async fn respond(
         (Method::GET, "/activity") => views::activity(hub, served, &query, &viewer).await,
         (Method::GET, "/charts") => views::charts(hub, &viewer),
         (Method::GET, "/rotated") => views::rotated(hub, served, signed_in, &viewer),
-        (Method::POST, _) => {
-            let owned = session.map(|(id, s)| (id, s));
-            actions::act(hub, served, req, path, owned).await
-        }
+        (Method::POST, _) => actions::act(hub, served, req, path, session).await,
         _ => reply::not_found(base),
     }
 }
