@@ -10,11 +10,36 @@ use device_streams::protocol::connection_string::{
     DeviceConnectionString, ServiceConnectionString,
 };
 use e2e::{
-    connector, device_config, eventually_async, hub_cli, nats, open_stream, round_trip,
-    spawn_device,
+    connector, device_config, eventually_async,
+    fault::retry,
+    hub_cli, nats, open_stream, round_trip, spawn_device,
     web::{cookie_pair, form, hidden, key_of, sign_in, Site},
     ServiceConfig,
 };
+
+/// dev1 connected to the node on `port` through a device proxy mapping `echo`, and a
+/// stream to it asked of that node.
+async fn stream_on(
+    port: u16,
+    data: &std::path::Path,
+    (device, service): (DeviceConnectionString, ServiceConnectionString),
+    echo: &e2e::fault::Peer,
+) -> (e2e::Running, device_streams::Stream) {
+    let ca = data.join("ca.pem");
+    let host: device_streams::protocol::connection_string::HostName =
+        format!("localhost:{port}").parse().unwrap();
+    let device = DeviceConnectionString {
+        host: host.clone(),
+        ..device
+    };
+    let map = format!("echo={}", echo.addr);
+    let running = spawn_device(device_config(device, connector(&ca), &[&map]));
+    let service = ServiceConnectionString { host, ..service };
+    let config = ServiceConfig::new(service, connector(&ca), "dev1", "echo");
+    let mut stream = retry("a stream to dev1", || open_stream(&config)).await;
+    round_trip(&mut stream, b"on one node").await;
+    (running, stream)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_on_any_node_shows_and_closes_another_nodes_stream() {
@@ -38,32 +63,11 @@ async fn the_dashboard_on_any_node_shows_and_closes_another_nodes_stream() {
     let node_a = format!("localhost_{}", a.port);
 
     let echo = e2e::fault::Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let to_a = DeviceConnectionString {
-        host: format!("localhost:{}", a.port).parse().unwrap(),
-        ..device
-    };
-    let map = format!("echo={}", echo.addr);
-    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let via_a = ServiceConnectionString {
-        host: format!("localhost:{}", a.port).parse().unwrap(),
-        ..service
-    };
-    let config = ServiceConfig::new(via_a, connector(&ca), "dev1", "echo");
-    let opened = eventually_async(Duration::from_secs(10), || async {
-        open_stream(&config).await.is_ok()
-    });
-    assert!(
-        opened.await,
-        "dev1 never took a stream on A: {}",
-        nats::log(&a_log)
-    );
-    let mut stream = open_stream(&config).await.expect("a stream on node A");
-    round_trip(&mut stream, b"on node A").await;
+    let (_device, mut stream) = stream_on(a.port, &data, (device, service), &echo).await;
 
     // Node B's dashboard, over its TLS port.
     let site = Site::Tls {
-        connector: connector(&ca),
+        connector: connector(&data.join("ca.pem")),
         hostname: format!("localhost:{}", b.port),
     };
     let set_cookie = sign_in(&site, "/dashboard", "admin", &admin_key).await;

@@ -79,28 +79,7 @@ async fn the_dashboard_on_the_tls_port_needs_a_sign_in_and_acts_only_for_registr
     let mut stream = retry("dev1 online", || open_stream(&service)).await;
     round_trip(&mut stream, b"through the hub").await;
 
-    // Without a session: views lead to the sign-in page, actions are refused.
-    for path in ["/", "/streams", "/activity", "/charts"] {
-        let page = site.get(&format!("{BASE}{path}"), None).await;
-        assert_eq!(
-            (page.status, page.location.as_deref()),
-            (303, Some("/dashboard/login")),
-            "{path}"
-        );
-    }
-    let refused = site
-        .post("/dashboard/devices/disable", None, &form(&[("id", "dev1")]))
-        .await;
-    assert_eq!(refused.status, 403);
-    // A wrong key, or a policy without a registry right, cannot sign in.
-    for (name, key) in [
-        ("writer", "d3Jvbmc="),
-        ("connect-only", connect_only.as_str()),
-    ] {
-        let refusal = sign_in(&site, BASE, name, key).await.expect_err(name);
-        assert_eq!(refusal.status, 401, "{name}");
-        assert!(refusal.cookie.is_none() && refusal.body.contains("Sign-in failed"));
-    }
+    nothing_without_a_session(&site, &connect_only).await;
 
     // The cookie: Secure on TLS, script cannot read it, other sites' requests do not
     // carry it, and only the dashboard's paths get it.
@@ -168,6 +147,28 @@ async fn the_dashboard_on_the_tls_port_needs_a_sign_in_and_acts_only_for_registr
     assert_eq!(rest_call.status, 401, "{}", rest_call.body);
 
     in_a_browser_trusting_the_hubs_ca(&hub, &lister).await;
+}
+
+/// Without a session views lead to the sign-in page and actions are refused; a wrong
+/// key, or a policy without a registry right, cannot sign in.
+async fn nothing_without_a_session(site: &Site, connect_only_key: &str) {
+    for path in ["/", "/streams", "/activity", "/charts"] {
+        let page = site.get(&format!("{BASE}{path}"), None).await;
+        assert_eq!(
+            (page.status, page.location.as_deref()),
+            (303, Some("/dashboard/login")),
+            "{path}"
+        );
+    }
+    let refused = site
+        .post("/dashboard/devices/disable", None, &form(&[("id", "dev1")]))
+        .await;
+    assert_eq!(refused.status, 403);
+    for (name, key) in [("writer", "d3Jvbmc="), ("connect-only", connect_only_key)] {
+        let refusal = sign_in(site, BASE, name, key).await.expect_err(name);
+        assert_eq!(refusal.status, 401, "{name}");
+        assert!(refusal.cookie.is_none() && refusal.body.contains("Sign-in failed"));
+    }
 }
 
 /// A session of a policy without registry-write sees every page, no action button and no

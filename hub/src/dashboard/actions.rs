@@ -78,28 +78,10 @@ pub async fn act(
     signed_in: Option<(String, Session)>,
 ) -> Response<Body> {
     let base = served.base;
-    if !same_origin(req.headers()) {
-        return forbidden(base, "The request came from another site.");
-    }
-    let Some((sid, session)) = signed_in else {
-        return forbidden(base, "Sign in first: actions need a signed-in session.");
+    let (sid, session, form) = match authorize(hub, base, req, signed_in).await {
+        Ok(allowed) => allowed,
+        Err(refused) => return refused,
     };
-    if !session.allows(&hub.registry, Right::RegistryWrite) {
-        return forbidden(
-            base,
-            "Your policy lacks registry-write, which actions need.",
-        );
-    }
-    let Some(form) = read_form(req).await else {
-        return bad_form(base);
-    };
-    let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !auth::token_eq(csrf, &session.csrf) {
-        return forbidden(
-            base,
-            "The form's CSRF token is missing or stale: reload the page and try again.",
-        );
-    }
     let id = form.get("id").map(String::as_str).unwrap_or("");
     let by = session.policy.as_str();
     match path {
@@ -136,6 +118,40 @@ pub async fn act(
             "There is no such action.",
         ),
     }
+}
+
+/// The session and form of an action that may go ahead, or the refusal: a request from
+/// another origin, without a session, without registry-write, or without the CSRF token.
+async fn authorize(
+    hub: &Hub,
+    base: &str,
+    req: Request<Incoming>,
+    signed_in: Option<(String, Session)>,
+) -> Result<(String, Session, HashMap<String, String>), Response<Body>> {
+    if !same_origin(req.headers()) {
+        return Err(forbidden(base, "The request came from another site."));
+    }
+    let Some((sid, session)) = signed_in else {
+        return Err(forbidden(
+            base,
+            "Sign in first: actions need a signed-in session.",
+        ));
+    };
+    if !session.allows(&hub.registry, Right::RegistryWrite) {
+        return Err(forbidden(
+            base,
+            "Your policy lacks registry-write, which actions need.",
+        ));
+    }
+    let form = read_form(req).await.ok_or_else(|| bad_form(base))?;
+    let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !auth::token_eq(csrf, &session.csrf) {
+        return Err(forbidden(
+            base,
+            "The form's CSRF token is missing or stale: reload the page and try again.",
+        ));
+    }
+    Ok((sid, session, form))
 }
 
 /// Rotates one of `id`'s keys, leaves the new connection string in the session and

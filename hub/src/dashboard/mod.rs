@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod history;
 pub mod pages;
 pub mod reply;
+pub mod tables;
 pub mod views;
 
 use std::collections::HashMap;

@@ -12,7 +12,7 @@ use super::{
     charts, fleet, history,
     pages::{self, Nav, Viewer},
     reply::{html, message, see_other, unavailable},
-    Served,
+    tables, Served,
 };
 use crate::{activity::unix_ms, http::Body, live::device_states, Hub};
 
@@ -35,12 +35,12 @@ fn page(
     )
 }
 
-fn filter(query: &HashMap<String, String>) -> pages::DeviceFilter {
-    pages::DeviceFilter {
+fn filter(query: &HashMap<String, String>) -> tables::DeviceFilter {
+    tables::DeviceFilter {
         q: query.get("q").cloned().unwrap_or_default(),
         state: query
             .get("state")
-            .filter(|s| pages::DEVICE_STATES.contains(&s.as_str()))
+            .filter(|s| tables::DEVICE_STATES.contains(&s.as_str()))
             .cloned()
             .unwrap_or_else(|| "all".into()),
         page: query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0),
@@ -73,13 +73,13 @@ pub async fn devices(
         *open.entry(s.device_id.as_str()).or_default() += 1;
     }
     let needle = filter.q.to_lowercase();
-    let rows: Vec<pages::DeviceRow<'_>> = list
+    let rows: Vec<tables::DeviceRow<'_>> = list
         .iter()
         .filter(|d| needle.is_empty() || d.id.to_lowercase().contains(&needle))
         .map(|d| {
             let here = presence.get(&d.id);
             let state = states.get(&d.id).copied().unwrap_or_default();
-            pages::DeviceRow {
+            tables::DeviceRow {
                 id: &d.id,
                 enabled: d.enabled,
                 online: here.is_some_and(|p| p.online),
@@ -103,14 +103,14 @@ pub async fn devices(
     let total = rows.len();
     let from = (filter.page * PAGE_SIZE).min(total);
     let shown = &rows[from..((filter.page + 1) * PAGE_SIZE).min(total)];
-    let body = pages::devices(shown, total, PAGE_SIZE, &filter, viewer, unix_now());
+    let body = tables::devices(shown, total, PAGE_SIZE, &filter, viewer, unix_now());
     page("Devices", Nav::Devices, viewer, None, &body)
 }
 
 pub async fn streams(hub: &Hub, viewer: &Viewer<'_>) -> Response<Body> {
     let (rows, silent) = fleet::streams(hub).await;
     let now = unix_ms(std::time::SystemTime::now());
-    let body = pages::streams(&rows, &silent, viewer, now);
+    let body = tables::streams(&rows, &silent, viewer, now);
     page("Streams", Nav::Streams, viewer, Some(2), &body)
 }
 
@@ -121,7 +121,7 @@ pub async fn activity(
     viewer: &Viewer<'_>,
 ) -> Response<Body> {
     let text = |k: &str| query.get(k).map(|v| v.trim().to_string());
-    let mut filter = pages::ActivityFilter {
+    let mut filter = tables::ActivityFilter {
         device: text("device").unwrap_or_default(),
         result: query.get("result").cloned().unwrap_or_else(|| "all".into()),
         since: text("since")
@@ -151,7 +151,7 @@ pub async fn activity(
         .filter(|e| filter.result == "all" || e.result == filter.result)
         .collect();
     let shown = &matching[..matching.len().min(MAX_ACTIVITY_ROWS)];
-    let body = pages::activity(
+    let body = tables::activity(
         served.base,
         shown,
         matching.len(),
