@@ -361,6 +361,7 @@ async fn ten_thousand_devices_and_the_charts_render_on_loopback() {
         "/?q=fleet-09&state=offline",
         "/?page=19",
         "/?state=online",
+        "/?page=18446744073709551615",
         "/charts",
         "/streams",
         "/activity",

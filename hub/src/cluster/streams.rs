@@ -138,8 +138,11 @@ pub(crate) async fn list_on(
                 .and_then(|h| h.get(NODE_HEADER))
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let theirs: Vec<StreamRow> = serde_json::from_slice(&message.payload)?;
-            rows.extend(theirs.into_iter().map(|r| (from.clone(), r)));
+            // One node's unreadable answer (another version, say) costs its rows only.
+            match serde_json::from_slice::<Vec<StreamRow>>(&message.payload) {
+                Ok(theirs) => rows.extend(theirs.into_iter().map(|r| (from.clone(), r))),
+                Err(e) => tracing::warn!(node = %from, "unreadable open streams: {e}"),
+            }
             answered.insert(from);
         }
         Ok((rows, answered))

@@ -61,12 +61,16 @@ pub fn devices(
         esc(&filter.q),
         select("state", "Show", &DEVICE_STATES, &filter.state)
     );
-    let first = filter.page * page_size;
+    let first = filter.page.saturating_mul(page_size);
     let _ = write!(
         b,
         r#"<table id="devices"><caption>{total} device(s){}</caption><thead><tr><th scope="col">Device</th><th scope="col">Connection</th><th scope="col">Status</th><th scope="col">Last seen</th><th scope="col" class="num">Open streams</th><th scope="col">Authentication</th>{}</tr></thead><tbody>"#,
         match total > page_size {
-            true => format!(", {}–{} shown", first + 1, first + rows.len()),
+            true => format!(
+                ", {}–{} shown",
+                first.saturating_add(1),
+                first.saturating_add(rows.len())
+            ),
             false => String::new(),
         },
         if viewer.csrf.is_some() {
@@ -150,7 +154,7 @@ fn pager(total: usize, page_size: usize, filter: &DeviceFilter, base: &str) -> S
     if filter.page > 0 {
         s.push_str(&link(filter.page - 1, "Previous page"));
     }
-    if (filter.page + 1) * page_size < total {
+    if filter.page.saturating_add(1).saturating_mul(page_size) < total {
         s.push_str(&link(filter.page + 1, "Next page"));
     }
     s.push_str("</nav>");

@@ -54,16 +54,20 @@ pub async fn devices(
     viewer: &Viewer<'_>,
 ) -> Response<Body> {
     let filter = filter(query);
-    let loaded = (|| {
-        Ok::<_, crate::registry::RegistryError>((
-            hub.registry.devices()?,
-            device_states(&hub.registry)?,
-            hub.registry.device_auths()?,
+    // On a blocking thread: 10,000 rows of SQLite are not work for the runtime that
+    // relays streams.
+    let registry = hub.registry.clone();
+    let read = move || {
+        anyhow::Ok((
+            registry.devices()?,
+            device_states(&registry)?,
+            registry.device_auths()?,
         ))
-    })();
-    let (list, states, auths) = match loaded {
+    };
+    let loaded = tokio::task::spawn_blocking(read).await;
+    let (list, states, auths) = match loaded.map_err(anyhow::Error::from).and_then(|r| r) {
         Ok(l) => l,
-        Err(e) => return unavailable(served.base, &e.to_string()),
+        Err(e) => return unavailable(served.base, &format!("{e:#}")),
     };
     let presence = fleet::presence(hub);
     // Open streams as /streams shows them this instant (every node's, in a cluster).
@@ -101,8 +105,8 @@ pub async fn devices(
         })
         .collect();
     let total = rows.len();
-    let from = (filter.page * PAGE_SIZE).min(total);
-    let shown = &rows[from..((filter.page + 1) * PAGE_SIZE).min(total)];
+    let from = filter.page.saturating_mul(PAGE_SIZE).min(total);
+    let shown = &rows[from..from.saturating_add(PAGE_SIZE).min(total)];
     let body = tables::devices(shown, total, PAGE_SIZE, &filter, viewer, unix_now());
     page("Devices", Nav::Devices, viewer, None, &body)
 }
