@@ -377,4 +377,11 @@ async fn ten_thousand_devices_and_the_charts_render_on_loopback() {
     eprintln!("slowest page with 10,001 devices: {slowest:?}");
     let all = site.get("/", None).await.body;
     assert!(all.contains("10001 device(s), 1–500 shown") && all.contains("Next page"));
+    // The charts' sampler is one of the hub's tasks and ends with it: the hub's drain
+    // would otherwise wait out its grace period (10 s) and more.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), sys.stop()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "the hub did not stop: {stopped:?}"
+    );
 }
