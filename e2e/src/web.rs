@@ -44,7 +44,11 @@ impl Site {
         cookie: Option<&str>,
         form: Option<&str>,
     ) -> Reply {
-        let req = build(method, path, &self.host(), cookie, form);
+        self.send(build(method, path, &self.host(), cookie, form))
+            .await
+    }
+
+    async fn send(&self, req: Request) -> Reply {
         match self {
             Site::Plain(addr) => {
                 let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -60,6 +64,14 @@ impl Site {
                 send(tls, req).await
             }
         }
+    }
+
+    /// A form POST as a page of another site `origin` would send it.
+    pub async fn request_from(&self, origin: &str, path: &str, form: &str) -> Reply {
+        let mut req = build("POST", path, &self.host(), None, Some(form));
+        let origin = http::HeaderValue::from_str(origin).expect("an origin");
+        req.headers_mut().insert(http::header::ORIGIN, origin);
+        self.send(req).await
     }
 
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {

@@ -164,6 +164,15 @@ async fn nothing_without_a_session(site: &Site, connect_only_key: &str) {
         .post("/dashboard/devices/disable", None, &form(&[("id", "dev1")]))
         .await;
     assert_eq!(refused.status, 403);
+    // Nor can another site's page post the sign-in form (login CSRF).
+    let key = form(&[("policy", "connect-only"), ("key", connect_only_key)]);
+    let forged = site
+        .request_from("https://evil.example", "/dashboard/login", &key)
+        .await;
+    assert!(
+        forged.status == 403 && forged.cookie.is_none(),
+        "{forged:?}"
+    );
     for (name, key) in [("writer", "d3Jvbmc="), ("connect-only", connect_only_key)] {
         let refusal = sign_in(site, BASE, name, key).await.expect_err(name);
         assert_eq!(refusal.status, 401, "{name}");

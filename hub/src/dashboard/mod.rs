@@ -115,11 +115,11 @@ pub async fn respond(
     match (method, path) {
         (Method::GET, pages::STYLE_PATH) => reply::style(),
         (Method::GET, "/login") => login_page(base),
-        (Method::POST, "/login") => actions::login(hub, served, req).await,
-        // Another site must not be able to sign an admin out either.
-        (Method::POST, "/logout") if !actions::same_origin(req.headers()) => {
+        // Another site must not be able to sign an admin in (as someone else) or out.
+        (Method::POST, "/login" | "/logout") if !actions::same_origin(req.headers()) => {
             reply::forbidden(base, "The request came from another site.")
         }
+        (Method::POST, "/login") => actions::login(hub, served, req).await,
         (Method::POST, "/logout") => actions::logout(hub, served, signed_in.map(|(id, _)| id)),
         (Method::GET, _) if session.is_none() && !served.open_reads => {
             reply::see_other(&format!("{base}/login"), None)
