@@ -1,6 +1,8 @@
 //! The dashboard on the admin listener, against a running hub with a real device proxy
-//! and an open stream: first over plain HTTP (what every page and action answers), then
-//! in a real browser, headless Chromium, which also takes the screenshots in docs/.
+//! and an open stream: over plain HTTP (what every page and action answers, the charts,
+//! the once-only rotated key), and in a real browser — headless Chromium driven over the
+//! DevTools protocol — which signs in through the form, closes the stream with its Close
+//! button, and takes the screenshots in docs/.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -168,13 +170,23 @@ async fn dashboard_shows_the_device_and_its_live_stream_and_closes_it_for_a_sign
         403
     );
 
-    // The browser: the device online, the stream with its bytes; screenshots for docs/.
+    // The browser signs in through the form and sees the device online and the stream
+    // with its bytes and their buttons (screenshots for docs/), then closes the stream
+    // with its Close button: the stream ends at both ends.
+    let page = site.get("/streams", Some(&cookie)).await.body;
+    let csrf = hidden(&page, "csrf");
     let mut browser = Browser::launch(None).await;
     let base = format!("http://{addr}");
-    browser.goto(&format!("{base}/")).await;
+    browser.goto(&format!("{base}/login")).await;
+    let fields = [("policy", "dashboard"), ("key", key.as_str())];
+    browser.submit("form.login", &fields).await;
     let dom = browser.dom().await;
     assert!(
         dom.contains(r#"data-device="dev1""#) && dom.contains("online"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("Signed in as") && dom.contains("Rotate key"),
         "{dom}"
     );
     std::fs::create_dir_all(docs()).unwrap();
@@ -190,25 +202,9 @@ async fn dashboard_shows_the_device_and_its_live_stream_and_closes_it_for_a_sign
     browser
         .screenshot(&docs().join("dashboard-streams.png"))
         .await;
-
-    // Close it from the page, as its form does: the session ends at both ends.
-    let page = site.get("/streams", Some(&cookie)).await.body;
-    let csrf = hidden(&page, "csrf");
-    assert!(
-        page.contains("/streams/close"),
-        "a signed-in writer sees Close"
-    );
-    let closed = site
-        .post(
-            "/streams/close",
-            Some(&cookie),
-            &form(&[("id", &stream_id), ("csrf", &csrf)]),
-        )
-        .await;
-    assert_eq!(
-        (closed.status, closed.location.as_deref()),
-        (303, Some("/streams"))
-    );
+    let row = format!(r#"tr[data-stream="{stream_id}"] form"#);
+    browser.submit(&row, &[]).await;
+    assert_eq!(browser.url().await, format!("{base}/streams"));
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the stream was not ended by the close");
