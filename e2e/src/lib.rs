@@ -16,8 +16,11 @@
 //!   [`tinyproxy`] and [`xrdp`] are those daemons with their clients.
 //! - [`nats`]: real NATS servers with JetStream, and hub nodes as processes, for cluster
 //!   tests.
+//! - [`web`]: a plain HTTP(S) client for the dashboard's pages, forms and cookies;
+//!   [`browser`]: headless Chromium driven over the DevTools protocol, for screenshots and clicks.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod clients;
 pub mod daemon;
 pub mod fault;
@@ -25,6 +28,7 @@ pub mod nats;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod web;
 pub mod x509;
 pub mod xrdp;
 

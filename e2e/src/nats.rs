@@ -93,6 +93,17 @@ pub fn log_file(path: &Path) -> Stdio {
 /// A hub node: `stream-hub serve --cluster` as a process on a free loopback port,
 /// advertising its own streaming URL and answering to its own name (and `aliases`).
 pub fn start_node(data: &Path, nats_url: &str, log: &Path, aliases: &[String]) -> Daemon {
+    start_node_with(data, nats_url, log, aliases, &[])
+}
+
+/// [`start_node`] with `extra` flags for `serve`.
+pub fn start_node_with(
+    data: &Path,
+    nats_url: &str,
+    log: &Path,
+    aliases: &[String],
+    extra: &[&str],
+) -> Daemon {
     Daemon::start("stream-hub serve", log, |port| {
         let mut cmd = Command::new(crate::bin("stream-hub"));
         cmd.arg("--data-dir")
@@ -102,11 +113,30 @@ pub fn start_node(data: &Path, nats_url: &str, log: &Path, aliases: &[String]) -
             .args(["--alias", &format!("localhost:{port}")])
             .args(["--cluster", nats_url])
             .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file(log));
         cmd
     })
+}
+
+/// `init --cluster` of a data directory `data` on the NATS server at `url`, with a device
+/// `dev1`: its connection string and the service policy's.
+pub fn init_cluster(
+    data: &Path,
+    url: &str,
+) -> (
+    device_streams::protocol::connection_string::DeviceConnectionString,
+    device_streams::protocol::connection_string::ServiceConnectionString,
+) {
+    let cli = |args: &[&str]| crate::hub_cli(data, args).trim().to_string();
+    cli(&["init", "--hostname", "localhost:1", "--cluster", url]);
+    let device = cli(&["device", "add", "dev1"])
+        .parse()
+        .expect("device string");
+    let service = cli(&["connection-string"]).parse().expect("service string");
+    (device, service)
 }
 
 /// A free loopback port, for a daemon whose port must be known before it starts.

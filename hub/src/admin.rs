@@ -46,12 +46,12 @@ async fn route(
     served: crate::dashboard::Served,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let path = req.uri().path();
-    if let Some(resp) = respond(hub, req.method(), path) {
+    let path = req.uri().path().to_string();
+    if let Some(resp) = respond(hub, req.method(), &path) {
         return resp;
     }
-    if crate::dashboard::serves(path) {
-        return crate::dashboard::respond(hub, served, req).await;
+    if crate::dashboard::serves(&path) {
+        return crate::dashboard::respond(hub, served, &path, req).await;
     }
     error(
         StatusCode::NOT_FOUND,
@@ -69,6 +69,7 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
     let served = crate::dashboard::Served {
         open_reads: local.ip().is_loopback(),
         secure: false,
+        base: "",
     };
     let mut acceptor = Acceptor::new(listener);
     let tracker = hub.tracker.clone();

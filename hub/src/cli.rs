@@ -312,9 +312,14 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAM_HUB_MQTT_LISTEN")]
     pub mqtt_listen: Option<SocketAddr>,
     /// Serve /metrics, /healthz and the HTML dashboard (at /) on this plain-HTTP address
-    /// instead of the TLS port (the dashboard is only served here).
+    /// instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Also serve the HTML dashboard on the TLS port, at /dashboard/, for remote admins:
+    /// every page there needs a sign-in with a policy (registry-read or registry-list to
+    /// look, registry-write to act) and the session cookie is Secure.
+    #[arg(long, env = "STREAM_HUB_DASHBOARD")]
+    pub dashboard: bool,
     /// PEM certificate chain to serve instead of the data directory's (e.g. an ACME
     /// client's fullchain.pem); re-read when it changes and on SIGHUP.
     #[arg(long, env = "STREAM_HUB_TLS_CERT", requires = "tls_key")]
@@ -415,6 +420,7 @@ fn config(hostname: String, args: &ServeArgs) -> Config {
     let port = args.listen.port();
     let mut config = Config::new(hostname, port, args.streaming_url.clone());
     config.ops_on_main_port = args.admin_listen.is_none();
+    config.dashboard_on_main_port = args.dashboard;
     config.retention = args.retention.clone();
     for alias in &args.aliases {
         config = config.with_alias(alias.clone());

@@ -140,6 +140,9 @@ pub struct Config {
     pub retention: Retention,
     /// Whether `/metrics` and `/healthz` are on the main port (not when an admin listener serves them).
     pub ops_on_main_port: bool,
+    /// Whether the dashboard is served on the main port too, under `/dashboard/`
+    /// (`serve --dashboard`).
+    pub dashboard_on_main_port: bool,
 }
 
 impl Config {
@@ -157,6 +160,7 @@ impl Config {
             streaming_base,
             retention: Default::default(),
             ops_on_main_port: true,
+            dashboard_on_main_port: false,
         }
     }
 

@@ -20,7 +20,8 @@
 //!   [`sessions`]: which devices are connected, and requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener;
-//!   [`dashboard`]: the HTML dashboard on that listener (pages, sign-in, actions).
+//!   [`dashboard`]: the HTML dashboard on that listener and, with `serve --dashboard`, on
+//!   the TLS port (pages, charts, sign-in, actions).
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit; [`preauth`]: what a connection may cost
 //!   before it has authenticated.
@@ -83,6 +84,8 @@ pub struct Hub {
     pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
     /// Signed-in dashboard sessions (memory only: a restart signs admins out).
     pub(crate) dashboard: dashboard::auth::Sessions,
+    /// The last hour of the hub's metrics, for the dashboard's charts.
+    pub(crate) history: dashboard::history::History,
 }
 
 impl Hub {
@@ -117,6 +120,7 @@ impl Hub {
             limits: std::sync::RwLock::new(Arc::new(limits)),
             cluster: std::sync::OnceLock::new(),
             dashboard: dashboard::auth::Sessions::default(),
+            history: dashboard::history::History::default(),
         }))
     }
 

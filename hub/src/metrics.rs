@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
-use crate::activity::Record;
+use crate::{activity::Record, dashboard::history::Tally};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -69,6 +69,8 @@ pub struct Metrics {
     connections: Counter,
     refused: Family<ReasonLabel, Counter>,
     registry_changes: Counter,
+    /// The same records' totals, for the dashboard's charts.
+    pub(crate) tally: Tally,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Default for Metrics {
                 "Registry changes (from any process) this hub has applied to live sessions",
             ),
             registry: r,
+            tally: Tally::default(),
         }
     }
 }
@@ -138,6 +141,7 @@ fn registered_as<M: Metric + Clone>(
 
 impl Metrics {
     pub fn on_record(&self, r: &Record<'_>) {
+        self.tally.record(r);
         self.streams
             .get_or_create(&ResultLabel {
                 result: r.outcome.name(),

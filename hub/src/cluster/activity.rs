@@ -137,44 +137,64 @@ pub fn query(
     let device = device.map(str::to_string);
     super::block(async move {
         let conn = super::connect(&config).await?;
-        let js = jetstream::new(conn.client);
-        let Ok(Ok(stream)) = tokio::time::timeout(OP_TIMEOUT, js.get_stream(STREAM)).await else {
-            // No node has started yet: no records.
-            return Ok(Vec::new());
-        };
-        let nanos = i128::from(since_ms) * 1_000_000;
-        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)?;
-        let ordered = consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        };
-        let consumer = tokio::time::timeout(OP_TIMEOUT, stream.create_consumer(ordered))
-            .await
-            .map_err(|_| anyhow!("no answer within {OP_TIMEOUT:?}"))??;
-        let mut entries = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(entries);
-        }
-        let mut messages = consumer.messages().await?;
-        loop {
-            let message = tokio::time::timeout(OP_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| anyhow!("the activity log stopped coming within {OP_TIMEOUT:?}"))?
-                .ok_or_else(|| anyhow!("the activity log ended early"))??;
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            match serde_json::from_slice::<Entry>(&message.payload) {
-                Ok(e) if device.as_deref().is_none_or(|d| d == e.device) => entries.push(e),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("an activity record in the cluster is unreadable: {e}"),
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        // Each node's records are in order; the nodes' interleave by when NATS took them.
-        entries.sort_by_key(|e| e.time);
-        Ok(entries)
+        query_on(conn.client, device, since_ms).await
     })
+}
+
+/// [`query`] on a node's own connection (the dashboard's activity page), on the cluster
+/// runtime.
+pub(crate) async fn query_on_node(
+    node: &Node,
+    device: Option<&str>,
+    since_ms: u64,
+) -> anyhow::Result<Vec<Entry>> {
+    let client = node.conn.client.clone();
+    let device = device.map(str::to_string);
+    super::on_runtime(query_on(client, device, since_ms)).await
+}
+
+async fn query_on(
+    client: async_nats::Client,
+    device: Option<String>,
+    since_ms: u64,
+) -> anyhow::Result<Vec<Entry>> {
+    let js = jetstream::new(client);
+    let Ok(Ok(stream)) = tokio::time::timeout(OP_TIMEOUT, js.get_stream(STREAM)).await else {
+        // No node has started yet: no records.
+        return Ok(Vec::new());
+    };
+    let nanos = i128::from(since_ms) * 1_000_000;
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)?;
+    let ordered = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+        ..Default::default()
+    };
+    let consumer = tokio::time::timeout(OP_TIMEOUT, stream.create_consumer(ordered))
+        .await
+        .map_err(|_| anyhow!("no answer within {OP_TIMEOUT:?}"))??;
+    let mut entries = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(entries);
+    }
+    let mut messages = consumer.messages().await?;
+    loop {
+        let message = tokio::time::timeout(OP_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| anyhow!("the activity log stopped coming within {OP_TIMEOUT:?}"))?
+            .ok_or_else(|| anyhow!("the activity log ended early"))??;
+        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+        match serde_json::from_slice::<Entry>(&message.payload) {
+            Ok(e) if device.as_deref().is_none_or(|d| d == e.device) => entries.push(e),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("an activity record in the cluster is unreadable: {e}"),
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    // Each node's records are in order; the nodes' interleave by when NATS took them.
+    entries.sort_by_key(|e| e.time);
+    Ok(entries)
 }
 
 /// Every identity's connection state as the presence bucket has it: online since its

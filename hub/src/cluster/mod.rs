@@ -9,6 +9,7 @@
 //! - [`activity`]: every node's activity records in one JetStream stream, and the
 //!   presence bucket read as connection state, for the CLI.
 //! - [`streams`]: the CLI's `streams list/close`, asked of every node at once.
+//! - [`online`]: the presence bucket in memory, for the dashboard's devices page.
 //! - [`forward`]: a stream request for a device another node holds is asked there over
 //!   request/reply, and the answer names that node's streaming URL.
 //!
@@ -17,6 +18,7 @@
 
 pub mod activity;
 pub mod forward;
+pub mod online;
 pub mod presence;
 pub mod registry_kv;
 pub mod streams;
@@ -155,6 +157,30 @@ pub(crate) fn block<T: Send + 'static>(
         .map_err(|_| anyhow!("the cluster did not answer within {:?}", OP_TIMEOUT * 3))?
 }
 
+/// Runs `work` until the hub shuts down, again after each failure (logged with `what`)
+/// after a pause that doubles from 1 s up to 30 s: a node's followers of NATS must come
+/// back by themselves after NATS does, without hammering it meanwhile.
+pub(crate) async fn retrying<F, Fut>(hub: &Hub, what: &str, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            r = work() => if let Err(e) = r {
+                tracing::warn!("{what}: {e:#}; again in {pause:?}");
+            },
+        }
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// A connection to the cluster and its buckets.
 #[derive(Clone)]
 pub struct Connection {
@@ -254,6 +280,8 @@ pub struct Node {
     /// Replicas of what the node makes in JetStream (the activity stream).
     pub replicas: usize,
     pub(crate) presence: presence::Presence,
+    /// Every device's presence entry, for the dashboard.
+    pub online: online::Online,
 }
 
 /// A node id: `--node-id`, else the streaming URL's host and port, as NATS subject
@@ -309,6 +337,7 @@ pub async fn join(
         conn,
         replicas,
         presence,
+        online: online::Online::default(),
     };
     Ok((registry, node))
 }
@@ -326,6 +355,7 @@ pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
     hub.sessions.report_to(tx);
     tokio::spawn(presence::write(hub.clone(), node.clone(), rx));
     tokio::spawn(presence::watch(hub.clone(), node.clone()));
+    tokio::spawn(online::follow(hub.clone(), node.clone()));
     tokio::spawn(activity::publish(hub.clone(), node.clone()));
     tokio::spawn(streams::answer(hub.clone(), node.clone()));
     tokio::spawn(forward::answer(hub.clone(), node));

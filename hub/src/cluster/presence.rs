@@ -34,6 +34,12 @@ fn key(device: &str) -> String {
     URL_SAFE_NO_PAD.encode(device)
 }
 
+/// The device a bucket key names, if it is one of [`key`]'s.
+pub(crate) fn device_of(key: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(key).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 impl Presence {
     pub fn new(store: kv::Store, node: String) -> Self {
         Presence {
@@ -113,11 +119,7 @@ pub(crate) async fn watch(hub: Arc<Hub>, node: Arc<Node>) {
                 if entry.operation != Operation::Put || entry.value[..] == *p.node.as_bytes() {
                     continue;
                 }
-                let Some(device) = URL_SAFE_NO_PAD
-                    .decode(&entry.key)
-                    .ok()
-                    .and_then(|d| String::from_utf8(d).ok())
-                else {
+                let Some(device) = device_of(&entry.key) else {
                     continue;
                 };
                 let mut revs = p.lock();
