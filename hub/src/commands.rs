@@ -645,7 +645,7 @@ fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> any
         None => activity::query(registry.path(), device, since)?,
     };
     if json {
-        println!("{}", serde_json::to_string(&entries)?);
+        println!("{}", terminal_safe_json(serde_json::to_string(&entries)?));
         return Ok(());
     }
     for e in entries {
@@ -698,6 +698,29 @@ fn escape(s: &str, spaces: bool) -> String {
     out
 }
 
+/// JSON as serde_json writes it escapes only what JSON requires (below 0x20, quotes,
+/// backslashes): DEL, the C1 controls (0x9b is a terminal's CSI) and the invisible
+/// characters [`escape`] handles would still reach a terminal raw. They are only ever
+/// inside strings, where `\uXXXX` means the same character to any JSON reader.
+fn terminal_safe_json(json: String) -> String {
+    if !json.chars().any(unsafe_in_json) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_in_json(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unsafe_in_json(c: char) -> bool {
+    c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || invisible(c)
+}
+
 /// Unicode's line separators, bidirectional overrides and zero-width characters: not control
 /// characters to Rust, yet they break a line or reorder or hide what the admin reads.
 fn invisible(c: char) -> bool {
@@ -748,6 +771,28 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" bad token\\r\\n\\x1b]0;x\\x07"), "{line}");
+    }
+
+    #[test]
+    fn json_logs_escape_del_c1_and_invisible_characters_yet_read_back_the_same() {
+        let mut e = entry("dev\u{7f}1");
+        e.detail = "csi\u{9b}2J rtl\u{202e}txt \u{1b} é ✓".into();
+        let json = terminal_safe_json(serde_json::to_string(&[&e]).unwrap());
+        assert!(
+            !json.chars().any(|c| c.is_control() || invisible(c)),
+            "{json:?}"
+        );
+        assert!(
+            json.contains(r"dev\u007f1") && json.contains(r"\u009b2J"),
+            "{json}"
+        );
+        assert!(
+            json.contains("é ✓"),
+            "printable text stays as it is: {json}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[0]["device"], "dev\u{7f}1");
+        assert_eq!(back[0]["detail"], e.detail.as_str());
     }
 
     #[test]
