@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterConfig, Node, OP_TIMEOUT};
+use super::{link::Retry, ClusterConfig, Node, OP_TIMEOUT};
 use crate::{
     live::{self, StreamRow},
     Hub,
@@ -29,8 +29,8 @@ struct ListAsk {
 
 /// Answers the CLI's list and close requests for this node's streams until shutdown.
 pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
-    let client = &node.conn.client;
-    let mut pause = Duration::from_secs(1);
+    let client = &node.client;
+    let mut retry = Retry::default();
     loop {
         let subscribed = async {
             anyhow::Ok((
@@ -67,11 +67,9 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
             },
             Err(e) => tracing::warn!("cannot take the CLI's streams requests: {e:#}"),
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
