@@ -186,9 +186,17 @@ pub fn query(
 }
 
 /// Every identity's connection state as the presence bucket has it: online since its
-/// node's entry was put, or last seen when that entry was deleted. Open streams are each
-/// node's own and not counted here.
+/// node's entry was put, or last seen when that entry was deleted; and its open streams,
+/// each node's own, counted from what every node answers ([`super::streams::list`]).
 pub fn device_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
+    let mut states = presence_states(config)?;
+    for row in super::streams::list(config, None)? {
+        states.entry(row.device_id).or_default().open_streams += 1;
+    }
+    Ok(states)
+}
+
+fn presence_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
     let config = config.clone();
     super::block(async move {
         let conn = super::connect(&config).await?;
