@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clients;
+pub mod cluster;
 pub mod daemon;
 pub mod fault;
 pub mod nats;
