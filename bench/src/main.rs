@@ -5,6 +5,7 @@
 //! certificate. Not a test: nothing here asserts a speed.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod devices;
 mod herd;
 mod measure;
@@ -70,6 +71,13 @@ struct Args {
     /// proxy's --max-backoff).
     #[arg(long, default_value_t = device_streams::device::defaults::MAX_BACKOFF.into())]
     herd_max_backoff: humantime::Duration,
+    /// Instead of the table: cluster mode's set-up and streams/s when the service asks the
+    /// device's own node vs another node (3 NATS servers, 2 hub nodes; docs/SCALING.md).
+    #[arg(long)]
+    cluster: bool,
+    /// The nats-server binary (2.10 or later) for --cluster.
+    #[arg(long, env = "NATS_SERVER", default_value = "nats-server")]
+    nats_server: PathBuf,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -90,6 +98,9 @@ async fn main() -> anyhow::Result<()> {
     let target = target::Target::start().await?;
     if args.herd > 0 {
         return herd_table(&args, &target).await;
+    }
+    if args.cluster {
+        return cluster::run(&args, &target).await;
     }
     let mut table = Table::default();
 
