@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// cluster do not all knock at the same instant.
 const MAX_RECONNECT: Duration = Duration::from_secs(1);
 /// The first pause of a cluster task after a failure while NATS is reachable; it doubles
-/// on each failure in a row, up to [`MAX_PAUSE`].
+/// on each failure in a row, up to [`MAX_PAUSE`] (short: such failures are mostly a
+/// JetStream stream between leaders, over within seconds, and a retry is one request).
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
-const MAX_PAUSE: Duration = Duration::from_secs(30);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// The connection's history as its events tell it.
 #[derive(Clone, Copy, Debug)]

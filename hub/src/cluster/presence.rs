@@ -6,7 +6,11 @@
 //! first cluster-wide, as on one hub. After NATS was away, each node writes again every
 //! session it holds and removes its entries for sessions that ended meanwhile.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::anyhow;
 use async_nats::jetstream::kv::{self, Operation};
@@ -19,6 +23,11 @@ use super::{
     Node, OP_TIMEOUT,
 };
 use crate::Hub;
+
+/// How soon presence writes NATS did not take are tried again: doubling, while they keep
+/// failing, up to [`MAX_RETRY_PAUSE`].
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 pub(crate) struct Presence {
     node: String,
@@ -72,7 +81,8 @@ pub(crate) async fn holder(node: &Node, device: &str) -> anyhow::Result<Option<S
 
 /// Writes this node's sessions coming and going into the bucket, in order. Each time
 /// the client (re)connects it writes every session it holds, since what came and went
-/// while NATS was away never reached the bucket.
+/// while NATS was away never reached the bucket; a write that fails while NATS is
+/// reachable (a bucket between leaders) is tried again after [`RETRY_PAUSE`] and more.
 pub(crate) async fn write(
     hub: Arc<Hub>,
     node: Arc<Node>,
@@ -81,46 +91,75 @@ pub(crate) async fn write(
     let Some(conn) = node.opened(&hub.shutdown).await else {
         return;
     };
+    let store = &conn.presence;
     let mut seen = node.link.watch();
     let mut written = None;
+    let mut failed = HashSet::new();
+    let mut pause = RETRY_PAUSE;
     loop {
         let epoch = seen.borrow_and_update().epoch;
         if written != Some(epoch) && node.is_up() {
             // What is queued is older than the sessions the resync writes.
             while changes.try_recv().is_ok() {}
-            resync(&hub, &node, &conn.presence).await;
+            failed.extend(hub.sessions.devices());
             written = Some(epoch);
         }
-        let (device, online) = tokio::select! {
+        let retry = !failed.is_empty() && node.is_up();
+        let device = tokio::select! {
             () = hub.shutdown.cancelled() => return,
             _ = seen.changed() => continue,
+            () = tokio::time::sleep(pause), if retry => None,
             change = changes.recv() => match change {
-                Some(change) => change,
+                Some((device, _)) => Some(device),
                 None => return,
             },
         };
-        match (online, node.is_up()) {
-            (true, true) => put(&hub, &node, &conn.presence, &device).await,
-            (false, true) => remove(&node, &conn.presence, &device).await,
-            // The resync when NATS is back covers it.
-            (_, false) => {}
+        match device {
+            // While NATS is away, the resync when it is back covers it.
+            Some(device) if !node.is_up() || !settle(&hub, &node, store, &device).await => {
+                failed.insert(device);
+            }
+            Some(_) => {}
+            None => pause = settle_failed(&hub, &node, store, &mut failed, pause).await,
         }
     }
 }
 
-/// Puts every session this node holds, with the revisions they get.
-async fn resync(hub: &Arc<Hub>, node: &Node, store: &kv::Store) {
-    let held = hub.sessions.devices();
-    for device in &held {
-        put(hub, node, store, device).await;
+/// Tries again the writes that failed; returns the pause before the next round.
+async fn settle_failed(
+    hub: &Hub,
+    node: &Node,
+    store: &kv::Store,
+    failed: &mut HashSet<String>,
+    pause: Duration,
+) -> Duration {
+    for device in std::mem::take(failed) {
+        if !node.is_up() || !settle(hub, node, store, &device).await {
+            failed.insert(device);
+        }
     }
-    tracing::info!(
-        devices = held.len(),
-        "cluster presence written for every session held here"
+    if failed.is_empty() {
+        return RETRY_PAUSE;
+    }
+    let pause = (pause * 2).min(MAX_RETRY_PAUSE);
+    let sessions = failed.len();
+    tracing::warn!(
+        sessions,
+        "cluster presence not taken by NATS; again in {pause:?}"
     );
+    pause
 }
 
-async fn put(hub: &Hub, node: &Node, store: &kv::Store, device: &str) {
+/// Writes what the bucket should say of `device` now: this node while it holds the
+/// session, else not this node. False if NATS did not take it.
+async fn settle(hub: &Hub, node: &Node, store: &kv::Store, device: &str) -> bool {
+    match hub.sessions.is_connected(device) {
+        true => put(hub, node, store, device).await,
+        false => remove(node, store, device).await,
+    }
+}
+
+async fn put(hub: &Hub, node: &Node, store: &kv::Store, device: &str) -> bool {
     let p = &node.presence;
     let put = store.put(key(device), p.node.clone().into());
     match tokio::time::timeout(OP_TIMEOUT, put).await {
@@ -132,19 +171,41 @@ async fn put(hub: &Hub, node: &Node, store: &kv::Store, device: &str) {
             if newer {
                 replaced(hub, device);
             }
+            true
         }
-        Ok(Err(e)) => tracing::warn!(device, "cluster presence not recorded: {e}"),
-        Err(_) => tracing::warn!(device, "cluster presence not recorded: no answer"),
+        Ok(Err(e)) => {
+            tracing::warn!(device, "cluster presence not recorded (tried again): {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                device,
+                "cluster presence not recorded (tried again): no answer"
+            );
+            false
+        }
     }
 }
 
-async fn remove(node: &Node, store: &kv::Store, device: &str) {
-    let mine = node.presence.lock().mine.remove(device);
-    // Only our own entry: another node's newer one must stay.
-    if let Some(revision) = mine {
-        let delete = store.delete_expect_revision(key(device), Some(revision));
-        let _ = tokio::time::timeout(OP_TIMEOUT, delete).await;
+/// Deletes this node's entry for `device`, only if it is still the one this node put:
+/// another node's newer one must stay.
+async fn remove(node: &Node, store: &kv::Store, device: &str) -> bool {
+    let Some(revision) = node.presence.lock().mine.get(device).copied() else {
+        return true;
+    };
+    let delete = store.delete_expect_revision(key(device), Some(revision));
+    let deleted = match tokio::time::timeout(OP_TIMEOUT, delete).await {
+        Ok(Ok(())) => true,
+        // Refused as the entry has changed since (nothing of ours left), or NATS failed.
+        _ => match tokio::time::timeout(OP_TIMEOUT, store.entry(key(device))).await {
+            Ok(Ok(entry)) => entry.is_none_or(|e| e.revision != revision),
+            _ => false,
+        },
+    };
+    if deleted {
+        node.presence.lock().mine.remove(device);
     }
+    deleted
 }
 
 /// Cuts this node's sessions of devices that connected to another node since, and
