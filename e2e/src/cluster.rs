@@ -173,12 +173,18 @@ impl Cluster {
         hub_cli(&self.data, args)
     }
 
-    /// How many devices node `i` holds, as `stream-hub cluster status` says.
-    pub fn devices_on(&self, i: usize) -> u64 {
-        let status = self.cli(&["cluster", "status", "--json"]);
-        let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    /// How many devices node `i` holds, as `stream-hub cluster status` says; `None` while
+    /// the cluster does not answer (a NATS cluster electing new leaders).
+    pub fn devices_on(&self, i: usize) -> Option<u64> {
+        let out = std::process::Command::new(crate::bin("stream-hub"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["cluster", "status", "--json"])
+            .output()
+            .expect("stream-hub runs");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let id = format!("localhost_{}", self.nodes[i].port());
-        status["devices_by_node"][id].as_u64().unwrap_or(0)
+        Some(status["devices_by_node"][id].as_u64().unwrap_or(0))
     }
 
     /// `dev1`'s connection string, naming node `i`.
@@ -204,7 +210,7 @@ impl Cluster {
         let map = format!("echo={echo}");
         let config = device_config(self.device_to(i), connector(&self.ca()), &[&map]);
         let running = spawn_device(config);
-        let shown = eventually(Duration::from_secs(10), || self.devices_on(i) == 1).await;
+        let shown = eventually(Duration::from_secs(10), || self.devices_on(i) == Some(1)).await;
         assert!(
             shown,
             "dev1 never showed on node {i}: {}",

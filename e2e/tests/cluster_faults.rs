@@ -21,7 +21,7 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 
 /// How long a node may take to follow the cluster again once NATS is back: the client's
 /// reconnect delay (at most 1.25 s), a reload of the registry bucket and a resync of
-/// presence (milliseconds here); measured at 1-2 s (docs/SCALING.md), bounded with room
+/// presence (milliseconds here); measured 0.0-1.4 s (docs/SCALING.md), bounded with room
 /// for a loaded test machine.
 const RECOVERY_BOUND: Duration = Duration::from_secs(8);
 
@@ -38,7 +38,7 @@ async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
     let map = format!("echo={}", echo.addr);
     let config = e2e::device_config(cluster.device.clone(), e2e::connector(&ca), &[&map]);
     let _device = e2e::spawn_device(config);
-    let on_a = eventually(Duration::from_secs(10), || cluster.devices_on(0) == 1).await;
+    let on_a = eventually(Duration::from_secs(10), || cluster.devices_on(0) == Some(1)).await;
     assert!(
         on_a,
         "dev1 never showed on node A: {}",
@@ -53,7 +53,7 @@ async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
 
     let killed = Instant::now();
     cluster.kill(0);
-    let back = eventually(FAILOVER_BOUND, || cluster.devices_on(1) == 1).await;
+    let back = eventually(FAILOVER_BOUND, || cluster.devices_on(1) == Some(1)).await;
     assert!(
         back,
         "dev1 did not come back on node B: {}",
@@ -118,7 +118,7 @@ async fn a_node_serves_its_devices_while_nats_is_down_and_recovers_by_itself() {
     let back = Instant::now();
     let healthy = health_becomes(&cluster, 0, "ok").await;
     cluster.cli(&["device", "disable", "dev1"]);
-    let cut = eventually(RECOVERY_BOUND, || cluster.devices_on(0) == 0).await;
+    let cut = eventually(RECOVERY_BOUND, || cluster.devices_on(0) == Some(0)).await;
     assert!(
         cut,
         "node A never followed the cluster again: {}",
@@ -187,7 +187,7 @@ async fn a_node_starts_while_nats_is_down_and_joins_when_it_is_back() {
     cluster.nats = Nats::on(tmp.path(), nats_port);
     let back = Instant::now();
     let healthy = health_becomes(&cluster, 0, "ok").await;
-    let shown = eventually(RECOVERY_BOUND, || cluster.devices_on(0) == 1).await;
+    let shown = eventually(RECOVERY_BOUND, || cluster.devices_on(0) == Some(1)).await;
     assert!(
         shown,
         "dev1 never showed in the cluster: {}",
@@ -195,7 +195,7 @@ async fn a_node_starts_while_nats_is_down_and_joins_when_it_is_back() {
     );
     let present = back.elapsed();
     cluster.cli(&["device", "disable", "dev1"]);
-    let cut = eventually(Duration::from_secs(2), || cluster.devices_on(0) == 0).await;
+    let cut = eventually(Duration::from_secs(2), || cluster.devices_on(0) == Some(0)).await;
     assert!(cut, "the rejoined node kept dev1: {}", cluster.logs());
     println!(
         "NATS back: node healthy after {healthy:?}, its device in the cluster after {present:?}"
@@ -251,7 +251,10 @@ async fn losing_one_nats_server_of_three_changes_nothing() {
     // The buckets' streams may be electing a new leader still: the write waits for one.
     retried(&cluster.data, &["device", "disable", "dev1"], || {});
     let started = Instant::now();
-    let cut = eventually(Duration::from_secs(5), || cluster.devices_on(0) == 0).await;
+    let cut = eventually(Duration::from_millis(1500), || {
+        cluster.devices_on(0) == Some(0)
+    })
+    .await;
     assert!(cut, "node A kept dev1: {}", cluster.nodes[0].log());
     println!(
         "with one NATS server down, revocation reached node A in {:?}",
