@@ -195,9 +195,11 @@ impl Retry {
 }
 
 /// Returns once the client has connected again after `epoch`: what was followed through
-/// the old connection is taken up from the start, without waiting for it to fail.
+/// the old connection is taken up from the start, without waiting for it to fail. The
+/// first connection is no reconnection: its event may come after the task began on the
+/// state it announces, and a second load of the registry would be for nothing.
 pub(crate) async fn reconnected(seen: &mut watch::Receiver<Seen>, epoch: u64) {
-    if seen.wait_for(|s| s.epoch != epoch).await.is_err() {
+    if seen.wait_for(|s| s.epoch > epoch.max(1)).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
