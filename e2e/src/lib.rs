@@ -22,6 +22,7 @@
 
 pub mod browser;
 pub mod clients;
+pub mod cluster;
 pub mod daemon;
 pub mod fault;
 pub mod nats;

@@ -105,18 +105,8 @@ pub fn start_node_with(
     extra: &[&str],
 ) -> Daemon {
     Daemon::start("stream-hub serve", log, |port| {
-        let mut cmd = Command::new(crate::bin("stream-hub"));
-        cmd.arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--streaming-url", &format!("wss://localhost:{port}")])
-            .args(["--alias", &format!("localhost:{port}")])
-            .args(["--cluster", nats_url])
-            .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file(log));
+        let mut cmd = node_command(data, nats_url, log_file(log), aliases, port);
+        cmd.args(extra);
         cmd
     })
 }
@@ -137,6 +127,45 @@ pub fn init_cluster(
         .expect("device string");
     let service = cli(&["connection-string"]).parse().expect("service string");
     (device, service)
+}
+
+/// [`start_node`] on `port`: a node that comes back with its node id and registry copy
+/// (its log goes on after the earlier run's).
+pub fn start_node_on(
+    data: &Path,
+    nats_url: &str,
+    log: &Path,
+    aliases: &[String],
+    port: u16,
+) -> Daemon {
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log);
+    let stderr = appended.map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+    let cmd = node_command(data, nats_url, stderr, aliases, port);
+    Daemon::start_on("stream-hub serve", log, port, cmd)
+}
+
+fn node_command(
+    data: &Path,
+    nats_url: &str,
+    stderr: Stdio,
+    aliases: &[String],
+    port: u16,
+) -> Command {
+    let mut cmd = Command::new(crate::bin("stream-hub"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--streaming-url", &format!("wss://localhost:{port}")])
+        .args(["--alias", &format!("localhost:{port}")])
+        .args(["--cluster", nats_url])
+        .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    cmd
 }
 
 /// A free loopback port, for a daemon whose port must be known before it starts.

@@ -20,7 +20,7 @@ use crate::{
 /// Answers an operations request, or `None` if the path is not one.
 pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>> {
     match (method, path) {
-        (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/healthz") => Some(health(hub)),
         (&Method::GET, "/metrics") => {
             let body = hub.metrics.render(crate::metrics::Gauges {
                 connected_devices: hub.sessions.connected(),
@@ -38,6 +38,18 @@ pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>>
         }
         _ => None,
     }
+}
+
+/// `ok`, or what a cluster node cannot do while it is cut off from NATS. Still 200: the
+/// node goes on serving the devices it holds, and a balancer that took every node out
+/// when NATS is down would cut those too; one that prefers to drain such a node can
+/// match the body (HAProxy: `http-check expect rstring ^ok`).
+fn health(hub: &Hub) -> Response<Body> {
+    let trouble = hub.cluster.get().and_then(|node| node.trouble());
+    text(
+        StatusCode::OK,
+        trouble.unwrap_or_else(|| "ok".into()) + "\n",
+    )
 }
 
 /// The operations endpoints, then the dashboard's pages, then 404.

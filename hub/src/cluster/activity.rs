@@ -67,18 +67,16 @@ async fn ensure(
 }
 
 /// Copies this node's records into the cluster's stream until the hub shuts down. A
-/// record NATS does not take within [`OP_TIMEOUT`] stays on this node only (warned).
+/// record NATS does not take within [`OP_TIMEOUT`], or that comes while NATS is away,
+/// stays on this node only (warned).
 pub(crate) async fn publish(hub: Arc<Hub>, node: Arc<Node>) {
-    let js = jetstream::new(node.conn.client.clone());
-    if let Err(e) = ensure(&js, &hub.config.retention, node.replicas).await {
-        // The stream may exist already; publishing tells.
-        tracing::warn!("cluster activity log: {e:#}");
-    }
+    let js = jetstream::new(node.client.clone());
     let (tx, mut rx) = mpsc::channel(QUEUE);
     if !hub.activity.copy_to(tx) {
         return;
     }
     let subject = subject(&node.id);
+    let mut ensured = false;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let got = tokio::select! {
@@ -88,7 +86,17 @@ pub(crate) async fn publish(hub: Arc<Hub>, node: Arc<Node>) {
         if got == 0 {
             return;
         }
-        let lost = send(&js, &subject, &batch).await;
+        if !ensured && node.is_up() {
+            if let Err(e) = ensure(&js, &hub.config.retention, node.replicas).await {
+                // The stream may exist already; publishing tells.
+                tracing::warn!("cluster activity log: {e:#}");
+            }
+            ensured = true;
+        }
+        let lost = match node.is_up() {
+            true => send(&js, &subject, &batch).await,
+            false => batch.len(),
+        };
         if lost > 0 {
             tracing::warn!(
                 lost,
@@ -148,7 +156,7 @@ pub(crate) async fn query_on_node(
     device: Option<&str>,
     since_ms: u64,
 ) -> anyhow::Result<Vec<Entry>> {
-    let client = node.conn.client.clone();
+    let client = node.client.clone();
     let device = device.map(str::to_string);
     super::on_runtime(query_on(client, device, since_ms)).await
 }
@@ -198,9 +206,17 @@ async fn query_on(
 }
 
 /// Every identity's connection state as the presence bucket has it: online since its
-/// node's entry was put, or last seen when that entry was deleted. Open streams are each
-/// node's own and not counted here.
+/// node's entry was put, or last seen when that entry was deleted; and its open streams,
+/// each node's own, counted from what every node answers ([`super::streams::list`]).
 pub fn device_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
+    let mut states = presence_states(config)?;
+    for row in super::streams::list(config, None)? {
+        states.entry(row.device_id).or_default().open_streams += 1;
+    }
+    Ok(states)
+}
+
+fn presence_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
     let config = config.clone();
     super::block(async move {
         let conn = super::connect(&config).await?;

@@ -8,10 +8,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use async_nats::jetstream::kv::Operation;
+use anyhow::anyhow;
+use async_nats::jetstream::kv::{self, Operation};
 use futures_util::StreamExt;
 
-use super::Node;
+use super::{
+    link::{reconnected, Retry},
+    Node, OP_TIMEOUT,
+};
 use crate::Hub;
 
 /// Entries kept at most: the bucket has one per device that ever connected, and a
@@ -48,22 +52,44 @@ impl Online {
     }
 }
 
-/// Follows the presence bucket into `node.online` until the hub shuts down, watching
-/// again (from the current entries) after a failure.
+/// Follows the presence bucket into `node.online` until the hub shuts down: from the
+/// current entries again after a failure, and each time the client reconnects (the watch
+/// may have missed what changed while NATS was away).
 pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
-    super::retrying(&hub, "cluster presence (dashboard)", || async {
-        let mut watch = node.conn.presence.watch_with_history(">").await?;
-        while let Some(entry) = watch.next().await {
-            let entry = entry?;
-            let Some(device) = super::presence::device_of(&entry.key) else {
-                continue;
-            };
-            let at = u64::try_from(entry.created.unix_timestamp()).unwrap_or_default();
-            let node_id = (entry.operation == Operation::Put)
-                .then(|| String::from_utf8_lossy(&entry.value).into_owned());
-            node.online.note(device, Seen { node: node_id, at });
+    let Some(conn) = node.opened(&hub.shutdown).await else {
+        return;
+    };
+    let mut retry = Retry::default();
+    let mut seen = node.link.watch();
+    loop {
+        let epoch = seen.borrow_and_update().epoch;
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = reconnected(&mut seen, epoch) => continue,
+            r = copy(&node, &conn.presence, &mut retry) => if let Err(e) = r {
+                tracing::warn!("cluster presence (dashboard): {e:#}; watching it again");
+            },
         }
-        anyhow::Ok(())
-    })
-    .await
+        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn copy(node: &Node, store: &kv::Store, retry: &mut Retry) -> anyhow::Result<()> {
+    let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_with_history(">"))
+        .await
+        .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
+    retry.reset();
+    while let Some(entry) = watch.next().await {
+        let entry = entry?;
+        let Some(device) = super::presence::device_of(&entry.key) else {
+            continue;
+        };
+        let at = u64::try_from(entry.created.unix_timestamp()).unwrap_or_default();
+        let node_id = (entry.operation == Operation::Put)
+            .then(|| String::from_utf8_lossy(&entry.value).into_owned());
+        node.online.note(device, Seen { node: node_id, at });
+    }
+    anyhow::bail!("the watch ended")
 }

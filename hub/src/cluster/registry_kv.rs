@@ -3,10 +3,13 @@
 //! (`c.<name>`) and module (`m.<device>/<module>`), names base64url-encoded (KV keys allow fewer characters than
 //! device ids), values JSON. They hold keys: never log a value.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use async_nats::jetstream::kv::{self, Operation};
+use async_nats::{
+    connection::State,
+    jetstream::kv::{self, Operation},
+};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
@@ -16,7 +19,13 @@ use device_streams_protocol::Secret;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{block, OP_TIMEOUT};
+use tokio::sync::watch;
+
+use super::{
+    block,
+    link::{reconnected, Retry},
+    Connection, Node, OP_TIMEOUT,
+};
 use crate::{
     registry::{CaCert, Change, Device, DeviceAuth, Mirror, Module, Policy, Present, Registry},
     Hub,
@@ -248,21 +257,36 @@ fn decode(key: &str, value: Option<&[u8]>) -> anyhow::Result<Option<Change>> {
     }))
 }
 
-/// Writes the registry's changes to the bucket, waiting for the cluster to take each.
+/// Writes the registry's changes to the bucket, waiting for the cluster to take each;
+/// while the cluster is unreachable, refuses them at once (they would not reach the
+/// other nodes, and the next load from the bucket would undo them here).
 pub struct KvMirror {
-    store: kv::Store,
+    conn: watch::Receiver<Option<Connection>>,
 }
 
 impl KvMirror {
-    pub fn new(store: kv::Store) -> Self {
-        KvMirror { store }
+    /// Through a connection that is open already (the CLI's).
+    pub fn new(conn: Connection) -> Self {
+        KvMirror {
+            conn: watch::channel(Some(conn)).1,
+        }
+    }
+
+    /// Through a node's connection, once it has one.
+    pub(crate) fn following(conn: watch::Receiver<Option<Connection>>) -> Self {
+        KvMirror { conn }
     }
 }
 
 impl Mirror for KvMirror {
     fn write(&self, change: &Change) -> Result<(), String> {
+        const AWAY: &str = "the cluster is unreachable: registry changes wait until it is back";
         let (key, value) = encode(change).map_err(|e| format!("{e:#}"))?;
-        let store = self.store.clone();
+        let conn = self.conn.borrow().clone().ok_or(AWAY)?;
+        if conn.client.connection_state() != State::Connected {
+            return Err(AWAY.to_string());
+        }
+        let store = conn.registry;
         let put = async move {
             let op = async {
                 match value {
@@ -335,38 +359,38 @@ fn note(present: &mut Present, change: &Change) {
 }
 
 /// Keeps the hub's registry copy following the bucket, and enforces each change at once
-/// (a device disabled on any node is cut here too). On any failure it loads the whole
-/// bucket again, after a pause that doubles up to 30 s; meanwhile the hub goes on with
-/// what it has.
-pub async fn follow(hub: Arc<Hub>, store: kv::Store) {
-    let mut pause = Duration::from_secs(1);
+/// (a device disabled on any node is cut here too). Whenever NATS comes back, and on any
+/// failure, it loads the whole bucket again; meanwhile the hub goes on with what it has.
+pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
+    let Some(conn) = node.opened(&hub.shutdown).await else {
+        return;
+    };
+    let mut retry = Retry::default();
+    let mut seen = node.link.watch();
     loop {
-        let started = tokio::time::Instant::now();
+        let epoch = seen.borrow_and_update().epoch;
         let result = tokio::select! {
             () = hub.shutdown.cancelled() => return,
-            r = follow_once(&hub, &store) => r,
+            r = follow_once(&hub, &conn.registry, &mut retry) => r,
+            () = reconnected(&mut seen, epoch) => continue,
         };
-        if started.elapsed() > Duration::from_secs(60) {
-            pause = Duration::from_secs(1);
-        }
         if let Err(e) = result {
-            tracing::warn!("cluster registry: {e:#}; following it again in {pause:?}");
+            tracing::warn!("cluster registry: {e:#}; following it again");
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
-async fn follow_once(hub: &Arc<Hub>, store: &kv::Store) -> anyhow::Result<()> {
+async fn follow_once(hub: &Arc<Hub>, store: &kv::Store, retry: &mut Retry) -> anyhow::Result<()> {
     // Watch first, then load: a change made between the two comes through the watch.
     let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_all())
         .await
         .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
     load(store, &hub.registry).await?;
     changed(hub);
+    retry.reset();
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         let value = match entry.operation {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterConfig, Node, OP_TIMEOUT};
+use super::{link::Retry, ClusterConfig, Node, OP_TIMEOUT};
 use crate::{
     live::{self, StreamRow},
     Hub,
@@ -32,8 +32,8 @@ struct ListAsk {
 
 /// Answers the CLI's list and close requests for this node's streams until shutdown.
 pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
-    let client = &node.conn.client;
-    let mut pause = Duration::from_secs(1);
+    let client = &node.client;
+    let mut retry = Retry::default();
     loop {
         let subscribed = async {
             anyhow::Ok((
@@ -73,11 +73,9 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
             },
             Err(e) => tracing::warn!("cannot take the CLI's streams requests: {e:#}"),
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -120,7 +118,7 @@ pub(crate) async fn list_on(
     limit: Duration,
 ) -> anyhow::Result<(Vec<(String, StreamRow)>, std::collections::HashSet<String>)> {
     let ask = serde_json::to_vec(&ListAsk { device: None })?;
-    let client = node.conn.client.clone();
+    let client = node.client.clone();
     let expected = expected.clone();
     super::on_runtime(async move {
         let inbox = client.new_inbox();
@@ -153,7 +151,7 @@ pub(crate) async fn list_on(
 /// Closes stream `id` on whichever node has it, on this node's connection; false if no
 /// node said it had it within `limit`.
 pub(crate) async fn close_on(node: &Node, id: &str, limit: Duration) -> anyhow::Result<bool> {
-    let client = node.conn.client.clone();
+    let client = node.client.clone();
     let ask = Bytes::copy_from_slice(id.as_bytes());
     super::on_runtime(async move {
         let inbox = client.new_inbox();
