@@ -129,6 +129,9 @@ fn cell(d: Duration, rtt: Duration) -> String {
     )
 }
 
+/// One row: its name, which run, which percentile.
+type RowSpec<'a> = (&'a str, &'a [Percentiles], fn(&Percentiles) -> Duration);
+
 fn render(plan: &Plan<'_>, warm: &[Percentiles], cold: &[Percentiles]) -> String {
     let rtt = 2 * plan.one_way;
     let mut out = String::new();
@@ -138,7 +141,7 @@ fn render(plan: &Plan<'_>, warm: &[Percentiles], cold: &[Percentiles]) -> String
         plan.one_way, rtt, PATHS[0], PATHS[1], PATHS[2]
     );
     out.push_str("|---|---:|---:|---:|---:|\n");
-    let rows: [(&str, &[Percentiles], fn(&Percentiles) -> Duration); 4] = [
+    let rows: [RowSpec; 4] = [
         ("warm (back to back), p50", warm, |p| p.p50),
         ("warm (back to back), p99", warm, |p| p.p99),
         ("cold (first after the idle pause), p50", cold, |p| p.p50),

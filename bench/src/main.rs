@@ -5,6 +5,7 @@
 //! certificate. Not a test: nothing here asserts a speed.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod delay;
 mod devices;
 mod herd;
@@ -86,6 +87,13 @@ struct Args {
     /// The idle pause before each cold set-up.
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     cold_idle: Duration,
+    /// Instead of the table: cluster mode's set-up and streams/s when the service asks the
+    /// device's own node vs another node (3 NATS servers, 2 hub nodes; docs/SCALING.md).
+    #[arg(long)]
+    cluster: bool,
+    /// The nats-server binary (2.10 or later) for --cluster.
+    #[arg(long, env = "NATS_SERVER", default_value = "nats-server")]
+    nats_server: PathBuf,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -109,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(one_way) = args.one_way_delay {
         return latency_table(&args, &target, one_way).await;
+    }
+    if args.cluster {
+        return cluster::run(&args, &target).await;
     }
     let mut table = Table::default();
 

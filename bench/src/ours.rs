@@ -86,26 +86,17 @@ impl Ours {
         };
         let hub = hub_command.start().await?;
 
-        let mut cmd = Command::new(bin.join("device-local-proxy"));
-        cmd.env("DEVICE_CONNECTION_STRING", device_cs.expose())
-            .arg("--ca-file")
-            .arg(data.ca_file())
-            .arg("--map")
-            .arg(format!("echo={target}"))
-            .args(["--max-streams", "2000"]);
-        let device = Proc::spawn("device-proxy", cmd, work)?;
-
+        let device = device_proxy(bin, work, &device_cs, &data.ca_file(), target)?;
         let entrance = loopback(free_port()?);
-        let mut cmd = Command::new(bin.join("service-local-proxy"));
-        cmd.env("SERVICE_CONNECTION_STRING", service_cs.expose())
-            .arg("--ca-file")
-            .arg(data.ca_file())
-            .args(["--device-id", "bench-dev", "--stream-name", "echo"])
-            .arg("--listen")
-            .arg(entrance.to_string())
-            .args(["--max-connections", "2000"]);
-        let service = Proc::spawn("service-proxy", cmd, work)?;
-        wait_listening(entrance, Duration::from_secs(10)).await?;
+        let service = service_proxy(
+            bin,
+            work,
+            "service-proxy",
+            &service_cs,
+            &data.ca_file(),
+            entrance,
+        )
+        .await?;
         Ok(Ours {
             hub,
             hub_command,
@@ -119,6 +110,47 @@ impl Ours {
             },
         })
     }
+}
+
+/// `device-local-proxy` for `bench-dev` (`connection`), its stream `echo` mapped to `target`.
+pub fn device_proxy(
+    bin: &Path,
+    work: &Path,
+    connection: &Secret,
+    ca_file: &Path,
+    target: SocketAddr,
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin.join("device-local-proxy"));
+    cmd.env("DEVICE_CONNECTION_STRING", connection.expose())
+        .arg("--ca-file")
+        .arg(ca_file)
+        .arg("--map")
+        .arg(format!("echo={target}"))
+        .args(["--max-streams", "2000"]);
+    Proc::spawn("device-proxy", cmd, work)
+}
+
+/// `service-local-proxy` listening on `entrance` for `bench-dev`'s stream `echo`, asking
+/// the hub `connection` names; returns once it listens.
+pub async fn service_proxy(
+    bin: &Path,
+    work: &Path,
+    name: &'static str,
+    connection: &Secret,
+    ca_file: &Path,
+    entrance: SocketAddr,
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin.join("service-local-proxy"));
+    cmd.env("SERVICE_CONNECTION_STRING", connection.expose())
+        .arg("--ca-file")
+        .arg(ca_file)
+        .args(["--device-id", "bench-dev", "--stream-name", "echo"])
+        .arg("--listen")
+        .arg(entrance.to_string())
+        .args(["--max-connections", "2000"]);
+    let service = Proc::spawn(name, cmd, work)?;
+    wait_listening(entrance, Duration::from_secs(10)).await?;
+    Ok(service)
 }
 
 /// `stream-hub serve` as the benchmark runs it.

@@ -26,6 +26,10 @@ pub struct Daemon {
     child: Child,
 }
 
+/// How many times, 50 ms apart, a daemon's port is tried before it counts as not started:
+/// 15 s, as a cluster node whose NATS is down waits a few seconds for it before it listens.
+const POLLS: u32 = 300;
+
 impl Daemon {
     /// Picks a free loopback port, has `command(port)` build the daemon's command line, and
     /// waits until the port accepts connections. Losing the port to another process between
@@ -40,7 +44,7 @@ impl Daemon {
             let mut child = command(port)
                 .spawn()
                 .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
-            for _ in 0..100 {
+            for _ in 0..POLLS {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Daemon { port, child };
                 }
@@ -64,7 +68,7 @@ impl Daemon {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
-        for _ in 0..100 {
+        for _ in 0..POLLS {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Daemon { port, child };
             }

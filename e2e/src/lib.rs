@@ -4,15 +4,32 @@
 //!
 //! Nothing here fakes a part: [`System`] runs the real hub on a port-0 listener with a
 //! data directory made by the real `init`, and the proxies' real `run` functions.
+//!
+//! Layout:
+//! - [`System`] (here): a hub with its data directory, and the proxies run against it.
+//! - [`clients`]: the proxies' settings as plain test values, made into real clients.
+//! - [`fault`]: peers that echo or answer once, a link that goes silent, the binaries as
+//!   child processes, and what a process holds.
+//! - [`raw`]: a bare MQTT device speaking Azure's protocol, for devices that misbehave.
+//! - [`x509`]: CAs and device certificates made with rcgen, as PEM files.
+//! - [`daemon`]: starting real third-party daemons on a free loopback port; [`sshd`],
+//!   [`tinyproxy`] and [`xrdp`] are those daemons with their clients.
+//! - [`nats`]: real NATS servers with JetStream, and hub nodes as processes, for cluster
+//!   tests.
+//! - [`web`]: a plain HTTP(S) client for the dashboard's pages, forms and cookies;
+//!   [`browser`]: headless Chromium driven over the DevTools protocol, for screenshots and clicks.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod clients;
+pub mod cluster;
 pub mod daemon;
 pub mod fault;
 pub mod nats;
 pub mod raw;
 pub mod sshd;
 pub mod tinyproxy;
+pub mod web;
 pub mod x509;
 pub mod xrdp;
 
@@ -318,12 +335,12 @@ fn launch(
     let certs = stream_hub::tls::CertStore::open(&data.cert_file(), &data.key_file()).expect("tls");
     let tls = stream_hub::tls::server_config(Arc::new(certs)).expect("tls");
     let hostname = data.hostname(&registry).expect("hostname");
-    let mut config = Config::new(hostname, port, streaming_url, limits);
+    let mut config = Config::new(hostname, port, streaming_url);
     for alias in aliases {
         config = config.with_alias(alias.clone());
     }
     let shutdown = CancellationToken::new();
-    let hub = Hub::new(config, registry, shutdown.clone()).expect("hub");
+    let hub = Hub::new(config, limits, registry, shutdown.clone()).expect("hub");
     let task = tokio::spawn(stream_hub::run_with(listener, mqtt, tls, hub.clone()));
     (hub, shutdown, task)
 }

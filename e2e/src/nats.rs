@@ -93,20 +93,79 @@ pub fn log_file(path: &Path) -> Stdio {
 /// A hub node: `stream-hub serve --cluster` as a process on a free loopback port,
 /// advertising its own streaming URL and answering to its own name (and `aliases`).
 pub fn start_node(data: &Path, nats_url: &str, log: &Path, aliases: &[String]) -> Daemon {
+    start_node_with(data, nats_url, log, aliases, &[])
+}
+
+/// [`start_node`] with `extra` flags for `serve`.
+pub fn start_node_with(
+    data: &Path,
+    nats_url: &str,
+    log: &Path,
+    aliases: &[String],
+    extra: &[&str],
+) -> Daemon {
     Daemon::start("stream-hub serve", log, |port| {
-        let mut cmd = Command::new(crate::bin("stream-hub"));
-        cmd.arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--streaming-url", &format!("wss://localhost:{port}")])
-            .args(["--alias", &format!("localhost:{port}")])
-            .args(["--cluster", nats_url])
-            .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file(log));
+        let mut cmd = node_command(data, nats_url, log_file(log), aliases, port);
+        cmd.args(extra);
         cmd
     })
+}
+
+/// `init --cluster` of a data directory `data` on the NATS server at `url`, with a device
+/// `dev1`: its connection string and the service policy's.
+pub fn init_cluster(
+    data: &Path,
+    url: &str,
+) -> (
+    device_streams::protocol::connection_string::DeviceConnectionString,
+    device_streams::protocol::connection_string::ServiceConnectionString,
+) {
+    let cli = |args: &[&str]| crate::hub_cli(data, args).trim().to_string();
+    cli(&["init", "--hostname", "localhost:1", "--cluster", url]);
+    let device = cli(&["device", "add", "dev1"])
+        .parse()
+        .expect("device string");
+    let service = cli(&["connection-string"]).parse().expect("service string");
+    (device, service)
+}
+
+/// [`start_node`] on `port`: a node that comes back with its node id and registry copy
+/// (its log goes on after the earlier run's).
+pub fn start_node_on(
+    data: &Path,
+    nats_url: &str,
+    log: &Path,
+    aliases: &[String],
+    port: u16,
+) -> Daemon {
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log);
+    let stderr = appended.map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+    let cmd = node_command(data, nats_url, stderr, aliases, port);
+    Daemon::start_on("stream-hub serve", log, port, cmd)
+}
+
+fn node_command(
+    data: &Path,
+    nats_url: &str,
+    stderr: Stdio,
+    aliases: &[String],
+    port: u16,
+) -> Command {
+    let mut cmd = Command::new(crate::bin("stream-hub"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--streaming-url", &format!("wss://localhost:{port}")])
+        .args(["--alias", &format!("localhost:{port}")])
+        .args(["--cluster", nats_url])
+        .args(aliases.iter().flat_map(|a| ["--alias", a.as_str()]))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    cmd
 }
 
 /// A free loopback port, for a daemon whose port must be known before it starts.

@@ -1,129 +1,88 @@
-//! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback.
-//! A device connected to node A is reached through node B (the stream's bytes go to A,
-//! whose streaming URL B's answer names), and a device disabled from the CLI against the
-//! cluster is cut on A within 2 s; meanwhile the CLI shows it online, lists the stream
-//! (A's) and closes it through `streams close`, and shows its record from A in
-//! `stream-hub logs`. Behind HAProxy, a node killed with SIGKILL loses its
-//! devices to another node, through the balancer, within a stated bound. Module
-//! identities and X.509 data reach every node too: a module on A streams through B and its
-//! `module disable` cuts it on A; a thumbprint device added from the CLI signs in on B and
-//! a new thumbprint cuts it there. The NATS traffic of a stream set-up is measured from
-//! the server's `/varz` counters (docs/SCALING.md).
+//! Cluster mode: real `nats-server -js` and hub nodes as real processes on loopback
+//! (the set-up is [`e2e::cluster`]'s). A device connected to node A is reached through
+//! node B (the stream's bytes go to A, whose streaming URL B's answer names), and a device
+//! disabled from the CLI against the cluster is cut on A within 2 s; meanwhile the CLI
+//! shows it online with its open stream, lists the stream (A's) and closes it through
+//! `streams close`, and shows its record from A in `stream-hub logs`. A second session on
+//! another node replaces the first cluster-wide. Module identities and X.509 data reach
+//! every node too: a module on A streams through B and its `module disable` cuts it on A;
+//! a thumbprint device added from the CLI signs in on B and a new thumbprint cuts it
+//! there. The NATS traffic of a stream set-up is measured from the server's `/varz`
+//! counters (docs/SCALING.md). Failures (nodes, NATS servers, all of NATS) are
+//! `cluster_faults.rs`'s.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use device_streams::protocol::connection_string::{
-    DeviceConnectionString, HostName, ServiceConnectionString,
-};
+use device_streams::protocol::{connection_string::DeviceConnectionString, sas};
 use e2e::{
-    connector, device_config, fault::Peer, hub_cli, nats, open_stream, request_stream, round_trip,
-    spawn_device, ServiceConfig,
+    cluster::{two_nodes, Cluster, Nats},
+    connector, device_config, eventually,
+    fault::Peer,
+    nats, open_stream, raw, request_stream, round_trip, spawn_device, ServiceConfig,
 };
 
-fn host(port: u16) -> HostName {
-    format!("localhost:{port}").parse().unwrap()
-}
-
-/// Which node holds how many devices, as `stream-hub cluster status` says.
-fn devices_on(data: &Path, node_port: u16) -> u64 {
-    let status = hub_cli(data, &["cluster", "status", "--json"]);
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    status["devices_by_node"][format!("localhost_{node_port}")]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+/// `dev1`'s entry in `device list --json`.
+fn listed(cluster: &Cluster) -> serde_json::Value {
+    let list = cluster.cli(&["device", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+    let dev1 = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["deviceId"] == "dev1");
+    dev1.cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() {
     e2e::trace();
     let tmp = tempfile::tempdir().unwrap();
-    let nats = nats::start_nats(tmp.path());
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let data = tmp.path().join("data");
-    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
-    hub_cli(&data, &init);
-    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
+    let cluster = two_nodes(tmp.path());
     assert!(
-        !data.join("registry.db").exists(),
+        !cluster.data.join("registry.db").exists(),
         "the registry is the cluster's"
     );
-
-    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
-    let a = nats::start_node(&data, &url, &a_log, &[]);
-    let b = nats::start_node(&data, &url, &b_log, &[]);
     let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let to_a = DeviceConnectionString {
-        host: host(a.port),
-        ..device
-    };
-    let map = format!("echo={}", echo.addr);
-    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
-    assert!(
-        on_a.is_some(),
-        "dev1 never showed on node A: {}",
-        nats::log(&a_log)
-    );
+    let _device = cluster.device_on(0, echo.addr).await;
 
-    let via_b = ServiceConnectionString {
-        host: host(b.port),
-        ..service
-    };
-    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let config = cluster.service_via(1);
     let granted = request_stream(&config)
         .await
         .expect("a stream through node B");
+    let a_url = format!("wss://localhost:{}/", cluster.nodes[0].port());
     assert!(
-        granted
-            .url
-            .starts_with(&format!("wss://localhost:{}/", a.port)),
+        granted.url.starts_with(&a_url),
         "the stream is node A's: {}",
         granted.url
     );
     let mut stream = open_stream(&config)
         .await
-        .unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", nats::log(&a_log), nats::log(&b_log)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     round_trip(&mut stream, b"through node B to node A").await;
 
-    // The CLI against the cluster sees what the nodes do: dev1 online (presence bucket),
-    // and, once the stream ends, its record from node A (the cluster's activity stream).
-    let shown = hub_cli(&data, &["device", "show", "dev1", "--json"]);
+    // The CLI against the cluster sees what the nodes do: dev1 online (presence bucket)
+    // with its one open stream (node A's, asked of every node), and, once the stream
+    // ends, its record from node A (the cluster's activity stream).
+    let shown = cluster.cli(&["device", "show", "dev1", "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["connectionState"], "Connected", "{shown}");
-    let list = hub_cli(&data, &["device", "list", "--json"]);
-    assert!(list.contains(r#""connectionState":"Connected""#), "{list}");
+    assert_eq!(shown["openStreams"], 1, "{shown}");
+    let dev1 = listed(&cluster);
+    assert_eq!(dev1["connectionState"], "Connected", "{dev1}");
+    assert_eq!(dev1["openStreams"], 1, "{dev1}");
 
     // `streams list` asks every node: the stream is A's; `streams close` ends it there.
-    let mut listed = serde_json::Value::Null;
-    let found = wait_for(Duration::from_secs(3), || {
-        let out = hub_cli(&data, &["streams", "list", "--json"]);
-        listed = serde_json::from_str(&out).unwrap_or_default();
-        listed.as_array().is_some_and(|l| l.len() == 1)
+    let mut rows = serde_json::Value::Null;
+    let found = eventually(Duration::from_secs(3), || {
+        let out = cluster.cli(&["streams", "list", "--json"]);
+        rows = serde_json::from_str(&out).unwrap_or_default();
+        rows.as_array().is_some_and(|l| l.len() == 1)
     })
     .await;
-    assert!(found.is_some(), "streams list: {listed}");
-    assert_eq!(listed[0]["deviceId"], "dev1", "{listed}");
-    let id = listed[0]["streamId"].as_str().unwrap().to_string();
-    hub_cli(&data, &["streams", "close", &id]);
+    assert!(found, "streams list: {rows}");
+    assert_eq!(rows[0]["deviceId"], "dev1", "{rows}");
+    let id = rows[0]["streamId"].as_str().unwrap().to_string();
+    cluster.cli(&["streams", "close", &id]);
     let mut buf = [0u8; 1];
     let ended = tokio::time::timeout(
         Duration::from_secs(2),
@@ -144,14 +103,23 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
                 && r["detail"].as_str().is_some_and(|d| d.contains("admin"))
         })
     };
-    let logged = wait_for(Duration::from_secs(5), || {
-        accepted(&hub_cli(&data, &["logs", "--json", "--device", "dev1"]))
+    let logged = eventually(Duration::from_secs(5), || {
+        accepted(&cluster.cli(&["logs", "--json", "--device", "dev1"]))
     })
     .await;
     assert!(
-        logged.is_some(),
+        logged,
         "no record of the stream in the cluster's log: {}",
-        hub_cli(&data, &["logs"])
+        cluster.cli(&["logs"])
+    );
+    let closed = eventually(Duration::from_secs(3), || {
+        listed(&cluster)["openStreams"] == 0
+    })
+    .await;
+    assert!(
+        closed,
+        "the closed stream is still counted: {}",
+        listed(&cluster)
     );
 
     // On the fast path node B does not hold dev1: it answers `elsewhere`, and the client
@@ -160,8 +128,8 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
     fast.warm = 1;
     let client = fast.client();
     client.warm_up();
-    let warm = wait_for(Duration::from_secs(5), || client.fast_path()).await;
-    assert!(warm.is_some(), "no warm connection to node B");
+    let warm = eventually(Duration::from_secs(5), || client.fast_path()).await;
+    assert!(warm, "no warm connection to node B");
     let mut stream = client
         .open(&config.route())
         .await
@@ -169,300 +137,50 @@ async fn a_device_on_one_node_streams_through_another_and_is_revoked_from_any() 
     round_trip(&mut stream, b"warm on B, device on A").await;
     drop(stream);
 
-    hub_cli(&data, &["device", "disable", "dev1"]);
-    let cut = wait_for(Duration::from_secs(2), || devices_on(&data, a.port) == 0).await;
-    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
-    let list = hub_cli(&data, &["device", "list", "--json"]);
-    assert!(
-        list.contains(r#""connectionState":"Disconnected""#),
-        "{list}"
-    );
+    let started = std::time::Instant::now();
+    cluster.cli(&["device", "disable", "dev1"]);
+    let cut = eventually(Duration::from_secs(2), || cluster.devices_on(0) == Some(0)).await;
+    assert!(cut, "node A kept dev1: {}", cluster.nodes[0].log());
+    assert_eq!(listed(&cluster)["connectionState"], "Disconnected");
     let refused = open_stream(&config).await;
     assert!(refused.is_err(), "a disabled device is refused through B");
-    println!("revocation took {:?} to reach node A", cut.unwrap());
+    println!("revocation took {:?} to reach node A", started.elapsed());
 }
 
-/// How long a device may take to come back on another node after its node is killed:
-/// the balancer's health check (200 ms), the device proxy's reconnect back-off (at most
-/// 2 s in these tests) and the CONNECT, with room for a loaded test machine.
-const FAILOVER_BOUND: Duration = Duration::from_secs(10);
-
+/// Azure's rule for a duplicate client id, cluster-wide: dev1 signed in on node A, then
+/// again on node B, is cut on A; streams asked on A reach the new session on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_node_s_devices_come_back_through_the_balancer_on_another() {
+async fn a_second_session_on_another_node_replaces_the_first_cluster_wide() {
     e2e::trace();
     let tmp = tempfile::tempdir().unwrap();
-    let nats = nats::start_nats(tmp.path());
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let data = tmp.path().join("data");
-    let lb = nats::free_port();
-    let name = format!("localhost:{lb}");
-    hub_cli(&data, &["init", "--hostname", &name, "--cluster", &url]);
-    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
-    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
-    let a = nats::start_node(&data, &url, &a_log, std::slice::from_ref(&name));
-    let b = nats::start_node(&data, &url, &b_log, std::slice::from_ref(&name));
-    let (a_port, b_port) = (a.port, b.port);
-    // `balance first`: every connection goes to A while it lives.
-    let _haproxy = nats::start_haproxy(tmp.path(), lb, &[a_port, b_port]);
+    let cluster = two_nodes(tmp.path());
+    let a_host = cluster.nodes[0].host().to_string();
+    let resource = sas::device_resource(&a_host, "dev1");
+    let expiry = sas::unix_now() + 60;
+    let token = sas::sign(&resource, &cluster.device.key, expiry, None).unwrap();
+    let mut first = raw::open(&connector(&cluster.ca()), &a_host).await;
+    let code = raw::connect(&mut first, &a_host, "dev1", token.expose()).await;
+    assert_eq!(code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+    raw::subscribe(&mut first).await;
+    let on_a = eventually(Duration::from_secs(5), || cluster.devices_on(0) == Some(1)).await;
+    assert!(
+        on_a,
+        "dev1 never showed on node A: {}",
+        cluster.nodes[0].log()
+    );
 
     let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let map = format!("echo={}", echo.addr);
-    let _device = spawn_device(device_config(device, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a_port) == 1).await;
+    let _second = cluster.device_on(1, echo.addr).await;
     assert!(
-        on_a.is_some(),
-        "dev1 never showed on node A: {}",
-        nats::log(&a_log)
+        raw::closed_within(&mut first, Duration::from_secs(2)).await,
+        "node A kept the first session: {}",
+        cluster.nodes[0].log()
     );
-    let config = ServiceConfig::new(service.clone(), connector(&ca), "dev1", "echo");
-    let mut stream = open_stream(&config)
+    assert_eq!(cluster.devices_on(0), Some(0), "node A still holds dev1");
+    let mut stream = open_stream(&cluster.service_via(0))
         .await
-        .expect("a stream through the balancer");
-    round_trip(&mut stream, b"to node A").await;
-
-    drop(a); // SIGKILL
-    let back = wait_for(FAILOVER_BOUND, || devices_on(&data, b_port) == 1).await;
-    assert!(
-        back.is_some(),
-        "dev1 did not come back on node B: {}",
-        nats::log(&b_log)
-    );
-    println!(
-        "dev1 was back on node B {:?} after node A was killed",
-        back.unwrap()
-    );
-    let config = ServiceConfig::new(service, connector(&ca), "dev1", "echo");
-    let granted = request_stream(&config)
-        .await
-        .expect("a stream after the failover");
-    assert!(granted
-        .url
-        .starts_with(&format!("wss://localhost:{b_port}/")));
-    let mut stream = open_stream(&config)
-        .await
-        .expect("a stream after the failover");
-    round_trip(&mut stream, b"to node B").await;
-}
-
-/// With NATS gone, a node goes on serving the devices it holds with the registry it last
-/// knew; when NATS is back it follows the cluster again by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_serves_its_devices_while_nats_is_down_and_recovers_by_itself() {
-    e2e::trace();
-    let tmp = tempfile::tempdir().unwrap();
-    let nats_port = nats::free_port();
-    let nats = nats::start_nats_on(tmp.path(), nats_port);
-    let url = format!("nats://127.0.0.1:{nats_port}");
-    let data = tmp.path().join("data");
-    hub_cli(
-        &data,
-        &["init", "--hostname", "localhost:1", "--cluster", &url],
-    );
-    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
-    let a_log = tmp.path().join("a.log");
-    let a = nats::start_node(&data, &url, &a_log, &[]);
-    let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let map = format!("echo={}", echo.addr);
-    let to_a = DeviceConnectionString {
-        host: host(a.port),
-        ..device
-    };
-    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
-    assert!(
-        on_a.is_some(),
-        "dev1 never showed on node A: {}",
-        nats::log(&a_log)
-    );
-    let via_a = ServiceConnectionString {
-        host: host(a.port),
-        ..service
-    };
-    let config = ServiceConfig::new(via_a, connector(&ca), "dev1", "echo");
-
-    drop(nats); // SIGKILL: no NATS at all
-    for round in 0..3 {
-        let mut stream = open_stream(&config)
-            .await
-            .unwrap_or_else(|e| panic!("round {round} without NATS: {e}\n{}", nats::log(&a_log)));
-        round_trip(&mut stream, b"no NATS needed").await;
-    }
-
-    let _nats = nats::start_nats_on(tmp.path(), nats_port);
-    hub_cli(&data, &["device", "disable", "dev1"]);
-    let cut = wait_for(Duration::from_secs(40), || devices_on(&data, a.port) == 0).await;
-    assert!(
-        cut.is_some(),
-        "node A never followed the cluster again: {}",
-        nats::log(&a_log)
-    );
-    println!(
-        "node A followed a change {:?} after NATS was back",
-        cut.unwrap()
-    );
-    assert!(open_stream(&config).await.is_err(), "dev1 is disabled now");
-}
-
-/// On a 3-server NATS cluster with the buckets replicated 3 times, losing one server
-/// changes nothing users see: streams through another node and revocation go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn losing_one_nats_server_of_three_changes_nothing() {
-    e2e::trace();
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut servers, urls) = nats::start_nats_cluster(tmp.path());
-    let data = tmp.path().join("data");
-    let init = [
-        "init",
-        "--hostname",
-        "localhost:1",
-        "--cluster",
-        &urls,
-        "--cluster-replicas",
-        "3",
-    ];
-    // JetStream elects its meta leader a moment after the servers start.
-    let mut initialised = false;
-    for _ in 0..40 {
-        let out = std::process::Command::new(e2e::bin("stream-hub"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(init)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            initialised = true;
-            break;
-        }
-        let _ = std::fs::remove_dir_all(&data);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(initialised, "init --cluster never worked on the 3 servers");
-    let device: DeviceConnectionString = retried(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
-    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
-    let a = nats::start_node(&data, &urls, &a_log, &[]);
-    let b = nats::start_node(&data, &urls, &b_log, &[]);
-    let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let map = format!("echo={}", echo.addr);
-    let to_a = DeviceConnectionString {
-        host: host(a.port),
-        ..device
-    };
-    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
-    assert!(
-        on_a.is_some(),
-        "dev1 never showed on node A: {}",
-        nats::log(&a_log)
-    );
-
-    drop(servers.remove(0)); // SIGKILL one server of three
-    let via_b = ServiceConnectionString {
-        host: host(b.port),
-        ..service
-    };
-    let config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
-    let mut stream = None;
-    for _ in 0..20 {
-        // A client of the dead server moves to another within its reconnect delay.
-        match open_stream(&config).await {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-    let mut stream = stream.unwrap_or_else(|| {
-        panic!(
-            "no stream through B after losing a NATS server: {}",
-            nats::log(&b_log)
-        )
-    });
-    round_trip(&mut stream, b"two NATS servers are enough").await;
-    // The buckets' streams may be electing a new leader still: the write waits for one.
-    retried(&data, &["device", "disable", "dev1"]);
-    let cut = wait_for(Duration::from_secs(5), || devices_on(&data, a.port) == 0).await;
-    assert!(cut.is_some(), "node A kept dev1: {}", nats::log(&a_log));
-    println!(
-        "with one NATS server down, revocation reached node A in {:?}",
-        cut.unwrap()
-    );
-}
-
-/// `stream-hub` `args`, retried for up to 10 s while a fresh NATS cluster settles (its
-/// replicated streams answer a moment after they are created).
-fn retried(data: &Path, args: &[&str]) -> String {
-    let mut last = String::new();
-    for _ in 0..40 {
-        let out = std::process::Command::new(e2e::bin("stream-hub"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("stream-hub {args:?}: {last}")
-}
-
-/// A cluster of two nodes on one NATS server, with its data directory and the service's
-/// connection string.
-struct Two {
-    data: std::path::PathBuf,
-    a: e2e::daemon::Daemon,
-    b: e2e::daemon::Daemon,
-    a_log: std::path::PathBuf,
-    b_log: std::path::PathBuf,
-    _nats: e2e::daemon::Daemon,
-}
-
-fn two_nodes(tmp: &Path) -> Two {
-    let nats = nats::start_nats(tmp);
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let data = tmp.join("data");
-    hub_cli(
-        &data,
-        &["init", "--hostname", "localhost:1", "--cluster", &url],
-    );
-    let (a_log, b_log) = (tmp.join("a.log"), tmp.join("b.log"));
-    let a = nats::start_node(&data, &url, &a_log, &[]);
-    let b = nats::start_node(&data, &url, &b_log, &[]);
-    Two {
-        data,
-        a,
-        b,
-        a_log,
-        b_log,
-        _nats: nats,
-    }
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    round_trip(&mut stream, b"asked on A, served by the session on B").await;
 }
 
 /// Module identities are the cluster's: one added from the CLI connects to node A, is
@@ -471,59 +189,45 @@ fn two_nodes(tmp: &Path) -> Two {
 async fn a_module_on_one_node_streams_through_another_and_its_disable_reaches_it() {
     e2e::trace();
     let tmp = tempfile::tempdir().unwrap();
-    let two = two_nodes(tmp.path());
-    let data = &two.data;
-    hub_cli(data, &["device", "add", "dev1"]);
-    let module: DeviceConnectionString = hub_cli(data, &["module", "add", "dev1", "m"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(data, &["connection-string"])
+    let cluster = two_nodes(tmp.path());
+    let module: DeviceConnectionString = cluster
+        .cli(&["module", "add", "dev1", "m"])
         .trim()
         .parse()
         .unwrap();
     let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
     let to_a = DeviceConnectionString {
-        host: host(two.a.port),
+        host: cluster.nodes[0].host(),
         ..module
     };
     let map = format!("echo={}", echo.addr);
-    let _module = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || {
-        devices_on(data, two.a.port) == 1
-    })
-    .await;
+    let _module = spawn_device(device_config(to_a, connector(&cluster.ca()), &[&map]));
+    let on_a = eventually(Duration::from_secs(10), || cluster.devices_on(0) == Some(1)).await;
     assert!(
-        on_a.is_some(),
+        on_a,
         "dev1/m never showed on node A: {}",
-        nats::log(&two.a_log)
+        cluster.nodes[0].log()
     );
 
-    let via_b = ServiceConnectionString {
-        host: host(two.b.port),
-        ..service
-    };
-    let mut config = ServiceConfig::new(via_b, connector(&ca), "dev1", "echo");
+    let mut config = cluster.service_via(1);
     config.module_id = Some("m".into());
-    let mut stream = open_stream(&config).await.unwrap_or_else(|e| {
-        let (a, b) = (nats::log(&two.a_log), nats::log(&two.b_log));
-        panic!("{e}\nA: {a}\nB: {b}")
-    });
+    let mut stream = open_stream(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     round_trip(&mut stream, b"through node B to a module on node A").await;
 
-    hub_cli(data, &["module", "disable", "dev1", "m"]);
-    let cut = wait_for(Duration::from_secs(2), || devices_on(data, two.a.port) == 0).await;
-    assert!(
-        cut.is_some(),
-        "node A kept dev1/m: {}",
-        nats::log(&two.a_log)
-    );
+    let started = std::time::Instant::now();
+    cluster.cli(&["module", "disable", "dev1", "m"]);
+    let cut = eventually(Duration::from_secs(2), || cluster.devices_on(0) == Some(0)).await;
+    assert!(cut, "node A kept dev1/m: {}", cluster.nodes[0].log());
     assert!(
         open_stream(&config).await.is_err(),
         "a disabled module is refused through B"
     );
-    println!("module disable took {:?} to reach node A", cut.unwrap());
+    println!(
+        "module disable took {:?} to reach node A",
+        started.elapsed()
+    );
 }
 
 /// X.509 data is the cluster's: a thumbprint device registered from the CLI signs in on
@@ -531,14 +235,10 @@ async fn a_module_on_one_node_streams_through_another_and_its_disable_reaches_it
 /// set from the CLI cuts it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thumbprint_device_registered_from_the_cli_connects_to_any_node() {
-    use e2e::{
-        raw,
-        x509::{make, Spec},
-    };
+    use e2e::x509::{make, Spec};
     e2e::trace();
     let tmp = tempfile::tempdir().unwrap();
-    let two = two_nodes(tmp.path());
-    let data = &two.data;
+    let cluster = two_nodes(tmp.path());
     let pem = make(tmp.path(), "cam", Spec::leaf("anything"), None);
     let thumb = pem.sha256();
     let add = [
@@ -550,30 +250,27 @@ async fn a_thumbprint_device_registered_from_the_cli_connects_to_any_node() {
         "--thumbprint",
         &thumb,
     ];
-    hub_cli(data, &add);
+    cluster.cli(&add);
 
-    let connector = pem.connector(&data.join("ca.pem"));
-    let b_host = format!("localhost:{}", two.b.port);
+    let connector = pem.connector(&cluster.ca());
+    let b_host = cluster.nodes[1].host().to_string();
     let (mut io, code) = raw::connect_x509_ws(&connector, &b_host, "cam").await;
     assert_eq!(
         code,
         rumqttc::mqttbytes::v4::ConnectReturnCode::Success,
         "B: {}",
-        nats::log(&two.b_log)
+        cluster.nodes[1].log()
     );
     raw::subscribe(&mut io).await;
-    let on_b = wait_for(Duration::from_secs(5), || devices_on(data, two.b.port) == 1).await;
-    assert!(on_b.is_some(), "cam never showed on node B");
+    let on_b = eventually(Duration::from_secs(5), || cluster.devices_on(1) == Some(1)).await;
+    assert!(on_b, "cam never showed on node B");
 
     let other = "ab".repeat(32);
-    hub_cli(
-        data,
-        &["device", "set-thumbprint", "cam", "--thumbprint", &other],
-    );
+    cluster.cli(&["device", "set-thumbprint", "cam", "--thumbprint", &other]);
     assert!(
         raw::closed_within(&mut io, Duration::from_secs(2)).await,
         "node B kept a session whose thumbprint was replaced: {}",
-        nats::log(&two.b_log)
+        cluster.nodes[1].log()
     );
 }
 
@@ -615,40 +312,10 @@ async fn nats_traffic_per_stream_set_up_is_measured() {
     e2e::trace();
     let tmp = tempfile::tempdir().unwrap();
     let monitor = nats::free_port();
-    let nats = nats::start_nats_monitored(tmp.path(), monitor);
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let data = tmp.path().join("data");
-    let init = ["init", "--hostname", "localhost:1", "--cluster", &url];
-    hub_cli(&data, &init);
-    let device: DeviceConnectionString = hub_cli(&data, &["device", "add", "dev1"])
-        .trim()
-        .parse()
-        .unwrap();
-    let service: ServiceConnectionString = hub_cli(&data, &["connection-string"])
-        .trim()
-        .parse()
-        .unwrap();
-    let (a_log, b_log) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
-    let a = nats::start_node(&data, &url, &a_log, &[]);
-    let b = nats::start_node(&data, &url, &b_log, &[]);
+    let cluster = Cluster::start(tmp.path(), Nats::monitored(tmp.path(), monitor), 2, None);
     let echo = Peer::echo().await;
-    let ca = data.join("ca.pem");
-    let to_a = DeviceConnectionString {
-        host: host(a.port),
-        ..device
-    };
-    let map = format!("echo={}", echo.addr);
-    let _device = spawn_device(device_config(to_a, connector(&ca), &[&map]));
-    let on_a = wait_for(Duration::from_secs(10), || devices_on(&data, a.port) == 1).await;
-    assert!(on_a.is_some(), "dev1 never showed on node A");
-    let through = |port: u16| {
-        let via = ServiceConnectionString {
-            host: host(port),
-            ..service.clone()
-        };
-        ServiceConfig::new(via, connector(&ca), "dev1", "echo")
-    };
-    let (via_a, via_b) = (through(a.port), through(b.port));
+    let _device = cluster.device_on(0, echo.addr).await;
+    let (via_a, via_b) = (cluster.service_via(0), cluster.service_via(1));
     // Warm up both paths (first requests set up subscriptions and the activity stream).
     traffic_per_stream(monitor, &via_b, 2, [0.0; 4]).await;
     traffic_per_stream(monitor, &via_a, 2, [0.0; 4]).await;

@@ -20,7 +20,7 @@ use crate::{
 /// Answers an operations request, or `None` if the path is not one.
 pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>> {
     match (method, path) {
-        (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/healthz") => Some(health(hub)),
         (&Method::GET, "/metrics") => {
             let body = hub.metrics.render(crate::metrics::Gauges {
                 connected_devices: hub.sessions.connected(),
@@ -40,18 +40,30 @@ pub fn respond(hub: &Hub, method: &Method, path: &str) -> Option<Response<Body>>
     }
 }
 
+/// `ok`, or what a cluster node cannot do while it is cut off from NATS. Still 200: the
+/// node goes on serving the devices it holds, and a balancer that took every node out
+/// when NATS is down would cut those too; one that prefers to drain such a node can
+/// match the body (HAProxy: `http-check expect rstring ^ok`).
+fn health(hub: &Hub) -> Response<Body> {
+    let trouble = hub.cluster.get().and_then(|node| node.trouble());
+    text(
+        StatusCode::OK,
+        trouble.unwrap_or_else(|| "ok".into()) + "\n",
+    )
+}
+
 /// The operations endpoints, then the dashboard's pages, then 404.
 async fn route(
     hub: &Hub,
     served: crate::dashboard::Served,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let path = req.uri().path();
-    if let Some(resp) = respond(hub, req.method(), path) {
+    let path = req.uri().path().to_string();
+    if let Some(resp) = respond(hub, req.method(), &path) {
         return resp;
     }
-    if crate::dashboard::serves(path) {
-        return crate::dashboard::respond(hub, served, req).await;
+    if crate::dashboard::serves(&path) {
+        return crate::dashboard::respond(hub, served, &path, req).await;
     }
     error(
         StatusCode::NOT_FOUND,
@@ -69,6 +81,7 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
     let served = crate::dashboard::Served {
         open_reads: local.ip().is_loopback(),
         secure: false,
+        base: "",
     };
     let mut acceptor = Acceptor::new(listener);
     let tracker = hub.tracker.clone();

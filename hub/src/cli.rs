@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     init::{self, DataDir},
+    registry::Registry,
     Config, Hub, Limits,
 };
 
@@ -311,9 +312,14 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAM_HUB_MQTT_LISTEN")]
     pub mqtt_listen: Option<SocketAddr>,
     /// Serve /metrics, /healthz and the HTML dashboard (at /) on this plain-HTTP address
-    /// instead of the TLS port (the dashboard is only served here).
+    /// instead of the TLS port.
     #[arg(long, env = "STREAM_HUB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Also serve the HTML dashboard on the TLS port, at /dashboard/, for remote admins:
+    /// every page there needs a sign-in with a policy (registry-read or registry-list to
+    /// look, registry-write to act) and the session cookie is Secure.
+    #[arg(long, env = "STREAM_HUB_DASHBOARD")]
+    pub dashboard: bool,
     /// PEM certificate chain to serve instead of the data directory's (e.g. an ACME
     /// client's fullchain.pem); re-read when it changes and on SIGHUP.
     #[arg(long, env = "STREAM_HUB_TLS_CERT", requires = "tls_key")]
@@ -366,62 +372,21 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (registry, node) = match args.cluster.resolve(&dir.path)? {
-        None => (dir.registry()?, None),
-        Some(cluster) => {
-            let url = args.streaming_url.as_deref();
-            let id = crate::cluster::node_id(args.node_id.as_deref(), url, args.listen.port());
-            let (registry, node) = crate::cluster::join(&dir.path, &cluster, id).await?;
-            (registry, Some(node))
-        }
-    };
-    let hostname = dir.hostname(&registry)?;
+    let (registry, node) = open_registry(dir, &args).await?;
+    let config = config(dir.hostname(&registry)?, &args);
     let certs = cert_store(dir, &args)?;
     let tls = crate::tls::server_config(certs.clone())?;
-    let mut config = Config::new(
-        hostname,
-        args.listen.port(),
-        args.streaming_url.clone(),
-        args.limits.clone(),
-    );
-    config.ops_on_main_port = args.admin_listen.is_none();
-    config.retention = args.retention.clone();
-    for alias in &args.aliases {
-        config = config.with_alias(alias.clone());
-    }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let mqtt = match args.mqtt_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--mqtt-listen)"))?,
-        ),
-        None => None,
-    };
-    let admin = match args.admin_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
-        ),
-        None => None,
-    };
-    let hub = Hub::new(config, registry, shutdown)?;
+    let listener = bind(args.listen, "").await?;
+    let mqtt = bind_if(args.mqtt_listen, " (--mqtt-listen)").await?;
+    let admin = bind_if(args.admin_listen, " (--admin-listen)").await?;
+    let hub = Hub::new(config, args.limits, registry, shutdown)?;
     if let Some(node) = node {
         tracing::info!(node = %node.id, "serving as a cluster node");
         crate::cluster::start(&hub, node)?;
     }
     hub.tracker
         .spawn(crate::tls::watch(certs.clone(), hub.shutdown.clone()));
-    let reloading = hub.clone();
-    let reload = move || {
-        certs.reload_logged("SIGHUP");
-        reload_limits(&reloading);
-    };
-    let hangups = device_streams_common::shutdown::on_hangup(reload, hub.shutdown.clone());
-    hub.tracker.spawn(hangups);
+    reload_on_hangup(&hub, certs);
     if let Some(admin) = admin {
         let run = crate::admin::run(admin, hub.clone());
         hub.tracker.spawn(async move {
@@ -433,4 +398,62 @@ pub async fn serve(
     let addr = listener.local_addr().map_or(args.listen, |a| a);
     device_streams_common::sd_notify::ready(&format!("listening on {addr}"));
     crate::run_with(listener, mqtt, tls, hub).await
+}
+
+/// The data directory's registry, or in cluster mode the node's copy of the cluster's
+/// with the node that keeps it so.
+async fn open_registry(
+    dir: &DataDir,
+    args: &ServeArgs,
+) -> anyhow::Result<(Registry, Option<crate::cluster::Node>)> {
+    let Some(cluster) = args.cluster.resolve(&dir.path)? else {
+        return Ok((dir.registry()?, None));
+    };
+    let url = args.streaming_url.as_deref();
+    let id = crate::cluster::node_id(args.node_id.as_deref(), url, args.listen.port());
+    let (registry, node) = crate::cluster::join(&dir.path, &cluster, id).await?;
+    Ok((registry, Some(node)))
+}
+
+/// What the hub is told at start: its names, where its streams are, what log it keeps.
+fn config(hostname: String, args: &ServeArgs) -> Config {
+    let port = args.listen.port();
+    let mut config = Config::new(hostname, port, args.streaming_url.clone());
+    config.ops_on_main_port = args.admin_listen.is_none();
+    config.dashboard_on_main_port = args.dashboard;
+    config.retention = args.retention.clone();
+    for alias in &args.aliases {
+        config = config.with_alias(alias.clone());
+    }
+    config
+}
+
+/// Listens on `addr`; an error names it and the flag that gave it (`flag`: its suffix).
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}{flag}"))
+}
+
+/// [`bind`] for a listener that is off unless its flag is given.
+async fn bind_if(
+    addr: Option<SocketAddr>,
+    flag: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(bind(addr, flag).await?)),
+        None => Ok(None),
+    }
+}
+
+/// On SIGHUP, re-reads the certificate and puts the limits of the command line and
+/// `--config` file as they are now in force.
+fn reload_on_hangup(hub: &Arc<Hub>, certs: Arc<crate::tls::CertStore>) {
+    let reloading = hub.clone();
+    let reload = move || {
+        certs.reload_logged("SIGHUP");
+        reload_limits(&reloading);
+    };
+    let hangups = device_streams_common::shutdown::on_hangup(reload, hub.shutdown.clone());
+    hub.tracker.spawn(hangups);
 }

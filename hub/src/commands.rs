@@ -18,51 +18,27 @@ use crate::{
     },
     init::{self, DataDir},
     live::{self, DeviceState},
-    registry::{Device, DeviceAuth, Policy, Registry, Right},
+    registry::{Device, DeviceAuth, Module, Policy, Registry, Right},
     registry_api::{auth_json, device_json},
-    registry_modules::Module,
-    x509, Config, Limits,
+    x509, Config,
 };
 
 /// Runs every sub-command but `serve` (which needs the runtime: see [`crate::cli::serve`]).
 pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init { hostname, cluster } => {
-            init::init_with(dir, &hostname, cluster.given().as_ref())?;
-            if let Some(warning) = init::microsoft_sdk_warning(&hostname) {
-                eprintln!("stream-hub: {warning}");
-            }
-            eprintln!(
-                "initialised {} for {hostname}; CA certificate: {}",
-                dir.path.display(),
-                dir.ca_file().display()
-            );
-            Ok(())
-        }
+        Command::Init { hostname, cluster } => init_data_dir(dir, &hostname, cluster),
         Command::Device(cmd) => device(dir, cmd),
         Command::Policy(cmd) => policy(dir, cmd),
         Command::Ca(cmd) => ca(dir, cmd),
         Command::Module(cmd) => module(dir, cmd),
         Command::Streams(cmd) => streams(dir, cmd),
-        Command::ConnectionString { policy } => {
-            let registry = dir.registry()?;
-            let p = registry
-                .policy(&policy)?
-                .with_context(|| format!("policy '{policy}' does not exist"))?;
-            print_service_string(&dir.host(&registry)?, &p);
-            Ok(())
-        }
+        Command::ConnectionString { policy } => service_string(dir, &policy),
         Command::Endpoints {
             listen,
             streaming_url,
         } => {
             let registry = dir.registry()?;
-            let config = Config::new(
-                dir.hostname(&registry)?,
-                listen.port(),
-                streaming_url,
-                Limits::default(),
-            );
+            let config = Config::new(dir.hostname(&registry)?, listen.port(), streaming_url);
             println!("{}", config.endpoints_json());
             Ok(())
         }
@@ -71,22 +47,54 @@ pub fn run(dir: &DataDir, command: Command) -> anyhow::Result<()> {
             since,
             json,
         } => logs(dir, device.as_deref(), since, json),
-        Command::Cert { names } => {
-            let registry = dir.registry()?;
-            let host = dir.host(&registry)?;
-            let covered = certs::reissue(&dir.cert_files(), &host.host, &host.host, &names)?;
-            println!(
-                "{}: a new certificate for {}",
-                dir.cert_file().display(),
-                covered.join(", ")
-            );
-            Ok(())
-        }
+        Command::Cert { names } => cert(dir, &names),
         Command::Serve(_) => anyhow::bail!("serve runs through cli::serve"),
         Command::Cluster(crate::cli::ClusterCommand::Status { json }) => {
             crate::cluster::status(&dir.path, json)
         }
     }
+}
+
+/// `stream-hub init`: a new data directory, with a warning if Microsoft's SDKs could not
+/// use the host name.
+fn init_data_dir(
+    dir: &DataDir,
+    hostname: &str,
+    cluster: crate::cluster::ClusterArgs,
+) -> anyhow::Result<()> {
+    init::init_with(dir, hostname, cluster.given().as_ref())?;
+    if let Some(warning) = init::microsoft_sdk_warning(hostname) {
+        eprintln!("stream-hub: {warning}");
+    }
+    eprintln!(
+        "initialised {} for {hostname}; CA certificate: {}",
+        dir.path.display(),
+        dir.ca_file().display()
+    );
+    Ok(())
+}
+
+/// `stream-hub connection-string`: a policy's service connection string.
+fn service_string(dir: &DataDir, policy: &str) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    let p = registry
+        .policy(policy)?
+        .with_context(|| format!("policy '{policy}' does not exist"))?;
+    print_service_string(&dir.host(&registry)?, &p);
+    Ok(())
+}
+
+/// `stream-hub cert`: re-issues the server certificate from the data directory's CA.
+fn cert(dir: &DataDir, names: &[String]) -> anyhow::Result<()> {
+    let registry = dir.registry()?;
+    let host = dir.host(&registry)?;
+    let covered = certs::reissue(&dir.cert_files(), &host.host, &host.host, names)?;
+    println!(
+        "{}: a new certificate for {}",
+        dir.cert_file().display(),
+        covered.join(", ")
+    );
+    Ok(())
 }
 
 fn print_service_string(host: &HostName, p: &Policy) {
@@ -105,15 +113,7 @@ fn key(d: &Device, secondary: bool) -> &Secret {
 fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
     let registry: Registry = dir.registry()?;
     let host = dir.host(&registry)?;
-    // An X.509 device's string names no key: its certificate is its credential.
-    let print_cs = |id: &str, key: &Secret| -> anyhow::Result<()> {
-        let cs = match registry.device_auth(id)?.is_x509() {
-            true => DeviceConnectionString::new_x509(host.clone(), id),
-            false => DeviceConnectionString::new(host.clone(), id, key.clone()),
-        };
-        println!("{}", cs.to_secret_string().expose());
-        Ok(())
-    };
+    let print_cs = |id: &str, key: &Secret| print_device_string(&registry, &host, id, key);
     let find = |id: &str| {
         registry
             .device(id)?
@@ -129,17 +129,7 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
             thumbprint,
             secondary_thumbprint,
         } => {
-            if auth != AuthType::X509Thumbprint && thumbprint.is_some() {
-                anyhow::bail!("--thumbprint is for --auth x509-thumbprint");
-            }
-            let auth = match auth {
-                AuthType::Sas => DeviceAuth::Sas,
-                AuthType::X509Thumbprint => DeviceAuth::SelfSigned {
-                    primary: thumbprint,
-                    secondary: secondary_thumbprint,
-                },
-                AuthType::X509Ca => DeviceAuth::CertificateAuthority,
-            };
+            let auth = auth_of(auth, thumbprint, secondary_thumbprint)?;
             print_cs(&id, &registry.add_device_with_auth(&id, &auth)?.primary_key)?;
         }
         DeviceCommand::SetThumbprint {
@@ -170,6 +160,41 @@ fn device(dir: &DataDir, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Delete { id } => registry.delete_device(&id)?,
     }
     Ok(())
+}
+
+/// A device's connection string; an X.509 device's names no key: its certificate is its
+/// credential.
+fn print_device_string(
+    registry: &Registry,
+    host: &HostName,
+    id: &str,
+    key: &Secret,
+) -> anyhow::Result<()> {
+    let cs = match registry.device_auth(id)?.is_x509() {
+        true => DeviceConnectionString::new_x509(host.clone(), id),
+        false => DeviceConnectionString::new(host.clone(), id, key.clone()),
+    };
+    println!("{}", cs.to_secret_string().expose());
+    Ok(())
+}
+
+/// How `device add --auth …` registers the device.
+fn auth_of(
+    auth: AuthType,
+    thumbprint: Option<String>,
+    secondary_thumbprint: Option<String>,
+) -> anyhow::Result<DeviceAuth> {
+    if auth != AuthType::X509Thumbprint && thumbprint.is_some() {
+        anyhow::bail!("--thumbprint is for --auth x509-thumbprint");
+    }
+    Ok(match auth {
+        AuthType::Sas => DeviceAuth::Sas,
+        AuthType::X509Thumbprint => DeviceAuth::SelfSigned {
+            primary: thumbprint,
+            secondary: secondary_thumbprint,
+        },
+        AuthType::X509Ca => DeviceAuth::CertificateAuthority,
+    })
 }
 
 /// A device as the CLI shows it in JSON: Azure's shape ([`device_json`]) with the
@@ -454,42 +479,7 @@ fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
                 Some(c) => crate::cluster::streams::list(c, device.as_deref())?,
                 None => live::open_streams(&registry, device.as_deref())?,
             };
-            let now = activity::unix_ms(std::time::SystemTime::now());
-            let age_of =
-                |r: &live::StreamRow| Duration::from_millis(now.saturating_sub(r.opened_at));
-            if json {
-                let mut list = Vec::new();
-                for r in &rows {
-                    let mut v = serde_json::to_value(r)?;
-                    v["ageSeconds"] = age_of(r).as_secs().into();
-                    list.push(v);
-                }
-                println!("{}", serde_json::Value::Array(list));
-                return Ok(());
-            }
-            let header = [
-                "STREAM",
-                "DEVICE",
-                "NAME",
-                "POLICY",
-                "AGE",
-                "TO DEVICE",
-                "FROM DEVICE",
-            ];
-            let mut table_rows = vec![header.map(String::from).to_vec()];
-            for r in &rows {
-                table_rows.push(vec![
-                    escape(&r.stream_id, true),
-                    escape(&r.device_id, true),
-                    escape(&r.stream_name, true),
-                    escape(&r.policy, true),
-                    age(age_of(r)),
-                    r.bytes_to_device.to_string(),
-                    r.bytes_from_device.to_string(),
-                ]);
-            }
-            print!("{}", table(&table_rows));
-            Ok(())
+            print_streams(&rows, json)
         }
         StreamsCommand::Close { id } => match &cluster {
             Some(c) => match crate::cluster::streams::close(c, &id)? {
@@ -505,6 +495,45 @@ fn streams(dir: &DataDir, cmd: StreamsCommand) -> anyhow::Result<()> {
             None => close_stream(&registry, &id),
         },
     }
+}
+
+/// `streams list`: a table, or JSON rows with their age in seconds.
+fn print_streams(rows: &[live::StreamRow], json: bool) -> anyhow::Result<()> {
+    let now = activity::unix_ms(std::time::SystemTime::now());
+    let age_of = |r: &live::StreamRow| Duration::from_millis(now.saturating_sub(r.opened_at));
+    if json {
+        let mut list = Vec::new();
+        for r in rows {
+            let mut v = serde_json::to_value(r)?;
+            v["ageSeconds"] = age_of(r).as_secs().into();
+            list.push(v);
+        }
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    let header = [
+        "STREAM",
+        "DEVICE",
+        "NAME",
+        "POLICY",
+        "AGE",
+        "TO DEVICE",
+        "FROM DEVICE",
+    ];
+    let mut table_rows = vec![header.map(String::from).to_vec()];
+    for r in rows {
+        table_rows.push(vec![
+            escape(&r.stream_id, true),
+            escape(&r.device_id, true),
+            escape(&r.stream_name, true),
+            escape(&r.policy, true),
+            age(age_of(r)),
+            r.bytes_to_device.to_string(),
+            r.bytes_from_device.to_string(),
+        ]);
+    }
+    print!("{}", table(&table_rows));
+    Ok(())
 }
 
 /// How long `streams close` waits to see the hub end the stream.
@@ -616,7 +645,7 @@ fn logs(dir: &DataDir, device: Option<&str>, since: Duration, json: bool) -> any
         None => activity::query(registry.path(), device, since)?,
     };
     if json {
-        println!("{}", serde_json::to_string(&entries)?);
+        println!("{}", terminal_safe_json(serde_json::to_string(&entries)?));
         return Ok(());
     }
     for e in entries {
@@ -669,6 +698,29 @@ fn escape(s: &str, spaces: bool) -> String {
     out
 }
 
+/// JSON as serde_json writes it escapes only what JSON requires (below 0x20, quotes,
+/// backslashes): DEL, the C1 controls (0x9b is a terminal's CSI) and the invisible
+/// characters [`escape`] handles would still reach a terminal raw. They are only ever
+/// inside strings, where `\uXXXX` means the same character to any JSON reader.
+fn terminal_safe_json(json: String) -> String {
+    if !json.chars().any(unsafe_in_json) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_in_json(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unsafe_in_json(c: char) -> bool {
+    c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || invisible(c)
+}
+
 /// Unicode's line separators, bidirectional overrides and zero-width characters: not control
 /// characters to Rust, yet they break a line or reorder or hide what the admin reads.
 fn invisible(c: char) -> bool {
@@ -719,6 +771,28 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" bad token\\r\\n\\x1b]0;x\\x07"), "{line}");
+    }
+
+    #[test]
+    fn json_logs_escape_del_c1_and_invisible_characters_yet_read_back_the_same() {
+        let mut e = entry("dev\u{7f}1");
+        e.detail = "csi\u{9b}2J rtl\u{202e}txt \u{1b} é ✓".into();
+        let json = terminal_safe_json(serde_json::to_string(&[&e]).unwrap());
+        assert!(
+            !json.chars().any(|c| c.is_control() || invisible(c)),
+            "{json:?}"
+        );
+        assert!(
+            json.contains(r"dev\u007f1") && json.contains(r"\u009b2J"),
+            "{json}"
+        );
+        assert!(
+            json.contains("é ✓"),
+            "printable text stays as it is: {json}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[0]["device"], "dev\u{7f}1");
+        assert_eq!(back[0]["detail"], e.detail.as_str());
     }
 
     #[test]

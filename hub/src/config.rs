@@ -1,4 +1,4 @@
-//! What a running hub is told: its names and its limits.
+//! What a running hub is told: its names and its limits ([`Config`], [`Limits`]).
 
 use std::time::Duration;
 
@@ -138,6 +138,9 @@ impl Default for Retention {
     }
 }
 
+/// What the hub is told at start and keeps for its life. Its limits are not here: they
+/// go to [`crate::Hub::new`], and a reload (SIGHUP) replaces them, so the only place to
+/// read them is [`crate::Hub::limits`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `host[:port]` as the connection strings name the hub; SAS resources are checked against it.
@@ -146,24 +149,19 @@ pub struct Config {
     pub names: Vec<String>,
     /// Base of the streaming URLs handed out, e.g. `wss://hub.example.com:8443`.
     pub streaming_base: String,
-    /// The limits the hub starts with. A running hub's are [`crate::Hub::limits`]: a
-    /// reload (SIGHUP) replaces those, not this.
-    pub limits: Limits,
     /// How much of the activity log to keep.
     pub retention: Retention,
     /// Whether `/metrics` and `/healthz` are on the main port (not when an admin listener serves them).
     pub ops_on_main_port: bool,
+    /// Whether the dashboard is served on the main port too, under `/dashboard/`
+    /// (`serve --dashboard`).
+    pub dashboard_on_main_port: bool,
 }
 
 impl Config {
     /// The advertised streaming endpoint: `--streaming-url` if given; else `wss://` with the
     /// host from `hostname` and its port if it names one, else the port the hub listens on.
-    pub fn new(
-        hostname: String,
-        listen_port: u16,
-        streaming_url: Option<String>,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(hostname: String, listen_port: u16, streaming_url: Option<String>) -> Self {
         let streaming_base = match streaming_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None if hostname.contains(':') => format!("wss://{hostname}"),
@@ -173,9 +171,9 @@ impl Config {
             names: vec![hostname.clone()],
             hostname,
             streaming_base,
-            limits,
             retention: Default::default(),
             ops_on_main_port: true,
+            dashboard_on_main_port: false,
         }
     }
 

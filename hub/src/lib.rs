@@ -2,9 +2,9 @@
 //!
 //! Layout:
 //! - [`config`]: names the hub answers to, every limit it enforces, how much log it keeps.
-//! - [`registry`]: devices and shared access policies in SQLite; [`auth`] checks SAS tokens against it;
-//!   [`registry_x509`]: X.509 devices' thumbprints and the registered CAs; [`x509`] checks
-//!   device certificates against them; [`registry_modules`]: module identities (`device/module`).
+//! - [`registry`]: devices, their modules and X.509 authentication, CAs, policies and
+//!   settings in SQLite (a core of model, schema and connection, and parts over it);
+//!   [`auth`] checks SAS tokens against it; [`x509`] checks device certificates against it.
 //! - [`init`]: `stream-hub init`: CA, server certificate, registry, first policy;
 //!   [`cli`]: the command line and `serve`; [`commands`]: every other sub-command
 //!   (`main.rs` only parses and dispatches).
@@ -20,7 +20,8 @@
 //!   [`sessions`]: which devices are connected, and requests awaiting their answers.
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener;
-//!   [`dashboard`]: the HTML dashboard on that listener (pages, sign-in, actions).
+//!   [`dashboard`]: the HTML dashboard on that listener and, with `serve --dashboard`, on
+//!   the TLS port (pages, charts, sign-in, actions).
 //! - [`registry_api`]: the registry's REST API; [`revocation`]: disabling a device cuts it off;
 //!   [`rate`]: the new-streams-per-second limit; [`preauth`]: what a connection may cost
 //!   before it has authenticated.
@@ -49,8 +50,6 @@ pub mod rate;
 pub mod refusal;
 pub mod registry;
 pub mod registry_api;
-pub mod registry_modules;
-pub mod registry_x509;
 pub mod revocation;
 pub mod server;
 pub mod sessions;
@@ -81,23 +80,25 @@ pub struct Hub {
     /// Places of the connections that have not authenticated yet.
     pub(crate) preauth: preauth::Gate,
     pub shutdown: CancellationToken,
-    /// The limits in force: `config.limits` at start, replaced by a reload (SIGHUP).
+    /// The limits in force: those the hub started with, replaced by a reload (SIGHUP).
     limits: std::sync::RwLock<Arc<Limits>>,
     /// This hub as a node of a cluster (`serve --cluster`), set once at start.
     pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Node>>,
     /// Signed-in dashboard sessions (memory only: a restart signs admins out).
     pub(crate) dashboard: dashboard::auth::Sessions,
+    /// The last hour of the hub's metrics, for the dashboard's charts.
+    pub(crate) history: dashboard::history::History,
 }
 
 impl Hub {
-    /// A hub over `registry`; its activity log goes into the registry's database.
+    /// A hub over `registry`, starting with `limits`; its activity log goes into the
+    /// registry's database.
     pub fn new(
         config: Config,
+        limits: Limits,
         registry: registry::Registry,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Hub>> {
-        let initial_limits = config.limits.clone();
-        let limits = &config.limits;
         let streams = stream::Streams::new(limits.max_streams, limits.max_streams_per_device);
         let new_streams = rate::RateLimit::new(limits.max_new_streams_per_second);
         // Every stream pending or open holds a place until its record is written; the rest
@@ -119,9 +120,10 @@ impl Hub {
             tracker: TaskTracker::new(),
             preauth: preauth::Gate::default(),
             shutdown,
-            limits: std::sync::RwLock::new(Arc::new(initial_limits)),
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             cluster: std::sync::OnceLock::new(),
             dashboard: dashboard::auth::Sessions::default(),
+            history: dashboard::history::History::default(),
         }))
     }
 

@@ -3,10 +3,11 @@
 //! so far, and the CLI's requests to close one.
 //!
 //! The hub keeps this state in memory and one writer thread copies it into tables of the
-//! registry database (`presence`, `open_streams`) every 250 ms: changes since the last
-//! tick go in short transactions (256 rows at most each), and byte counts of streams that moved are refreshed every
-//! 2 s. Nothing on a connection's or a stream's path waits for the disk: they
-//! only note a change in memory, and the relay only adds to its atomic counters.
+//! registry database ([`crate::registry::live`], which also reads them back for the CLI)
+//! every 250 ms: changes since the last tick go in short transactions (256 rows at most
+//! each), and byte counts of streams that moved are refreshed every 2 s. Nothing on a
+//! connection's or a stream's path waits for the disk: they only note a change in memory,
+//! and the relay only adds to its atomic counters.
 //!
 //! The writer writes through the registry's own connection: SQLite's `data_version` does
 //! not change for a connection's own commits, so the hub's watcher
@@ -14,11 +15,8 @@
 //! those is `stream-hub streams close ID`, which adds a row to `stream_close_requests`;
 //! the watcher takes it and cancels that stream ([`close_requested`]).
 //!
-//! Each run of the hub has an id (setting `live_run`). On start the hub clears what an
-//! earlier run left (devices it had online, its streams, unserved close requests); the
-//! CLI believes only rows of the current run, and a row is only ever taken offline by
-//! the run that put it online. After a crash the tables show the crashed run's state
-//! until the hub starts again.
+//! Each run of the hub has its own id, and starts by clearing what an earlier run left.
+//! After a crash the tables show the crashed run's state until the hub starts again.
 
 use std::{
     collections::HashMap,
@@ -27,12 +25,16 @@ use std::{
 };
 
 use device_streams_protocol::sas::unix_now;
-use rusqlite::{params, Connection, OptionalExtension};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::registry::live::{device_states, is_open, open_streams, request_close};
+pub use crate::registry::live::{DeviceState, StreamRow};
 use crate::{
     activity::unix_ms,
-    registry::{Registry, RegistryError},
+    registry::{
+        live::{self as tables, LiveWrite},
+        Registry,
+    },
     stream::relay::Counters,
     Hub,
 };
@@ -47,18 +49,6 @@ const BYTES_EVERY: Duration = Duration::from_secs(2);
 /// connection waits for one short transaction.
 const CHUNK: usize = 256;
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS presence (
-    device TEXT PRIMARY KEY, run TEXT NOT NULL,
-    online_since INTEGER, last_seen INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS open_streams (
-    id TEXT PRIMARY KEY, run TEXT NOT NULL, device TEXT NOT NULL, name TEXT NOT NULL,
-    policy TEXT NOT NULL, opened_at INTEGER NOT NULL,
-    bytes_to_device INTEGER NOT NULL, bytes_from_device INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS stream_close_requests (id TEXT PRIMARY KEY, requested_at INTEGER NOT NULL);";
-
-const RUN: &str = "(SELECT value FROM settings WHERE name = 'live_run')";
-
 /// A stream being relayed, as the hub knows it while it runs.
 pub struct OpenStream {
     id: String,
@@ -68,6 +58,21 @@ pub struct OpenStream {
     opened_at_ms: u64,
     counters: Counters,
     close: CancellationToken,
+}
+
+impl OpenStream {
+    /// The stream as a row, with its byte counts this instant.
+    fn row(&self) -> StreamRow {
+        StreamRow {
+            stream_id: self.id.clone(),
+            device_id: self.device.clone(),
+            stream_name: self.name.clone(),
+            policy: self.policy.clone(),
+            opened_at: self.opened_at_ms,
+            bytes_to_device: self.counters.to_device.load(Ordering::Relaxed),
+            bytes_from_device: self.counters.from_device.load(Ordering::Relaxed),
+        }
+    }
 }
 
 enum Change {
@@ -152,7 +157,7 @@ impl Live {
     /// ends with the last `Live`, [`Presence`] or [`Opened`].
     pub fn start(registry: &Registry) -> anyhow::Result<Live> {
         let run = crate::stream::Streams::new_id();
-        registry.with(|c| Ok(clear_stale(c, &run)?))?;
+        tables::start_run(registry, &run)?;
         let shared = Arc::new(Shared::default());
         let writer = (shared.clone(), registry.clone(), run.clone());
         std::thread::Builder::new()
@@ -201,18 +206,7 @@ impl Live {
     /// instant (the dashboard reads memory, not the tables, so its counts are live).
     pub fn snapshot(&self) -> Vec<StreamRow> {
         let open: Vec<Arc<OpenStream>> = lock(&self.shared.open).values().cloned().collect();
-        let mut rows: Vec<StreamRow> = open
-            .iter()
-            .map(|s| StreamRow {
-                stream_id: s.id.clone(),
-                device_id: s.device.clone(),
-                stream_name: s.name.clone(),
-                policy: s.policy.clone(),
-                opened_at: s.opened_at_ms,
-                bytes_to_device: s.counters.to_device.load(Ordering::Relaxed),
-                bytes_from_device: s.counters.from_device.load(Ordering::Relaxed),
-            })
-            .collect();
+        let mut rows: Vec<StreamRow> = open.iter().map(|s| s.row()).collect();
         rows.sort_by(|a, b| (a.opened_at, &a.stream_id).cmp(&(b.opened_at, &b.stream_id)));
         rows
     }
@@ -221,41 +215,10 @@ impl Live {
     /// changes are not written (they would describe a hub that no longer runs).
     pub fn stop(&self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        let result = self.registry.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
-                "UPDATE presence SET online_since = NULL, last_seen = ?2
-                 WHERE run = ?1 AND online_since IS NOT NULL",
-                params![self.run, unix_now()],
-            )?;
-            tx.execute("DELETE FROM open_streams WHERE run = ?1", [&self.run])?;
-            Ok(tx.commit()?)
-        });
-        if let Err(e) = result {
+        if let Err(e) = tables::end_run(&self.registry, &self.run) {
             tracing::warn!("cannot clear the hub's live state on shutdown: {e}");
         }
     }
-}
-
-fn clear_stale(c: &Connection, run: &str) -> rusqlite::Result<()> {
-    let tx = c.unchecked_transaction()?;
-    tx.execute_batch(
-        "UPDATE presence SET online_since = NULL WHERE online_since IS NOT NULL;
-         DELETE FROM open_streams; DELETE FROM stream_close_requests;",
-    )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO settings (name, value) VALUES ('live_run', ?1)",
-        [run],
-    )?;
-    tx.commit()
-}
-
-/// One row's worth of change, as the writer applies it.
-enum Write {
-    Presence(String, bool, u64),
-    Opened(Arc<OpenStream>),
-    Ended(String),
-    Bytes(String, u64, u64),
 }
 
 fn write_loop(shared: Arc<Shared>, registry: Registry, run: String) {
@@ -273,7 +236,7 @@ fn write_loop(shared: Arc<Shared>, registry: Registry, run: String) {
             writes.extend(moved_bytes(&shared, &mut written));
         }
         for chunk in writes.chunks(CHUNK) {
-            if let Err(e) = registry.with(|c| Ok(apply(c, &run, chunk)?)) {
+            if let Err(e) = tables::write(&registry, &run, chunk) {
                 tracing::warn!("cannot publish the hub's live state: {e}");
             }
         }
@@ -283,18 +246,18 @@ fn write_loop(shared: Arc<Shared>, registry: Registry, run: String) {
     }
 }
 
-fn take_pending(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> Vec<Write> {
+fn take_pending(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> Vec<LiveWrite> {
     let pending = std::mem::take(&mut *lock(&shared.pending));
     let presence = pending.presence.into_iter();
-    let mut writes: Vec<Write> = presence
-        .map(|(device, (online, at))| Write::Presence(device, online, at))
+    let mut writes: Vec<LiveWrite> = presence
+        .map(|(device, (online, at))| LiveWrite::Presence(device, online, at))
         .collect();
     for (id, change) in pending.streams {
         writes.push(match change {
-            Change::Opened(stream) => Write::Opened(stream),
+            Change::Opened(stream) => LiveWrite::Opened(stream.row()),
             Change::Ended => {
                 written.remove(&id);
-                Write::Ended(id)
+                LiveWrite::Ended(id)
             }
         });
     }
@@ -302,7 +265,7 @@ fn take_pending(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> V
 }
 
 /// Byte counts of open streams that changed since they were last written.
-fn moved_bytes(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> Vec<Write> {
+fn moved_bytes(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> Vec<LiveWrite> {
     let open: Vec<Arc<OpenStream>> = lock(&shared.open).values().cloned().collect();
     let mut writes = Vec::new();
     for s in open {
@@ -311,46 +274,16 @@ fn moved_bytes(shared: &Shared, written: &mut HashMap<String, (u64, u64)>) -> Ve
             s.counters.from_device.load(Ordering::Relaxed),
         );
         if written.insert(s.id.clone(), now) != Some(now) {
-            writes.push(Write::Bytes(s.id.clone(), now.0, now.1));
+            writes.push(LiveWrite::Bytes(s.id.clone(), now.0, now.1));
         }
     }
     writes
 }
 
-fn apply(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<()> {
-    let tx = c.unchecked_transaction()?;
-    for w in writes {
-        match w {
-            Write::Presence(device, true, at) => tx.prepare_cached(
-                "INSERT INTO presence (device, run, online_since, last_seen) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (device) DO UPDATE SET run = ?2, online_since = ?3, last_seen = ?3",
-            )?.execute(params![device, run, at])?,
-            // Only the run that put a device online takes it offline: a hub stopping late
-            // must not undo the next one's rows.
-            Write::Presence(device, false, at) => tx.prepare_cached(
-                "INSERT INTO presence (device, run, online_since, last_seen) VALUES (?1, ?2, NULL, ?3)
-                 ON CONFLICT (device) DO UPDATE SET online_since = NULL, last_seen = ?3
-                 WHERE presence.run = ?2 OR presence.online_since IS NULL",
-            )?.execute(params![device, run, at])?,
-            Write::Opened(s) => tx.prepare_cached(
-                "INSERT OR REPLACE INTO open_streams (id, run, device, name, policy, opened_at,
-                 bytes_to_device, bytes_from_device) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)",
-            )?.execute(params![s.id, run, s.device, s.name, s.policy, s.opened_at_ms])?,
-            Write::Ended(id) => tx
-                .prepare_cached("DELETE FROM open_streams WHERE id = ?1")?
-                .execute([id])?,
-            Write::Bytes(id, to, from) => tx.prepare_cached(
-                "UPDATE open_streams SET bytes_to_device = ?2, bytes_from_device = ?3 WHERE id = ?1",
-            )?.execute(params![id, to, from])?,
-        };
-    }
-    tx.commit()
-}
-
 /// Cancels the streams the CLI asked to close; called when another process changed the
 /// database. A request for a stream not open here (it ended meanwhile) is dropped.
 pub fn close_requested(hub: &Hub) {
-    match take_close_requests(&hub.registry) {
+    match tables::take_close_requests(&hub.registry) {
         Ok(ids) => {
             for id in ids {
                 let found = hub.live.close(&id);
@@ -359,112 +292,6 @@ pub fn close_requested(hub: &Hub) {
         }
         Err(e) => tracing::warn!("cannot read stream close requests: {e}"),
     }
-}
-
-fn take_close_requests(registry: &Registry) -> Result<Vec<String>, RegistryError> {
-    registry.with(|c| {
-        let mut stmt = c.prepare_cached("DELETE FROM stream_close_requests RETURNING id")?;
-        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(ids.collect::<Result<Vec<_>, _>>()?)
-    })
-}
-
-/// A device's connection state as the running hub last published it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceState {
-    /// Unix seconds: since when it is connected, if it is.
-    pub online_since: Option<u64>,
-    /// Unix seconds: when its last session ended, or began if it is connected.
-    pub last_seen: Option<u64>,
-    pub open_streams: u64,
-}
-
-/// Every device's published state (devices never seen have none).
-pub fn device_states(registry: &Registry) -> Result<HashMap<String, DeviceState>, RegistryError> {
-    registry.with(|c| {
-        let mut states: HashMap<String, DeviceState> = HashMap::new();
-        let sql = format!(
-            "SELECT device, CASE WHEN run = {RUN} THEN online_since END, last_seen FROM presence"
-        );
-        let mut stmt = c.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let state = states.entry(row.get(0)?).or_default();
-            (state.online_since, state.last_seen) = (row.get(1)?, row.get(2)?);
-        }
-        let sql =
-            format!("SELECT device, COUNT(*) FROM open_streams WHERE run = {RUN} GROUP BY device");
-        let mut stmt = c.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            states.entry(row.get(0)?).or_default().open_streams = row.get(1)?;
-        }
-        Ok(states)
-    })
-}
-
-/// An open stream as the running hub last published it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamRow {
-    pub stream_id: String,
-    pub device_id: String,
-    pub stream_name: String,
-    pub policy: String,
-    /// Unix milliseconds.
-    pub opened_at: u64,
-    pub bytes_to_device: u64,
-    pub bytes_from_device: u64,
-}
-
-/// Open streams, oldest first, optionally only `device`'s.
-pub fn open_streams(
-    registry: &Registry,
-    device: Option<&str>,
-) -> Result<Vec<StreamRow>, RegistryError> {
-    registry.with(|c| {
-        let sql = format!(
-            "SELECT id, device, name, policy, opened_at, bytes_to_device, bytes_from_device
-             FROM open_streams WHERE run = {RUN} AND (?1 IS NULL OR device = ?1)
-             ORDER BY opened_at, id"
-        );
-        let mut stmt = c.prepare(&sql)?;
-        let rows = stmt.query_map([device], |r| {
-            Ok(StreamRow {
-                stream_id: r.get(0)?,
-                device_id: r.get(1)?,
-                stream_name: r.get(2)?,
-                policy: r.get(3)?,
-                opened_at: r.get(4)?,
-                bytes_to_device: r.get(5)?,
-                bytes_from_device: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    })
-}
-
-/// Asks the running hub to close stream `id`; false if no such stream is open.
-pub fn request_close(registry: &Registry, id: &str) -> Result<bool, RegistryError> {
-    registry.with(|c| {
-        let sql = format!("SELECT 1 FROM open_streams WHERE id = ?1 AND run = {RUN}");
-        if c.query_row(&sql, [id], |_| Ok(())).optional()?.is_none() {
-            return Ok(false);
-        }
-        c.execute(
-            "INSERT OR REPLACE INTO stream_close_requests (id, requested_at) VALUES (?1, ?2)",
-            params![id, unix_now()],
-        )?;
-        Ok(true)
-    })
-}
-
-/// Whether stream `id` is still listed as open.
-pub fn is_open(registry: &Registry, id: &str) -> Result<bool, RegistryError> {
-    registry.with(|c| {
-        let sql = format!("SELECT 1 FROM open_streams WHERE id = ?1 AND run = {RUN}");
-        Ok(c.query_row(&sql, [id], |_| Ok(())).optional()?.is_some())
-    })
 }
 
 #[cfg(test)]
@@ -503,7 +330,7 @@ mod tests {
 
         assert!(request_close(&registry, "s1").unwrap());
         assert!(!request_close(&registry, "nope").unwrap());
-        assert_eq!(take_close_requests(&registry).unwrap(), ["s1"]);
+        assert_eq!(tables::take_close_requests(&registry).unwrap(), ["s1"]);
         assert!(live.close("s1") && opened.closed().is_cancelled());
         drop(opened);
         assert!(wait(|| !is_open(&registry, "s1").unwrap()));

@@ -8,10 +8,10 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
-use crate::activity::Record;
+use crate::{activity::Record, dashboard::history::Tally};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -75,93 +75,84 @@ pub struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     registry_changes: Counter,
     fast_path: Family<RouteLabel, Counter>,
+    /// The same records' totals, for the dashboard's charts.
+    pub(crate) tally: Tally,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("stream_hub");
-        let connected_devices = Gauge::default();
-        let open_streams = Gauge::default();
-        let unauthenticated = Gauge::default();
-        registry.register(
-            "unauthenticated_connections",
-            "Connections that have not authenticated yet",
-            unauthenticated.clone(),
-        );
-        let streams = Family::<ResultLabel, Counter>::default();
-        let bytes = Family::<DirectionLabel, Counter>::default();
-        // 0.5 ms .. ~16 s: loopback set-up to a slow device on a bad link.
-        let setup_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        let auth_failures = Family::<KindLabel, Counter>::default();
-        let connections = Counter::default();
-        let registry_changes = Counter::default();
-        let refused = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "connections_refused",
-            "Connections closed at accept, by the limit they were over",
-            refused.clone(),
-        );
-        registry.register(
-            "connected_devices",
-            "Devices with an open control connection",
-            connected_devices.clone(),
-        );
-        registry.register(
-            "open_streams",
-            "Streams pending or open",
-            open_streams.clone(),
-        );
-        registry.register("streams", "Stream requests by result", streams.clone());
-        registry.register(
-            "relayed_bytes",
-            "Bytes relayed on streams, by direction",
-            bytes.clone(),
-        );
-        registry.register(
-            "stream_setup_seconds",
-            "From stream request to both sides paired",
-            setup_seconds.clone(),
-        );
-        registry.register(
-            "auth_failures",
-            "Failed authentications by kind",
-            auth_failures.clone(),
-        );
-        registry.register(
-            "connections",
-            "TCP connections accepted on the main port",
-            connections.clone(),
-        );
-        registry.register(
-            "registry_changes",
-            "Registry changes (from any process) this hub has applied to live sessions",
-            registry_changes.clone(),
-        );
-        let fast_path = Family::<RouteLabel, Counter>::default();
-        registry.register(
-            "fast_path_streams",
-            "Streams opened on a warm fast-path connection, by how the device was reached (standby, mqtt)",
-            fast_path.clone(),
-        );
+        let mut r = Registry::with_prefix("stream_hub");
         Metrics {
-            fast_path,
-            registry,
-            connected_devices,
-            open_streams,
-            unauthenticated,
-            streams,
-            bytes,
-            setup_seconds,
-            auth_failures,
-            connections,
-            refused,
-            registry_changes,
+            unauthenticated: registered(
+                &mut r,
+                "unauthenticated_connections",
+                "Connections that have not authenticated yet",
+            ),
+            refused: registered(
+                &mut r,
+                "connections_refused",
+                "Connections closed at accept, by the limit they were over",
+            ),
+            connected_devices: registered(
+                &mut r,
+                "connected_devices",
+                "Devices with an open control connection",
+            ),
+            open_streams: registered(&mut r, "open_streams", "Streams pending or open"),
+            streams: registered(&mut r, "streams", "Stream requests by result"),
+            bytes: registered(
+                &mut r,
+                "relayed_bytes",
+                "Bytes relayed on streams, by direction",
+            ),
+            // 0.5 ms .. ~16 s: loopback set-up to a slow device on a bad link.
+            setup_seconds: registered_as(
+                &mut r,
+                "stream_setup_seconds",
+                "From stream request to both sides paired",
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ),
+            auth_failures: registered(&mut r, "auth_failures", "Failed authentications by kind"),
+            connections: registered(
+                &mut r,
+                "connections",
+                "TCP connections accepted on the main port",
+            ),
+            registry_changes: registered(
+                &mut r,
+                "registry_changes",
+                "Registry changes (from any process) this hub has applied to live sessions",
+            ),
+                        fast_path: registered(
+                &mut r,
+                "fast_path_streams",
+                "Streams opened on a warm fast-path connection, by how the device was reached (standby, mqtt)",
+            ),
+            registry: r,
+            tally: Tally::default(),
         }
     }
 }
 
+/// A new metric of its kind's default, registered under `name`.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    registered_as(registry, name, help, M::default())
+}
+
+/// `metric`, registered under `name`; the clone kept shares its value with the registry's.
+fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn on_record(&self, r: &Record<'_>) {
+        self.tally.record(r);
         self.streams
             .get_or_create(&ResultLabel {
                 result: r.outcome.name(),

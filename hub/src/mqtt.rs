@@ -46,8 +46,7 @@ use crate::{
     auth::{self, AuthError, DeviceLogin},
     http::{accept_upgrade, upgraded, Body, ConnPermit},
     metrics::AuthKind,
-    registry::{DeviceAuth, RegistryError},
-    registry_modules::{split_identity, valid_identity},
+    registry::{split_identity, valid_identity, DeviceAuth, RegistryError},
     sessions::Outgoing,
     x509::{self, PeerCerts},
     Hub,
@@ -106,70 +105,34 @@ pub async fn session<S: Carrier>(
     permit: Option<ConnPermit>,
 ) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
-    let first = tokio::select! {
-        // Nothing is registered yet, so nothing needs the grace period.
-        () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
-        first = tokio::time::timeout(hub.limits().first_message, io.read()) => first,
-    };
-    let first = first
-        .context("no CONNECT within the first-message timeout")?
-        .context("reading CONNECT")?;
-    let connect = match first {
-        Some(Packet::Connect(connect)) => connect,
-        Some(_) => bail!("first packet was not CONNECT"),
-        None => bail!("connection closed before CONNECT"),
-    };
+    let connect = read_connect(&hub, &mut io).await?;
     let device = connect.client_id.clone();
     tracing::Span::current().record("device", device.as_str());
     let login = authenticate(&hub, &connect, &certs);
     let login = match login.and_then(|l| room_for(&hub, &device).map(|()| l)) {
-        Ok(login) => {
-            if let Some(permit) = &permit {
-                permit.authenticated();
-            }
-            login
-        }
+        Ok(login) => login,
         Err((code, why)) => {
             let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
             io.shutdown().await;
             bail!("device '{device}' refused: {why}");
         }
     };
-    // The session lasts no longer than the token that opened it: past `se` the device
-    // must sign a new one (our device proxy reconnects at 80% of its token's life).
-    let expires = login.expiry.and_then(|expiry| {
-        let token_left = Duration::from_secs(expiry.saturating_sub(unix_now()));
-        Instant::now().checked_add(token_left)
-    });
+    if let Some(permit) = &permit {
+        permit.authenticated();
+    }
+    let expires = login.ends_at();
     let registration = hub
         .sessions
         .register(&device, login.credential, &hub.shutdown);
-    let touched = match split_identity(&device) {
-        (d, Some(m)) => hub.registry.touch_module(d, m),
-        (d, None) => hub.registry.touch_device(d),
-    };
-    if let Err(e) = touched {
-        tracing::warn!("could not record the connection time: {e}");
-    }
-    let keep_alive = match connect.keep_alive {
-        0 => MAX_IDLE,
-        secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
-    };
+    record_connection(&hub, &device);
     let result = async {
-        write(
-            &mut io,
-            Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
-        )
-        .await?;
+        let accepted = ConnAck::new(ConnectReturnCode::Success, false);
+        write(&mut io, Packet::ConnAck(accepted)).await?;
         tracing::info!("device connected");
+        let (requests, cancel) = (registration.rx, &registration.cancel);
+        let keep_alive = keep_alive(&connect);
         run(
-            &hub,
-            &device,
-            &mut io,
-            registration.rx,
-            &registration.cancel,
-            keep_alive,
-            expires,
+            &hub, &device, &mut io, requests, cancel, keep_alive, expires,
         )
         .await
     }
@@ -179,6 +142,44 @@ pub async fn session<S: Carrier>(
     let why = result?;
     tracing::info!("device disconnected: {why}");
     Ok(())
+}
+
+/// The session's first packet, which must be CONNECT and come within the first-message
+/// timeout.
+async fn read_connect<S: Carrier>(hub: &Hub, io: &mut MqttIo<S>) -> anyhow::Result<Connect> {
+    let first = tokio::select! {
+        // Nothing is registered yet, so nothing needs the grace period.
+        () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
+        first = tokio::time::timeout(hub.limits().first_message, io.read()) => first,
+    };
+    let first = first
+        .context("no CONNECT within the first-message timeout")?
+        .context("reading CONNECT")?;
+    match first {
+        Some(Packet::Connect(connect)) => Ok(connect),
+        Some(_) => bail!("first packet was not CONNECT"),
+        None => bail!("connection closed before CONNECT"),
+    }
+}
+
+/// Notes when the identity last connected, for `device list`; a failure costs only that.
+fn record_connection(hub: &Hub, identity: &str) {
+    let touched = match split_identity(identity) {
+        (d, Some(m)) => hub.registry.touch_module(d, m),
+        (d, None) => hub.registry.touch_device(d),
+    };
+    if let Err(e) = touched {
+        tracing::warn!("could not record the connection time: {e}");
+    }
+}
+
+/// How long the session may stay silent: one and a half of the keep-alive the device
+/// asked for, as MQTT has it, or [`MAX_IDLE`] if it asked for none.
+fn keep_alive(connect: &Connect) -> Duration {
+    match connect.keep_alive {
+        0 => MAX_IDLE,
+        secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
+    }
 }
 
 /// Whether the hub may take one more connected device (a reconnecting one always fits).
@@ -196,6 +197,17 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
 pub(crate) struct Login {
     pub(crate) credential: Secret,
     pub(crate) expiry: Option<u64>,
+}
+
+impl Login {
+    /// When the session must end: it lasts no longer than the token or certificate that
+    /// opened it (past a token's `se` the device must sign a new one; our device proxy
+    /// reconnects at 80% of its token's life). `None`: never, or beyond what the clock
+    /// can hold.
+    fn ends_at(&self) -> Option<Instant> {
+        let left = Duration::from_secs(self.expiry?.saturating_sub(unix_now()));
+        Instant::now().checked_add(left)
+    }
 }
 
 fn authenticate(

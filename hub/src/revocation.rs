@@ -14,8 +14,7 @@ use std::{sync::Arc, time::Duration};
 use device_streams_protocol::Secret;
 
 use crate::{
-    registry::{Device, DeviceAuth, RegistryError},
-    registry_modules::split_identity,
+    registry::{split_identity, Device, DeviceAuth, RegistryError},
     x509::Proof,
     Hub,
 };

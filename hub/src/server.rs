@@ -9,6 +9,7 @@
 //! | `GET /$x-device-streams/open`, `GET /$x-device-streams/standby/{id}` | [`crate::stream::fast`]: the fast path's warm and standby connections |
 //! | `GET,PUT,DELETE /devices/{id}`, `GET /devices` | [`crate::registry_api`] |
 //! | `GET /metrics`, `GET /healthz` | [`crate::admin`], unless an admin listener serves them |
+//! | `/dashboard/…` | [`crate::dashboard`], with `serve --dashboard` (sign-in required) |
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -24,7 +25,7 @@ use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tracing::Instrument;
 
 use crate::{
-    admin,
+    admin, dashboard,
     http::{error, Body, ConnPermit},
     metrics::Refused,
     mqtt,
@@ -60,6 +61,8 @@ pub async fn run_with(
     let connections = Arc::new(Semaphore::new(hub.limits().max_connections));
     tracing::info!(addr = %listener.local_addr()?, streaming = %hub.config.streaming_base, "hub listening");
     hub.tracker.spawn(revocation::watch(hub.clone()));
+    hub.tracker
+        .spawn(crate::dashboard::history::sample_every(hub.clone()));
     if let Some(mqtt) = mqtt {
         tracing::info!(addr = %mqtt.local_addr()?, "MQTT over TLS listening");
         let tls = TlsAcceptor::from(crate::tls::for_mqtt(&tls));
@@ -266,6 +269,10 @@ async fn route(
                 "device id is not valid UTF-8",
             ),
         },
+        (_, p) if hub.config.dashboard_on_main_port && dashboard::on_tls_port(p).is_some() => {
+            let page = dashboard::on_tls_port(p).unwrap_or("/").to_string();
+            dashboard::respond(&hub, dashboard::Served::TLS, &page, req).await
+        }
         (method, p) => match hub
             .config
             .ops_on_main_port

@@ -188,18 +188,6 @@ pub fn thumbprints(der: &[u8]) -> (String, String) {
     )
 }
 
-/// A thumbprint as an admin may write it (any case, bytes separated by `:` or spaces), as
-/// the hub stores and compares it: lower-case hex of a SHA-1 (40) or SHA-256 (64) digest.
-pub fn normalize_thumbprint(text: &str) -> Option<String> {
-    let hex: String = text
-        .chars()
-        .filter(|c| !matches!(c, ':' | ' '))
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let valid = matches!(hex.len(), 40 | 64) && hex.chars().all(|c| c.is_ascii_hexdigit());
-    valid.then_some(hex)
-}
-
 /// A CA certificate an admin registers: it must parse as a trust anchor.
 pub fn check_ca(der: &CertificateDer<'_>) -> Result<(), String> {
     webpki::anchor_from_trusted_cert(der)
@@ -369,6 +357,7 @@ impl ClientCertVerifier for AnyClientCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::normalize_thumbprint;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
     fn params(cn: &str, from: i32, to: i32) -> CertificateParams {

@@ -67,18 +67,16 @@ async fn ensure(
 }
 
 /// Copies this node's records into the cluster's stream until the hub shuts down. A
-/// record NATS does not take within [`OP_TIMEOUT`] stays on this node only (warned).
+/// record NATS does not take within [`OP_TIMEOUT`], or that comes while NATS is away,
+/// stays on this node only (warned).
 pub(crate) async fn publish(hub: Arc<Hub>, node: Arc<Node>) {
-    let js = jetstream::new(node.conn.client.clone());
-    if let Err(e) = ensure(&js, &hub.config.retention, node.replicas).await {
-        // The stream may exist already; publishing tells.
-        tracing::warn!("cluster activity log: {e:#}");
-    }
+    let js = jetstream::new(node.client.clone());
     let (tx, mut rx) = mpsc::channel(QUEUE);
     if !hub.activity.copy_to(tx) {
         return;
     }
     let subject = subject(&node.id);
+    let mut ensured = false;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let got = tokio::select! {
@@ -88,7 +86,17 @@ pub(crate) async fn publish(hub: Arc<Hub>, node: Arc<Node>) {
         if got == 0 {
             return;
         }
-        let lost = send(&js, &subject, &batch).await;
+        if !ensured && node.is_up() {
+            if let Err(e) = ensure(&js, &hub.config.retention, node.replicas).await {
+                // The stream may exist already; publishing tells.
+                tracing::warn!("cluster activity log: {e:#}");
+            }
+            ensured = true;
+        }
+        let lost = match node.is_up() {
+            true => send(&js, &subject, &batch).await,
+            false => batch.len(),
+        };
         if lost > 0 {
             tracing::warn!(
                 lost,
@@ -137,50 +145,78 @@ pub fn query(
     let device = device.map(str::to_string);
     super::block(async move {
         let conn = super::connect(&config).await?;
-        let js = jetstream::new(conn.client);
-        let Ok(Ok(stream)) = tokio::time::timeout(OP_TIMEOUT, js.get_stream(STREAM)).await else {
-            // No node has started yet: no records.
-            return Ok(Vec::new());
-        };
-        let nanos = i128::from(since_ms) * 1_000_000;
-        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)?;
-        let ordered = consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        };
-        let consumer = tokio::time::timeout(OP_TIMEOUT, stream.create_consumer(ordered))
-            .await
-            .map_err(|_| anyhow!("no answer within {OP_TIMEOUT:?}"))??;
-        let mut entries = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(entries);
-        }
-        let mut messages = consumer.messages().await?;
-        loop {
-            let message = tokio::time::timeout(OP_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| anyhow!("the activity log stopped coming within {OP_TIMEOUT:?}"))?
-                .ok_or_else(|| anyhow!("the activity log ended early"))??;
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            match serde_json::from_slice::<Entry>(&message.payload) {
-                Ok(e) if device.as_deref().is_none_or(|d| d == e.device) => entries.push(e),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("an activity record in the cluster is unreadable: {e}"),
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        // Each node's records are in order; the nodes' interleave by when NATS took them.
-        entries.sort_by_key(|e| e.time);
-        Ok(entries)
+        query_on(conn.client, device, since_ms).await
     })
 }
 
+/// [`query`] on a node's own connection (the dashboard's activity page), on the cluster
+/// runtime.
+pub(crate) async fn query_on_node(
+    node: &Node,
+    device: Option<&str>,
+    since_ms: u64,
+) -> anyhow::Result<Vec<Entry>> {
+    let client = node.client.clone();
+    let device = device.map(str::to_string);
+    super::on_runtime(query_on(client, device, since_ms)).await
+}
+
+async fn query_on(
+    client: async_nats::Client,
+    device: Option<String>,
+    since_ms: u64,
+) -> anyhow::Result<Vec<Entry>> {
+    let js = jetstream::new(client);
+    let Ok(Ok(stream)) = tokio::time::timeout(OP_TIMEOUT, js.get_stream(STREAM)).await else {
+        // No node has started yet: no records.
+        return Ok(Vec::new());
+    };
+    let nanos = i128::from(since_ms) * 1_000_000;
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)?;
+    let ordered = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+        ..Default::default()
+    };
+    let consumer = tokio::time::timeout(OP_TIMEOUT, stream.create_consumer(ordered))
+        .await
+        .map_err(|_| anyhow!("no answer within {OP_TIMEOUT:?}"))??;
+    let mut entries = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(entries);
+    }
+    let mut messages = consumer.messages().await?;
+    loop {
+        let message = tokio::time::timeout(OP_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| anyhow!("the activity log stopped coming within {OP_TIMEOUT:?}"))?
+            .ok_or_else(|| anyhow!("the activity log ended early"))??;
+        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+        match serde_json::from_slice::<Entry>(&message.payload) {
+            Ok(e) if device.as_deref().is_none_or(|d| d == e.device) => entries.push(e),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("an activity record in the cluster is unreadable: {e}"),
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    // Each node's records are in order; the nodes' interleave by when NATS took them.
+    entries.sort_by_key(|e| e.time);
+    Ok(entries)
+}
+
 /// Every identity's connection state as the presence bucket has it: online since its
-/// node's entry was put, or last seen when that entry was deleted. Open streams are each
-/// node's own and not counted here.
+/// node's entry was put, or last seen when that entry was deleted; and its open streams,
+/// each node's own, counted from what every node answers ([`super::streams::list`]).
 pub fn device_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
+    let mut states = presence_states(config)?;
+    for row in super::streams::list(config, None)? {
+        states.entry(row.device_id).or_default().open_streams += 1;
+    }
+    Ok(states)
+}
+
+fn presence_states(config: &ClusterConfig) -> anyhow::Result<HashMap<String, DeviceState>> {
     let config = config.clone();
     super::block(async move {
         let conn = super::connect(&config).await?;

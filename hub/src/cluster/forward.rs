@@ -13,8 +13,9 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
+use super::link::Retry;
 use super::Node;
-use crate::{http::Body, refusal::Refusal, sessions::RequestError, Hub};
+use crate::{activity::Outcome, http::Body, refusal::Refusal, sessions::RequestError, Hub};
 
 /// Beyond the device's response timeout, what the asking node allows the other for
 /// its own work and the two NATS hops.
@@ -54,7 +55,11 @@ pub(crate) async fn elsewhere(
     if hub.sessions.is_connected(device) {
         return None;
     }
-    let holder = match node.presence.holder(device).await {
+    if !node.is_up() {
+        // Which node holds it, if any, cannot be known: say so rather than "not connected".
+        return Some(unreachable(device).response());
+    }
+    let holder = match super::presence::holder(node, device).await {
         Ok(holder) => holder?,
         Err(e) => {
             tracing::warn!(
@@ -73,7 +78,7 @@ pub(crate) async fn elsewhere(
     };
     let payload = Bytes::from(serde_json::to_vec(&ask).ok()?);
     let wait = response_timeout + MARGIN;
-    let request = node.conn.client.request(subject(&holder), payload);
+    let request = node.client.request(subject(&holder), payload);
     let not_connected = || Refusal::from(RequestError::NotConnected(device.to_string()));
     let reply = match tokio::time::timeout(wait, request).await {
         Ok(Ok(message)) => message,
@@ -96,6 +101,18 @@ pub(crate) async fn elsewhere(
     }
 }
 
+fn unreachable(device: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        Outcome::DeviceOffline,
+        format!(
+            "device '{device}' is not connected to this node, and the cluster that knows \
+             which node holds it is unreachable"
+        ),
+    )
+}
+
 fn response(reply: Reply) -> Response<Body> {
     let mut response = Response::new(Body::new(Bytes::from(reply.body)));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -113,9 +130,9 @@ fn response(reply: Reply) -> Response<Body> {
 /// Answers other nodes' stream requests for devices this node holds, each in a task of
 /// its own, until the hub shuts down.
 pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
-    let mut pause = Duration::from_secs(1);
+    let mut retry = Retry::default();
     loop {
-        let subscribed = node.conn.client.subscribe(subject(&node.id)).await;
+        let subscribed = node.client.subscribe(subject(&node.id)).await;
         match subscribed {
             Ok(mut requests) => loop {
                 let message = tokio::select! {
@@ -126,7 +143,7 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
                 let Some(reply_to) = message.reply else {
                     continue;
                 };
-                let (hub, client) = (hub.clone(), node.conn.client.clone());
+                let (hub, client) = (hub.clone(), node.client.clone());
                 tokio::spawn(async move {
                     let reply = match handle(hub, &message.payload).await {
                         Ok(reply) => reply,
@@ -142,11 +159,9 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
             },
             Err(e) => tracing::warn!("cannot take other nodes' stream requests: {e}"),
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -162,7 +177,7 @@ async fn handle(hub: Arc<Hub>, payload: &[u8]) -> anyhow::Result<Bytes> {
     );
     let device = ask.device;
     // A module is asked for as `<device>/<module>`, the identity its session holds.
-    if !crate::registry_modules::valid_identity(&device)
+    if !crate::registry::valid_identity(&device)
         || !device_streams_protocol::wire::valid_stream_name(&ask.name)
     {
         anyhow::bail!("not a valid device id or stream name");

@@ -9,17 +9,25 @@
 //! - [`activity`]: every node's activity records in one JetStream stream, and the
 //!   presence bucket read as connection state, for the CLI.
 //! - [`streams`]: the CLI's `streams list/close`, asked of every node at once.
+//! - [`online`]: the presence bucket in memory, for the dashboard's devices page.
 //! - [`forward`]: a stream request for a device another node holds is asked there over
 //!   request/reply, and the answer names that node's streaming URL.
+//! - [`link`]: whether NATS is reachable now; [`node`]: this hub as a node, which starts
+//!   (from its registry copy) and goes on while NATS is away, and catches up when it is back.
 //!
 //! Every NATS call runs on one runtime of its own ([`runtime`]), so the synchronous
 //! registry can wait for one from any thread, inside the hub's runtime or not.
 
 pub mod activity;
 pub mod forward;
+pub mod link;
+mod node;
+pub mod online;
 pub mod presence;
 pub mod registry_kv;
 pub mod streams;
+
+pub use node::{join, node_id, start, Node};
 
 use std::{
     future::Future,
@@ -33,7 +41,7 @@ use async_nats::jetstream::{self, kv};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{registry::Registry, Hub};
+use crate::registry::Registry;
 
 /// Where `init --cluster` remembers the cluster, in the data directory.
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -171,36 +179,50 @@ impl Connection {
     }
 }
 
-pub(crate) async fn connect(config: &ClusterConfig) -> anyhow::Result<Connection> {
-    let servers = config
+fn servers(config: &ClusterConfig) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    config
         .urls
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("--cluster '{}' is not nats://HOST:PORT[,…]", config.urls))?;
-    let mut options = async_nats::ConnectOptions::new()
+        .with_context(|| {
+            let urls = link::shown(&config.urls);
+            format!("--cluster '{urls}' is not nats://HOST:PORT[,…]")
+        })
+}
+
+async fn options(config: &ClusterConfig) -> anyhow::Result<async_nats::ConnectOptions> {
+    let options = async_nats::ConnectOptions::new()
         .name("stream-hub")
         .connection_timeout(OP_TIMEOUT)
         .request_timeout(Some(OP_TIMEOUT))
-        // Reconnects go on for ever, but no faster than this (with jitter): a node must
-        // come back by itself after NATS does, without hammering it meanwhile.
-        .reconnect_delay_callback(|attempts| {
-            let ms = 100u64.saturating_mul(1 << attempts.min(6)).min(5_000);
-            Duration::from_millis(ms + rand::random::<u64>() % 250)
-        });
-    if let Some(creds) = &config.creds {
-        options = options
+        // Reconnects go on for ever, about once a second at most (with jitter): a node
+        // must come back by itself soon after NATS does, without hammering it meanwhile.
+        .reconnect_delay_callback(link::reconnect_delay);
+    match &config.creds {
+        Some(creds) => options
             .credentials_file(creds)
             .await
-            .with_context(|| format!("cluster credentials {}", creds.display()))?;
+            .with_context(|| format!("cluster credentials {}", creds.display())),
+        None => Ok(options),
     }
-    let client = tokio::time::timeout(OP_TIMEOUT, options.connect(servers))
+}
+
+/// Connects for a command: fails at once if no NATS server answers.
+pub(crate) async fn connect(config: &ClusterConfig) -> anyhow::Result<Connection> {
+    let urls = link::shown(&config.urls);
+    let connecting = options(config).await?.connect(servers(config)?);
+    let client = tokio::time::timeout(OP_TIMEOUT, connecting)
         .await
-        .map_err(|_| anyhow!("no NATS server of '{}' answered", config.urls))?
-        .with_context(|| format!("cannot connect to the cluster at {}", config.urls))?;
+        .map_err(|_| anyhow!("no NATS server of '{urls}' answered"))?
+        .with_context(|| format!("cannot connect to the cluster at {urls}"))?;
+    open_buckets(client, config.replicas).await
+}
+
+async fn open_buckets(client: async_nats::Client, replicas: usize) -> anyhow::Result<Connection> {
     let js = jetstream::new(client.clone());
-    let registry = bucket(&js, REGISTRY_BUCKET, config.replicas).await?;
-    let presence = bucket(&js, PRESENCE_BUCKET, config.replicas).await?;
+    let registry = bucket(&js, REGISTRY_BUCKET, replicas).await?;
+    let presence = bucket(&js, PRESENCE_BUCKET, replicas).await?;
     Ok(Connection {
         client,
         registry,
@@ -243,93 +265,8 @@ fn open_cache(path: &Path, conn: &Connection) -> anyhow::Result<Registry> {
     let store = conn.registry.clone();
     let copy = registry.clone();
     block(async move { registry_kv::load(&store, &copy).await })?;
-    let mirror = registry_kv::KvMirror::new(conn.registry.clone());
+    let mirror = registry_kv::KvMirror::new(conn.clone());
     Ok(registry.with_mirror(Arc::new(mirror)))
-}
-
-/// This node in the cluster.
-pub struct Node {
-    pub id: String,
-    pub conn: Connection,
-    /// Replicas of what the node makes in JetStream (the activity stream).
-    pub replicas: usize,
-    pub(crate) presence: presence::Presence,
-}
-
-/// A node id: `--node-id`, else the streaming URL's host and port, as NATS subject
-/// tokens allow.
-pub fn node_id(given: Option<&str>, streaming_url: Option<&str>, port: u16) -> String {
-    let raw = match (given, streaming_url) {
-        (Some(id), _) => id.to_string(),
-        (None, Some(url)) => url
-            .split("://")
-            .last()
-            .unwrap_or(url)
-            .trim_end_matches('/')
-            .to_string(),
-        (None, None) => format!("port-{port}"),
-    };
-    raw.chars()
-        .map(
-            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                true => c,
-                false => '_',
-            },
-        )
-        .collect()
-}
-
-/// Connects a node: its registry copy under `nodes/<id>/` in the data directory,
-/// up to date with the cluster's before the hub serves anything.
-pub async fn join(
-    dir: &Path,
-    config: &ClusterConfig,
-    id: String,
-) -> anyhow::Result<(Registry, Node)> {
-    let conn = Connection::open(config).await?;
-    let cache = dir.join("nodes").join(&id);
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        // Owner only, like the rest of the data directory: the copy holds every key.
-        builder.mode(0o700);
-    }
-    builder
-        .create(&cache)
-        .with_context(|| format!("cannot create {}", cache.display()))?;
-    let path = cache.join(crate::registry::DB_FILE);
-    let opened = conn.clone();
-    let registry = tokio::task::spawn_blocking(move || open_cache(&path, &opened)).await??;
-    let presence = presence::Presence::new(conn.presence.clone(), id.clone());
-    let replicas = config.replicas;
-    let node = Node {
-        id,
-        conn,
-        replicas,
-        presence,
-    };
-    Ok((registry, node))
-}
-
-/// Starts the node's cluster tasks on `hub`: the registry watch, presence and the
-/// answering of other nodes' stream requests.
-pub fn start(hub: &Arc<Hub>, node: Node) -> anyhow::Result<()> {
-    let node = Arc::new(node);
-    if hub.cluster.set(node.clone()).is_err() {
-        anyhow::bail!("the hub is in a cluster already");
-    }
-    // On the hub's runtime, like the work they start; each ends with the hub's shutdown.
-    tokio::spawn(registry_kv::follow(hub.clone(), node.conn.registry.clone()));
-    let (tx, rx) = tokio::sync::mpsc::channel(4096);
-    hub.sessions.report_to(tx);
-    tokio::spawn(presence::write(hub.clone(), node.clone(), rx));
-    tokio::spawn(presence::watch(hub.clone(), node.clone()));
-    tokio::spawn(activity::publish(hub.clone(), node.clone()));
-    tokio::spawn(streams::answer(hub.clone(), node.clone()));
-    tokio::spawn(forward::answer(hub.clone(), node));
-    Ok(())
 }
 
 /// `stream-hub cluster status`: the server this command reached, the buckets, and how

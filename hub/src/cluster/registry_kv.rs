@@ -3,10 +3,13 @@
 //! (`c.<name>`) and module (`m.<device>/<module>`), names base64url-encoded (KV keys allow fewer characters than
 //! device ids), values JSON. They hold keys: never log a value.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use async_nats::jetstream::kv::{self, Operation};
+use async_nats::{
+    connection::State,
+    jetstream::kv::{self, Operation},
+};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine,
@@ -14,12 +17,17 @@ use base64::{
 use bytes::Bytes;
 use device_streams_protocol::Secret;
 use futures_util::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{block, OP_TIMEOUT};
+use tokio::sync::watch;
+
+use super::{
+    block,
+    link::{reconnected, Retry},
+    Connection, Node, OP_TIMEOUT,
+};
 use crate::{
-    registry::{CaCert, Change, Device, DeviceAuth, Mirror, Policy, Present, Registry},
-    registry_modules::Module,
+    registry::{CaCert, Change, Device, DeviceAuth, Mirror, Module, Policy, Present, Registry},
     Hub,
 };
 
@@ -66,6 +74,131 @@ struct ModuleValue {
     created_at: u64,
 }
 
+impl From<&Device> for DeviceValue {
+    fn from(d: &Device) -> Self {
+        DeviceValue {
+            id: d.id.clone(),
+            primary_key: d.primary_key.expose().to_string(),
+            secondary_key: d.secondary_key.expose().to_string(),
+            enabled: d.enabled,
+            created_at: d.created_at,
+        }
+    }
+}
+
+impl From<DeviceValue> for Device {
+    /// When it last connected is each node's own, never the bucket's.
+    fn from(v: DeviceValue) -> Self {
+        Device {
+            id: v.id,
+            primary_key: Secret::new(v.primary_key),
+            secondary_key: Secret::new(v.secondary_key),
+            enabled: v.enabled,
+            created_at: v.created_at,
+            last_connected_at: None,
+        }
+    }
+}
+
+impl From<&Policy> for PolicyValue {
+    fn from(p: &Policy) -> Self {
+        PolicyValue {
+            name: p.name.clone(),
+            primary_key: p.primary_key.expose().to_string(),
+            secondary_key: p.secondary_key.expose().to_string(),
+            rights: p.rights.clone(),
+        }
+    }
+}
+
+impl From<PolicyValue> for Policy {
+    fn from(v: PolicyValue) -> Self {
+        Policy {
+            name: v.name,
+            primary_key: Secret::new(v.primary_key),
+            secondary_key: Secret::new(v.secondary_key),
+            rights: v.rights,
+        }
+    }
+}
+
+impl From<&DeviceAuth> for AuthValue {
+    fn from(auth: &DeviceAuth) -> Self {
+        let (primary, secondary) = match auth {
+            DeviceAuth::SelfSigned { primary, secondary } => (primary.clone(), secondary.clone()),
+            _ => (None, None),
+        };
+        AuthValue {
+            kind: auth.kind().to_string(),
+            primary,
+            secondary,
+        }
+    }
+}
+
+impl From<AuthValue> for DeviceAuth {
+    fn from(v: AuthValue) -> Self {
+        match v.kind.as_str() {
+            "selfSigned" => DeviceAuth::SelfSigned {
+                primary: v.primary,
+                secondary: v.secondary,
+            },
+            // Never SAS by accident: an unknown kind accepts no thumbprint at all.
+            _ => DeviceAuth::CertificateAuthority,
+        }
+    }
+}
+
+impl From<&CaCert> for CaValue {
+    fn from(ca: &CaCert) -> Self {
+        CaValue {
+            name: ca.name.clone(),
+            der: STANDARD.encode(&ca.der),
+            added_at: ca.added_at,
+        }
+    }
+}
+
+impl TryFrom<CaValue> for CaCert {
+    type Error = anyhow::Error;
+
+    fn try_from(v: CaValue) -> anyhow::Result<Self> {
+        Ok(CaCert {
+            name: v.name,
+            der: STANDARD.decode(v.der).context("a CA's certificate")?,
+            added_at: v.added_at,
+        })
+    }
+}
+
+impl From<&Module> for ModuleValue {
+    fn from(m: &Module) -> Self {
+        ModuleValue {
+            device_id: m.device_id.clone(),
+            module_id: m.module_id.clone(),
+            primary_key: m.primary_key.expose().to_string(),
+            secondary_key: m.secondary_key.expose().to_string(),
+            enabled: m.enabled,
+            created_at: m.created_at,
+        }
+    }
+}
+
+impl From<ModuleValue> for Module {
+    /// When it last connected is each node's own, never the bucket's.
+    fn from(v: ModuleValue) -> Self {
+        Module {
+            device_id: v.device_id,
+            module_id: v.module_id,
+            primary_key: Secret::new(v.primary_key),
+            secondary_key: Secret::new(v.secondary_key),
+            enabled: v.enabled,
+            created_at: v.created_at,
+            last_connected_at: None,
+        }
+    }
+}
+
 fn key(kind: char, name: &str) -> String {
     format!("{kind}.{}", URL_SAFE_NO_PAD.encode(name))
 }
@@ -73,69 +206,27 @@ fn key(kind: char, name: &str) -> String {
 /// The bucket's key for a change, and the value to put (`None`: delete the key).
 fn encode(change: &Change) -> anyhow::Result<(String, Option<Bytes>)> {
     Ok(match change {
-        Change::Device(d) => {
-            let value = DeviceValue {
-                id: d.id.clone(),
-                primary_key: d.primary_key.expose().to_string(),
-                secondary_key: d.secondary_key.expose().to_string(),
-                enabled: d.enabled,
-                created_at: d.created_at,
-            };
-            (key('d', &d.id), json(&value)?)
-        }
+        Change::Device(d) => (key('d', &d.id), json(&DeviceValue::from(d))?),
         Change::DeviceGone(id) => (key('d', id), None),
-        Change::Policy(p) => {
-            let value = PolicyValue {
-                name: p.name.clone(),
-                primary_key: p.primary_key.expose().to_string(),
-                secondary_key: p.secondary_key.expose().to_string(),
-                rights: p.rights.clone(),
-            };
-            (key('p', &p.name), json(&value)?)
-        }
+        Change::Policy(p) => (key('p', &p.name), json(&PolicyValue::from(p))?),
         Change::PolicyGone(name) => (key('p', name), None),
         Change::Setting(name, value) => (key('s', name), json(value)?),
         Change::Auth(id, DeviceAuth::Sas) => (key('x', id), None),
-        Change::Auth(id, auth) => {
-            let (primary, secondary) = match auth {
-                DeviceAuth::SelfSigned { primary, secondary } => {
-                    (primary.clone(), secondary.clone())
-                }
-                _ => (None, None),
-            };
-            let value = AuthValue {
-                kind: auth.kind().to_string(),
-                primary,
-                secondary,
-            };
-            (key('x', id), json(&value)?)
-        }
-        Change::Ca(ca) => {
-            let value = CaValue {
-                name: ca.name.clone(),
-                der: STANDARD.encode(&ca.der),
-                added_at: ca.added_at,
-            };
-            (key('c', &ca.name), json(&value)?)
-        }
+        Change::Auth(id, auth) => (key('x', id), json(&AuthValue::from(auth))?),
+        Change::Ca(ca) => (key('c', &ca.name), json(&CaValue::from(ca))?),
         Change::CaGone(name) => (key('c', name), None),
-        Change::Module(m) => {
-            let value = ModuleValue {
-                device_id: m.device_id.clone(),
-                module_id: m.module_id.clone(),
-                primary_key: m.primary_key.expose().to_string(),
-                secondary_key: m.secondary_key.expose().to_string(),
-                enabled: m.enabled,
-                created_at: m.created_at,
-            };
-            (key('m', &m.identity()), json(&value)?)
-        }
+        Change::Module(m) => (key('m', &m.identity()), json(&ModuleValue::from(m))?),
         Change::ModuleGone(device, module) => (key('m', &format!("{device}/{module}")), None),
     })
 }
 
 fn json<T: Serialize>(value: &T) -> anyhow::Result<Option<Bytes>> {
     Ok(Some(Bytes::from(serde_json::to_vec(value)?)))
+}
+
+/// An entry's JSON value; `what` names the entry in the error.
+fn parse<T: DeserializeOwned>(value: &[u8], what: &'static str) -> anyhow::Result<T> {
+    serde_json::from_slice(value).context(what)
 }
 
 /// The change a bucket entry stands for; `None` for a key that is not the registry's.
@@ -146,85 +237,56 @@ fn decode(key: &str, value: Option<&[u8]>) -> anyhow::Result<Option<Change>> {
     let name = String::from_utf8(URL_SAFE_NO_PAD.decode(name)?)?;
     Ok(Some(match (kind, value) {
         ("d", None) => Change::DeviceGone(name),
+        ("d", Some(v)) => Change::Device(parse::<DeviceValue>(v, "a device's entry")?.into()),
         ("p", None) => Change::PolicyGone(name),
-        ("d", Some(v)) => {
-            let v: DeviceValue = serde_json::from_slice(v).context("a device's entry")?;
-            Change::Device(Device {
-                id: v.id,
-                primary_key: Secret::new(v.primary_key),
-                secondary_key: Secret::new(v.secondary_key),
-                enabled: v.enabled,
-                created_at: v.created_at,
-                last_connected_at: None,
-            })
-        }
-        ("p", Some(v)) => {
-            let v: PolicyValue = serde_json::from_slice(v).context("a policy's entry")?;
-            Change::Policy(Policy {
-                name: v.name,
-                primary_key: Secret::new(v.primary_key),
-                secondary_key: Secret::new(v.secondary_key),
-                rights: v.rights,
-            })
-        }
+        ("p", Some(v)) => Change::Policy(parse::<PolicyValue>(v, "a policy's entry")?.into()),
         ("s", Some(v)) => Change::Setting(name, serde_json::from_slice(v)?),
         ("x", None) => Change::Auth(name, DeviceAuth::Sas),
         ("x", Some(v)) => {
-            let v: AuthValue = serde_json::from_slice(v).context("a device's X.509 entry")?;
-            let auth = match v.kind.as_str() {
-                "selfSigned" => DeviceAuth::SelfSigned {
-                    primary: v.primary,
-                    secondary: v.secondary,
-                },
-                // Never SAS by accident: an unknown kind accepts no thumbprint at all.
-                _ => DeviceAuth::CertificateAuthority,
-            };
-            Change::Auth(name, auth)
+            let auth: AuthValue = parse(v, "a device's X.509 entry")?;
+            Change::Auth(name, auth.into())
         }
         ("c", None) => Change::CaGone(name),
-        ("c", Some(v)) => {
-            let v: CaValue = serde_json::from_slice(v).context("a CA's entry")?;
-            Change::Ca(CaCert {
-                name: v.name,
-                der: STANDARD.decode(v.der).context("a CA's certificate")?,
-                added_at: v.added_at,
-            })
-        }
+        ("c", Some(v)) => Change::Ca(parse::<CaValue>(v, "a CA's entry")?.try_into()?),
         ("m", None) => match name.split_once('/') {
             Some((device, module)) => Change::ModuleGone(device.into(), module.into()),
             None => return Ok(None),
         },
-        ("m", Some(v)) => {
-            let v: ModuleValue = serde_json::from_slice(v).context("a module's entry")?;
-            Change::Module(Module {
-                device_id: v.device_id,
-                module_id: v.module_id,
-                primary_key: Secret::new(v.primary_key),
-                secondary_key: Secret::new(v.secondary_key),
-                enabled: v.enabled,
-                created_at: v.created_at,
-                last_connected_at: None,
-            })
-        }
+        ("m", Some(v)) => Change::Module(parse::<ModuleValue>(v, "a module's entry")?.into()),
         _ => return Ok(None),
     }))
 }
 
-/// Writes the registry's changes to the bucket, waiting for the cluster to take each.
+/// Writes the registry's changes to the bucket, waiting for the cluster to take each;
+/// while the cluster is unreachable, refuses them at once (they would not reach the
+/// other nodes, and the next load from the bucket would undo them here).
 pub struct KvMirror {
-    store: kv::Store,
+    conn: watch::Receiver<Option<Connection>>,
 }
 
 impl KvMirror {
-    pub fn new(store: kv::Store) -> Self {
-        KvMirror { store }
+    /// Through a connection that is open already (the CLI's).
+    pub fn new(conn: Connection) -> Self {
+        KvMirror {
+            conn: watch::channel(Some(conn)).1,
+        }
+    }
+
+    /// Through a node's connection, once it has one.
+    pub(crate) fn following(conn: watch::Receiver<Option<Connection>>) -> Self {
+        KvMirror { conn }
     }
 }
 
 impl Mirror for KvMirror {
     fn write(&self, change: &Change) -> Result<(), String> {
+        const AWAY: &str = "the cluster is unreachable: registry changes wait until it is back";
         let (key, value) = encode(change).map_err(|e| format!("{e:#}"))?;
-        let store = self.store.clone();
+        let conn = self.conn.borrow().clone().ok_or(AWAY)?;
+        if conn.client.connection_state() != State::Connected {
+            return Err(AWAY.to_string());
+        }
+        let store = conn.registry;
         let put = async move {
             let op = async {
                 match value {
@@ -297,38 +359,38 @@ fn note(present: &mut Present, change: &Change) {
 }
 
 /// Keeps the hub's registry copy following the bucket, and enforces each change at once
-/// (a device disabled on any node is cut here too). On any failure it loads the whole
-/// bucket again, after a pause that doubles up to 30 s; meanwhile the hub goes on with
-/// what it has.
-pub async fn follow(hub: Arc<Hub>, store: kv::Store) {
-    let mut pause = Duration::from_secs(1);
+/// (a device disabled on any node is cut here too). Whenever NATS comes back, and on any
+/// failure, it loads the whole bucket again; meanwhile the hub goes on with what it has.
+pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
+    let Some(conn) = node.opened(&hub.shutdown).await else {
+        return;
+    };
+    let mut retry = Retry::default();
+    let mut seen = node.link.watch();
     loop {
-        let started = tokio::time::Instant::now();
+        let epoch = seen.borrow_and_update().epoch;
         let result = tokio::select! {
             () = hub.shutdown.cancelled() => return,
-            r = follow_once(&hub, &store) => r,
+            r = follow_once(&hub, &conn.registry, &mut retry) => r,
+            () = reconnected(&mut seen, epoch) => continue,
         };
-        if started.elapsed() > Duration::from_secs(60) {
-            pause = Duration::from_secs(1);
-        }
         if let Err(e) = result {
-            tracing::warn!("cluster registry: {e:#}; following it again in {pause:?}");
+            tracing::warn!("cluster registry: {e:#}; following it again");
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
-async fn follow_once(hub: &Arc<Hub>, store: &kv::Store) -> anyhow::Result<()> {
+async fn follow_once(hub: &Arc<Hub>, store: &kv::Store, retry: &mut Retry) -> anyhow::Result<()> {
     // Watch first, then load: a change made between the two comes through the watch.
     let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_all())
         .await
         .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
     load(store, &hub.registry).await?;
     changed(hub);
+    retry.reset();
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         let value = match entry.operation {

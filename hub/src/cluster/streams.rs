@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterConfig, Node, OP_TIMEOUT};
+use super::{link::Retry, ClusterConfig, Node, OP_TIMEOUT};
 use crate::{
     live::{self, StreamRow},
     Hub,
@@ -21,6 +21,9 @@ const CLOSE: &str = "stream_hub.streams.close";
 /// How long the CLI gathers answers: the number of live nodes is not known, and each
 /// answers from its own database within milliseconds.
 const GATHER: Duration = Duration::from_secs(1);
+/// The header naming the node that answers, so the dashboard can stop waiting once every
+/// node it expects has (the CLI ignores it).
+const NODE_HEADER: &str = "Stream-Hub-Node";
 
 #[derive(Serialize, Deserialize)]
 struct ListAsk {
@@ -29,8 +32,8 @@ struct ListAsk {
 
 /// Answers the CLI's list and close requests for this node's streams until shutdown.
 pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
-    let client = &node.conn.client;
-    let mut pause = Duration::from_secs(1);
+    let client = &node.client;
+    let mut retry = Retry::default();
     loop {
         let subscribed = async {
             anyhow::Ok((
@@ -60,18 +63,19 @@ pub(crate) async fn answer(hub: Arc<Hub>, node: Arc<Node>) {
                         continue;
                     }
                 };
-                let sent = tokio::time::timeout(OP_TIMEOUT, client.publish(reply_to, reply)).await;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(NODE_HEADER, node.id.as_str());
+                let publish = client.publish_with_headers(reply_to, headers, reply);
+                let sent = tokio::time::timeout(OP_TIMEOUT, publish).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     tracing::warn!("cannot answer a streams request from the CLI");
                 }
             },
             Err(e) => tracing::warn!("cannot take the CLI's streams requests: {e:#}"),
         }
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        if !retry.wait(&node.link, client, &hub.shutdown).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -103,6 +107,65 @@ pub fn list(config: &ClusterConfig, device: Option<&str>) -> anyhow::Result<Vec<
     }
     rows.sort_by(|a, b| (a.opened_at, &a.stream_id).cmp(&(b.opened_at, &b.stream_id)));
     Ok(rows)
+}
+
+/// Every node's open streams, by node, on this node's connection: for the dashboard,
+/// which stops waiting when each node of `expected` has answered (or at `limit`), and
+/// gets the nodes that answered.
+pub(crate) async fn list_on(
+    node: &Node,
+    expected: &std::collections::HashSet<String>,
+    limit: Duration,
+) -> anyhow::Result<(Vec<(String, StreamRow)>, std::collections::HashSet<String>)> {
+    let ask = serde_json::to_vec(&ListAsk { device: None })?;
+    let client = node.client.clone();
+    let expected = expected.clone();
+    super::on_runtime(async move {
+        let inbox = client.new_inbox();
+        let mut answers = client.subscribe(inbox.clone()).await?;
+        client.publish_with_reply(LIST, inbox, ask.into()).await?;
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut rows, mut answered) = (Vec::new(), std::collections::HashSet::new());
+        while !expected.is_subset(&answered) {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await else {
+                break;
+            };
+            let from = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(NODE_HEADER))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            // One node's unreadable answer (another version, say) costs its rows only.
+            match serde_json::from_slice::<Vec<StreamRow>>(&message.payload) {
+                Ok(theirs) => rows.extend(theirs.into_iter().map(|r| (from.clone(), r))),
+                Err(e) => tracing::warn!(node = %from, "unreadable open streams: {e}"),
+            }
+            answered.insert(from);
+        }
+        Ok((rows, answered))
+    })
+    .await
+}
+
+/// Closes stream `id` on whichever node has it, on this node's connection; false if no
+/// node said it had it within `limit`.
+pub(crate) async fn close_on(node: &Node, id: &str, limit: Duration) -> anyhow::Result<bool> {
+    let client = node.client.clone();
+    let ask = Bytes::copy_from_slice(id.as_bytes());
+    super::on_runtime(async move {
+        let inbox = client.new_inbox();
+        let mut answers = client.subscribe(inbox.clone()).await?;
+        client.publish_with_reply(CLOSE, inbox, ask).await?;
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
+            if serde_json::from_slice::<bool>(&message.payload).unwrap_or(false) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
 }
 
 /// Closes stream `id` on whichever node has it; false if none does.

@@ -30,6 +30,19 @@ pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// memory without bound; the oldest goes first.
 const MAX_SESSIONS: usize = 1024;
 
+/// How long a flash waits for the page that shows it: that page is the redirect's
+/// target, fetched at once; a flash nobody fetched is dropped rather than kept.
+const FLASH_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The rights that let a policy look at the dashboard. registry-list reads the devices
+/// without their keys — and the pages show no key anyway; registry-write alone lets a
+/// session look at what it acts on.
+const VIEW_RIGHTS: [Right; 3] = [
+    Right::RegistryRead,
+    Right::RegistryList,
+    Right::RegistryWrite,
+];
+
 /// A signed-in admin.
 #[derive(Clone)]
 pub struct Session {
@@ -39,13 +52,22 @@ pub struct Session {
     /// The key it signed in with, so rotating that key ends the session.
     key: Secret,
     expires: Instant,
+    /// What an action left for the page its redirect leads to (Post/Redirect/Get).
+    flash: Option<(Flash, Instant)>,
+}
+
+/// A device's new connection string, after a key rotation, for the one page that shows it.
+#[derive(Clone)]
+pub struct Flash {
+    pub device: String,
+    pub connection_string: Secret,
 }
 
 impl Session {
     /// Whether the session may still look at the pages: its policy still has its key and
-    /// a registry right (registry-write alone lets it look at what it acts on).
+    /// one of [`VIEW_RIGHTS`].
     pub fn may_view(&self, registry: &Registry) -> bool {
-        self.allows(registry, Right::RegistryRead) || self.allows(registry, Right::RegistryWrite)
+        VIEW_RIGHTS.iter().any(|&r| self.allows(registry, r))
     }
 
     /// Whether the session's policy still exists, still has `right`, and still has the
@@ -109,7 +131,7 @@ impl Sessions {
         if !(primary | secondary) {
             return Err(SignInError::WrongCredentials);
         }
-        if !found.allows(Right::RegistryRead) && !found.allows(Right::RegistryWrite) {
+        if !VIEW_RIGHTS.iter().any(|&r| found.allows(r)) {
             return Err(SignInError::NoRight);
         }
         let session = Session {
@@ -117,6 +139,7 @@ impl Sessions {
             csrf: random_token(),
             key: given,
             expires: Instant::now() + LIFETIME,
+            flash: None,
         };
         let id = random_token();
         let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,6 +171,21 @@ impl Sessions {
         }
     }
 
+    /// Leaves `flash` for session `id`'s next [`Sessions::take_flash`].
+    pub fn set_flash(&self, id: &str, flash: Flash) {
+        let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get_mut(id) {
+            s.flash = Some((flash, Instant::now() + FLASH_LIFETIME));
+        }
+    }
+
+    /// Session `id`'s flash, once: a second call (a reload) gets nothing.
+    pub fn take_flash(&self, id: &str) -> Option<Flash> {
+        let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        let (flash, until) = map.get_mut(id)?.flash.take()?;
+        (until > Instant::now()).then_some(flash)
+    }
+
     pub fn sign_out(&self, id: &str) {
         let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id);
@@ -167,17 +205,21 @@ pub fn cookie_session(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// The `Set-Cookie` value for a new session: script cannot read it, other sites'
-/// requests do not carry it, and over TLS it is never sent in the clear.
-pub fn set_cookie(id: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    let max_age = LIFETIME.as_secs();
-    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+/// requests do not carry it, over TLS it is never sent in the clear, and on the TLS port
+/// it goes only with the dashboard's own paths (`base`), not with REST calls.
+pub fn set_cookie(id: &str, secure: bool, base: &str) -> String {
+    cookie(id, secure, base, LIFETIME.as_secs())
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
-pub fn clear_cookie(secure: bool) -> String {
+pub fn clear_cookie(secure: bool, base: &str) -> String {
+    cookie("", secure, base, 0)
+}
+
+fn cookie(value: &str, secure: bool, base: &str, max_age: u64) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    let path = if base.is_empty() { "/" } else { base };
+    format!("{COOKIE}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 #[cfg(test)]
@@ -198,6 +240,11 @@ mod tests {
         assert_eq!(nobody.err(), Some(SignInError::WrongCredentials));
         let svc_in = sessions.sign_in(&reg, "svc", svc.primary_key.expose());
         assert_eq!(svc_in.err(), Some(SignInError::NoRight));
+        let lister = reg.add_policy("lister", &[Right::RegistryList]).unwrap();
+        let (_, listing) = sessions
+            .sign_in(&reg, "lister", lister.primary_key.expose())
+            .unwrap();
+        assert!(listing.may_view(&reg) && !listing.allows(&reg, Right::RegistryWrite));
 
         let (id, s) = sessions
             .sign_in(&reg, "admin", admin.secondary_key.expose())
@@ -208,15 +255,27 @@ mod tests {
         assert!(!s.allows(&reg, Right::ServiceConnect));
         reg.delete_policy("admin").unwrap();
         assert!(!s.allows(&reg, Right::RegistryRead));
+        let flash = Flash {
+            device: "d".into(),
+            connection_string: Secret::new("cs".to_string()),
+        };
+        sessions.set_flash(&id, flash);
+        assert_eq!(sessions.take_flash(&id).unwrap().device, "d");
+        assert!(sessions.take_flash(&id).is_none(), "a flash is shown once");
         sessions.sign_out(&id);
         assert!(sessions.get(&id).is_none());
     }
 
     #[test]
     fn the_cookie_is_http_only_strict_and_secure_on_tls() {
-        let c = set_cookie("abc", true);
+        let c = set_cookie("abc", true, "/dashboard");
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure"));
-        assert!(!set_cookie("abc", false).contains("Secure"));
+        assert!(c.contains("Path=/dashboard;"), "{c}");
+        let plain = set_cookie("abc", false, "");
+        assert!(
+            !plain.contains("Secure") && plain.contains("Path=/;"),
+            "{plain}"
+        );
         let mut h = http::HeaderMap::new();
         h.insert(
             http::header::COOKIE,

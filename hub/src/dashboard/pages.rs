@@ -1,15 +1,12 @@
-//! The dashboard's HTML, rendered on the server: plain forms and tables, no script.
+//! The dashboard's HTML, rendered on the server: the page skeleton, the sign-in, message
+//! and rotated-key pages, and what every page shares (escaping, forms, ages and times).
+//! The lists are in [`super::tables`]. No script anywhere.
 //!
 //! Every value that comes from outside — device ids, stream names, policy names, activity
 //! details (a device's rejection reason is its own text) — goes through [`esc`]; the
 //! page skeletons are constants. The stylesheet is compiled in ([`STYLE`]).
 
-use std::{
-    fmt::Write,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
-
-use crate::{activity::Entry, live::StreamRow};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The stylesheet, served at [`STYLE_PATH`].
 pub const STYLE: &str = include_str!("style.css");
@@ -42,11 +39,15 @@ pub enum Nav {
     Devices,
     Streams,
     Activity,
+    Charts,
     None,
 }
 
 /// What the page header says about who is looking, and what their forms carry.
 pub struct Viewer<'a> {
+    /// Where the dashboard is mounted: `""` on the admin listener, `/dashboard` on the
+    /// TLS port (`serve --dashboard`); every link and form starts with it.
+    pub base: &'a str,
     /// The signed-in policy, if any.
     pub policy: Option<&'a str>,
     /// The session's CSRF token when it may act (registry-write); action buttons are only
@@ -55,7 +56,7 @@ pub struct Viewer<'a> {
 }
 
 impl Viewer<'_> {
-    fn csrf_field(&self) -> String {
+    pub fn csrf_field(&self) -> String {
         match self.csrf {
             Some(t) => format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(t)),
             None => String::new(),
@@ -71,13 +72,14 @@ pub fn layout(
     refresh: Option<u32>,
     body: &str,
 ) -> String {
+    let base = viewer.base;
     let link = |n: Nav, href: &str, label: &str| {
         let current = if n == nav {
             r#" aria-current="page""#
         } else {
             ""
         };
-        format!(r#"<a href="{href}"{current}>{label}</a>"#)
+        format!(r#"<a href="{base}{href}"{current}>{label}</a>"#)
     };
     let refresh = match refresh {
         Some(s) => format!(r#"<meta http-equiv="refresh" content="{s}">"#),
@@ -85,319 +87,52 @@ pub fn layout(
     };
     let who = match viewer.policy {
         Some(p) => format!(
-            r#"<span>Signed in as <strong>{}</strong></span><form method="post" action="/logout">{}<button type="submit">Sign out</button></form>"#,
+            r#"<span>Signed in as <strong>{}</strong></span><form method="post" action="{base}/logout">{}<button type="submit">Sign out</button></form>"#,
             esc(p),
             viewer.csrf_field()
         ),
-        None => r#"<a href="/login">Sign in</a>"#.to_string(),
+        None => format!(r#"<a href="{base}/login">Sign in</a>"#),
     };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-{refresh}<title>{title} · stream-hub</title><link rel="stylesheet" href="{STYLE_PATH}"></head>
-<body><header><span class="brand">stream-hub</span><nav aria-label="Dashboard">{}{}{}</nav><div class="who">{who}</div></header>
+{refresh}<title>{title} · stream-hub</title><link rel="stylesheet" href="{base}{STYLE_PATH}"></head>
+<body><header><span class="brand">stream-hub</span><nav aria-label="Dashboard">{}{}{}{}</nav><div class="who">{who}</div></header>
 <main>{body}</main></body></html>
 "#,
         link(Nav::Devices, "/", "Devices"),
         link(Nav::Streams, "/streams", "Streams"),
         link(Nav::Activity, "/activity", "Activity"),
+        link(Nav::Charts, "/charts", "Charts"),
         title = esc(title),
     )
 }
 
-/// One row of the devices page.
-pub struct DeviceRow<'a> {
-    pub id: &'a str,
-    pub enabled: bool,
-    pub online: bool,
-    /// Unix seconds.
-    pub last_seen: Option<u64>,
-    pub open_streams: usize,
-    pub auth: &'static str,
-}
-
-/// The devices page's filter, as its GET form sends it.
-#[derive(Default)]
-pub struct DeviceFilter {
-    pub q: String,
-    /// `all`, `online`, `offline`, `enabled`, `disabled`.
-    pub state: String,
-    pub page: usize,
-}
-
-pub const DEVICE_STATES: [&str; 5] = ["all", "online", "offline", "enabled", "disabled"];
-
-fn select(name: &str, label: &str, options: &[&str], chosen: &str) -> String {
-    let mut s = format!(r#"<label>{label}<select name="{name}">"#);
-    for o in options {
-        let sel = if *o == chosen { " selected" } else { "" };
-        let _ = write!(s, r#"<option value="{0}"{sel}>{0}</option>"#, esc(o));
-    }
-    s.push_str("</select></label>");
-    s
-}
-
-/// `/`: the devices matching `filter`, `total` of them, this page's `rows`.
-pub fn devices(
-    rows: &[DeviceRow<'_>],
-    total: usize,
-    page_size: usize,
-    filter: &DeviceFilter,
-    viewer: &Viewer<'_>,
-    now: u64,
-) -> String {
-    let mut b = String::with_capacity(256 + rows.len() * 400);
-    b.push_str("<h1>Devices</h1>");
-    let _ = write!(
-        b,
-        r#"<form class="filter" method="get" action="/" role="search"><label>Device id contains<input type="search" name="q" value="{}"></label>{}<button type="submit">Filter</button></form>"#,
-        esc(&filter.q),
-        select("state", "Show", &DEVICE_STATES, &filter.state)
-    );
-    let first = filter.page * page_size;
-    let _ = write!(
-        b,
-        r#"<table id="devices"><caption>{total} device(s){}</caption><thead><tr><th scope="col">Device</th><th scope="col">Connection</th><th scope="col">Status</th><th scope="col">Last seen</th><th scope="col" class="num">Open streams</th><th scope="col">Authentication</th>{}</tr></thead><tbody>"#,
-        match total > page_size {
-            true => format!(", {}–{} shown", first + 1, first + rows.len()),
-            false => String::new(),
-        },
-        if viewer.csrf.is_some() {
-            r#"<th scope="col">Actions</th>"#
-        } else {
-            ""
-        }
-    );
-    for d in rows {
-        let id = esc(d.id);
-        let connection = match d.online {
-            true => r#"<span class="online">online</span>"#,
-            false => r#"<span class="offline">offline</span>"#,
-        };
-        let status = match d.enabled {
-            true => "enabled",
-            false => r#"<span class="disabled">disabled</span>"#,
-        };
-        let seen = match (d.online, d.last_seen) {
-            (true, _) => "connected now".to_string(),
-            (false, Some(t)) => format!("{} ago", age(Duration::from_secs(now.saturating_sub(t)))),
-            (false, None) => "never".to_string(),
-        };
-        let _ = write!(
-            b,
-            r#"<tr data-device="{id}"><th scope="row">{id}</th><td>{connection}</td><td>{status}</td><td>{seen}</td><td class="num">{}</td><td>{}</td>"#,
-            d.open_streams, d.auth
-        );
-        if viewer.csrf.is_some() {
-            b.push_str("<td>");
-            let (action, label) = match d.enabled {
-                true => ("/devices/disable", "Disable"),
-                false => ("/devices/enable", "Enable"),
-            };
-            b.push_str(&action_form(
-                action,
-                &[("id", d.id)],
-                &format!("{label} {}", d.id),
-                label,
-                viewer,
-            ));
-            if d.auth == "sas" {
-                b.push_str(&action_form(
-                    "/devices/rotate-key",
-                    &[("id", d.id), ("key", "primary")],
-                    &format!("Rotate the primary key of {}", d.id),
-                    "Rotate key",
-                    viewer,
-                ));
-            }
-            b.push_str("</td>");
-        }
-        b.push_str("</tr>");
-    }
-    b.push_str("</tbody></table>");
-    b.push_str(&pager(total, page_size, filter));
-    b
-}
-
-fn pager(total: usize, page_size: usize, filter: &DeviceFilter) -> String {
-    if total <= page_size {
-        return String::new();
-    }
-    let link = |page: usize, label: &str| {
-        format!(
-            r#"<a href="/?q={}&amp;state={}&amp;page={page}">{label}</a>"#,
-            query_value(&filter.q),
-            query_value(&filter.state)
-        )
-    };
-    let mut s = r#"<nav class="pager" aria-label="Pages">"#.to_string();
-    if filter.page > 0 {
-        s.push_str(&link(filter.page - 1, "Previous page"));
-    }
-    if (filter.page + 1) * page_size < total {
-        s.push_str(&link(filter.page + 1, "Next page"));
-    }
-    s.push_str("</nav>");
-    s
-}
-
-/// A one-button POST form carrying `fields` and the session's CSRF token.
-fn action_form(
-    action: &str,
-    fields: &[(&str, &str)],
-    label: &str,
-    button: &str,
-    viewer: &Viewer<'_>,
-) -> String {
-    let mut s = format!(
-        r#"<form method="post" action="{action}">{}"#,
-        viewer.csrf_field()
-    );
-    for (name, value) in fields {
-        let _ = write!(
-            s,
-            r#"<input type="hidden" name="{name}" value="{}">"#,
-            esc(value)
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<button type="submit" aria-label="{}">{button}</button></form>"#,
-        esc(label)
-    );
-    s
-}
-
-/// `/streams`: the open streams, refreshed by the page every 2 s.
-pub fn streams(rows: &[StreamRow], viewer: &Viewer<'_>, now_ms: u64) -> String {
-    let mut b = String::from("<h1>Open streams</h1>");
-    let _ = write!(
-        b,
-        r#"<table id="streams"><caption>{} open stream(s); this page refreshes every 2 seconds</caption><thead><tr><th scope="col">Device</th><th scope="col">Stream</th><th scope="col">Policy</th><th scope="col">Age</th><th scope="col" class="num">Bytes to device</th><th scope="col" class="num">Bytes from device</th><th scope="col">Id</th>{}</tr></thead><tbody>"#,
-        rows.len(),
-        if viewer.csrf.is_some() {
-            r#"<th scope="col">Actions</th>"#
-        } else {
-            ""
-        }
-    );
-    for s in rows {
-        let id = esc(&s.stream_id);
-        let _ = write!(
-            b,
-            r#"<tr data-stream="{id}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num" data-bytes-to-device="{to}">{to}</td><td class="num" data-bytes-from-device="{from}">{from}</td><td><code>{id}</code></td>"#,
-            esc(&s.device_id),
-            esc(&s.stream_name),
-            esc(&s.policy),
-            age(Duration::from_millis(now_ms.saturating_sub(s.opened_at))),
-            to = s.bytes_to_device,
-            from = s.bytes_from_device,
-        );
-        if viewer.csrf.is_some() {
-            let label = format!("Close stream {} to {}", s.stream_name, s.device_id);
-            b.push_str("<td>");
-            b.push_str(&action_form(
-                "/streams/close",
-                &[("id", &s.stream_id)],
-                &label,
-                "Close",
-                viewer,
-            ));
-            b.push_str("</td>");
-        }
-        b.push_str("</tr>");
-    }
-    b.push_str("</tbody></table>");
-    b
-}
-
-/// The activity page's filter, as its GET form sends it.
-#[derive(Default)]
-pub struct ActivityFilter {
-    pub device: String,
-    /// `all` or an outcome's name.
-    pub result: String,
-    /// A humantime duration: `15m`, `1h`, `7d`.
-    pub since: String,
-}
-
-/// `/activity`: the newest `rows` first; `error` says what was wrong with the filter.
-pub fn activity(
-    rows: &[Entry],
-    shown_of: usize,
-    filter: &ActivityFilter,
-    error: Option<&str>,
-) -> String {
-    let mut b = String::from("<h1>Activity</h1>");
-    let mut results = vec!["all"];
-    results.extend(crate::activity::Outcome::ALL.iter().map(|o| o.name()));
-    let _ = write!(
-        b,
-        r#"<form class="filter" method="get" action="/activity" role="search"><label>Device<input type="search" name="device" value="{}"></label>{}<label>Since (e.g. 15m, 1h, 7d)<input name="since" value="{}" size="6"></label><button type="submit">Filter</button></form>"#,
-        esc(&filter.device),
-        select("result", "Result", &results, &filter.result),
-        esc(&filter.since),
-    );
-    if let Some(e) = error {
-        let _ = write!(b, r#"<p class="error" role="alert">{}</p>"#, esc(e));
-    }
-    let _ = write!(
-        b,
-        r#"<table id="activity"><caption>{} record(s), newest first{}</caption><thead><tr><th scope="col">Time (UTC)</th><th scope="col">Device</th><th scope="col">Stream</th><th scope="col">Policy</th><th scope="col">Result</th><th scope="col" class="num">Set-up ms</th><th scope="col">Duration</th><th scope="col" class="num">Bytes to device</th><th scope="col" class="num">Bytes from device</th><th scope="col">Detail</th></tr></thead><tbody>"#,
-        shown_of,
-        if rows.len() < shown_of {
-            format!(", the newest {} shown", rows.len())
-        } else {
-            String::new()
-        }
-    );
-    for e in rows {
-        let _ = write!(
-            b,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
-            time(e.time),
-            esc(&e.device),
-            esc(&e.stream),
-            esc(&e.policy),
-            esc(&e.result),
-            e.setup_ms.map(|m| format!("{m:.1}")).unwrap_or_default(),
-            e.duration_ms
-                .map(|m| age(Duration::from_millis(m as u64)))
-                .unwrap_or_default(),
-            e.bytes_to_device,
-            e.bytes_from_device,
-            esc(&e.detail),
-        );
-    }
-    b.push_str("</tbody></table>");
-    b
-}
-
 /// `/login`; `error` says why the last attempt failed.
-pub fn login(error: Option<&str>) -> String {
+pub fn login(base: &str, error: Option<&str>) -> String {
     let error = match error {
         Some(e) => format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)),
         None => String::new(),
     };
     format!(
-        r#"<h1>Sign in</h1>{error}<p>With a shared access policy of this hub: registry-read to look, registry-write to act.</p>
-<form class="login" method="post" action="/login"><label>Policy name<input name="policy" autocomplete="username" required></label><label>Key<input name="key" type="password" autocomplete="current-password" required></label><button type="submit">Sign in</button></form>"#
+        r#"<h1>Sign in</h1>{error}<p>With a shared access policy of this hub: registry-read or registry-list to look, registry-write to act.</p>
+<form class="login" method="post" action="{base}/login"><label>Policy name<input name="policy" autocomplete="username" required></label><label>Key<input name="key" type="password" autocomplete="current-password" required></label><button type="submit">Sign in</button></form>"#
     )
 }
 
 /// What a rotation produced: the device's new connection string, shown this once.
-pub fn rotated(device: &str, connection_string: &str) -> String {
+pub fn rotated(base: &str, device: &str, connection_string: &str) -> String {
     format!(
-        r#"<h1>New key for {}</h1><p>The device's new connection string. It is shown this once: copy it to the device now. A session that signed in with the old key has been cut.</p><p class="secret" id="connection-string">{}</p><p><a href="/">Back to devices</a></p>"#,
+        r#"<h1>New key for {}</h1><p>The device's new connection string. It is shown this once — reloading this page will not show it again: copy it to the device now. A session that signed in with the old key has been cut.</p><p class="secret" id="connection-string">{}</p><p><a href="{base}/">Back to devices</a></p>"#,
         esc(device),
         esc(connection_string)
     )
 }
 
 /// A short page saying `message`.
-pub fn message(heading: &str, message: &str) -> String {
+pub fn message(base: &str, heading: &str, message: &str) -> String {
     format!(
-        r#"<h1>{}</h1><p role="alert">{}</p><p><a href="/">Back to devices</a></p>"#,
+        r#"<h1>{}</h1><p role="alert">{}</p><p><a href="{base}/">Back to devices</a></p>"#,
         esc(heading),
         esc(message)
     )
@@ -415,7 +150,7 @@ pub fn age(d: Duration) -> String {
 }
 
 /// Unix milliseconds as `2026-01-02 03:04:05`.
-fn time(ms: u64) -> String {
+pub fn time(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     let t = humantime::format_rfc3339_seconds(
         t.min(SystemTime::now() + Duration::from_secs(86400 * 365)),
@@ -424,44 +159,4 @@ fn time(ms: u64) -> String {
         .replace('T', " ")
         .trim_end_matches('Z')
         .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_outside_value_is_escaped() {
-        assert_eq!(esc(r#"<a href='x'>&"#), "&lt;a href=&#39;x&#39;&gt;&amp;");
-        let entry = Entry {
-            category: "DeviceStreams",
-            time: 0,
-            device: "<script>alert(1)</script>".into(),
-            stream: "s\"x".into(),
-            policy: "p".into(),
-            result: "rejected".into(),
-            setup_ms: None,
-            duration_ms: None,
-            bytes_to_device: 0,
-            bytes_from_device: 0,
-            detail: "<img src=x onerror=alert(1)>".into(),
-        };
-        let page = activity(&[entry], 1, &ActivityFilter::default(), Some("<b>"));
-        assert!(!page.contains("<script>") && !page.contains("<img") && !page.contains("<b>"));
-        let viewer = Viewer {
-            policy: Some("<p>"),
-            csrf: Some("t\""),
-        };
-        let row = DeviceRow {
-            id: "\"><x",
-            enabled: true,
-            online: false,
-            last_seen: None,
-            open_streams: 0,
-            auth: "sas",
-        };
-        let page = devices(&[row], 1, 10, &DeviceFilter::default(), &viewer, 0);
-        let page = layout("t", Nav::Devices, &viewer, None, &page);
-        assert!(!page.contains("\"><x") && !page.contains("<p>") && !page.contains("t\"\""));
-    }
 }

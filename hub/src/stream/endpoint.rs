@@ -148,8 +148,7 @@ pub(crate) async fn relay_pair(hub: &Hub, side: Side, ours: ServerWs, paired: Pa
 /// The hub's ping interval on streams; a zero interval would spin, and no real link
 /// needs pings more often than this.
 pub(crate) fn ping_interval(hub: &Hub) -> Duration {
-    hub.config
-        .limits
+    hub.limits()
         .stream_ping_interval
         .max(Duration::from_millis(50))
 }

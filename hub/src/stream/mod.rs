@@ -1,7 +1,7 @@
 //! A stream's whole life in the hub, from a service's request to its last relayed byte.
 //!
 //! - [`request`]: `POST /twins/{id}/streams/{name}`: authenticate the caller, check the
-//!   request's form, forward it to the node holding the device (cluster mode) or
+//!   request's form, forward it to the node holding the device (cluster mode) or ask here.
 //! - [`ask`]: ask the device here: its record, the device's state and the limits, the
 //!   MQTT request and answer, and the connect window that follows an accept.
 //! - [`table`]: streams awaiting their two WebSockets, their single-use tokens, and the

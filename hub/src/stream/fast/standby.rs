@@ -32,7 +32,7 @@ use crate::{
     http::{accept_upgrade, Body, ConnPermit, ServerWs, Upgrade},
     metrics::AuthKind,
     refusal::Refusal,
-    registry_modules::split_identity,
+    registry::split_identity,
     stream::{endpoint, table::close_with},
     x509::PeerCerts,
     Hub,

@@ -1,43 +1,16 @@
 //! Module identities: a device's named sub-identities (Azure's modules), each with its own
-//! keys and status, in table `modules` (made when the registry opens). A module connects
-//! and takes streams as `<device>/<module>`, the identity string the hub's sessions,
-//! presence, stream table and activity log use; device ids cannot hold a `/`, so the two
-//! never collide.
+//! keys and status, in table `modules`. A module connects and takes streams as
+//! `<device>/<module>`, the identity string the hub's sessions, presence, stream table and
+//! activity log use; device ids cannot hold a `/`, so the two never collide.
 
 use device_streams_protocol::{sas::unix_now, wire::valid_device_id, Secret};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::registry::{new_key, Change, Registry, RegistryError};
-
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS modules (
-    device_id TEXT NOT NULL,
-    module_id TEXT NOT NULL,
-    primary_key TEXT NOT NULL,
-    secondary_key TEXT NOT NULL,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    created_at INTEGER NOT NULL,
-    last_connected_at INTEGER,
-    PRIMARY KEY (device_id, module_id)
-);";
-
-#[derive(Debug, Clone)]
-pub struct Module {
-    pub device_id: String,
-    pub module_id: String,
-    pub primary_key: Secret,
-    pub secondary_key: Secret,
-    pub enabled: bool,
-    pub created_at: u64,
-    pub last_connected_at: Option<u64>,
-}
-
-impl Module {
-    /// The identity the hub knows it by: `<device>/<module>`.
-    pub fn identity(&self) -> String {
-        format!("{}/{}", self.device_id, self.module_id)
-    }
-}
+use super::{
+    error::RegistryError,
+    model::{new_key, Change, Module},
+    store::Registry,
+};
 
 const COLUMNS: &str =
     "device_id, module_id, primary_key, secondary_key, enabled, created_at, last_connected_at";
@@ -131,12 +104,9 @@ impl Registry {
     }
 
     pub fn delete_module(&self, device: &str, module: &str) -> Result<(), RegistryError> {
-        self.write(|c| {
-            let sql = "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2";
-            match c.execute(sql, [device, module])? {
-                0 => Err(unknown(device, module)),
-                _ => Ok(((), Change::ModuleGone(device.into(), module.into()))),
-            }
+        self.write(|c| match remove(c, device, module)? {
+            0 => Err(unknown(device, module)),
+            _ => Ok(((), Change::ModuleGone(device.into(), module.into()))),
         })
     }
 
@@ -217,14 +187,20 @@ fn module_in(c: &Connection, device: &str, module: &str) -> Result<Option<Module
 }
 
 /// The ids of `device`'s modules.
-pub(crate) fn module_ids_in(c: &Connection, device: &str) -> Result<Vec<String>, RegistryError> {
+pub(super) fn module_ids_in(c: &Connection, device: &str) -> Result<Vec<String>, RegistryError> {
     let mut stmt = c.prepare_cached("SELECT module_id FROM modules WHERE device_id = ?1")?;
     let rows = stmt.query_map([device], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Removes a module, for a change made here or mirrored; how many rows went (0 or 1).
+pub(super) fn remove(c: &Connection, device: &str, module: &str) -> rusqlite::Result<usize> {
+    let sql = "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2";
+    c.execute(sql, [device, module])
+}
+
 /// Writes a module as mirrored from the cluster; the connection time it had here is kept.
-pub(crate) fn store(c: &Connection, m: &Module) -> rusqlite::Result<usize> {
+pub(super) fn store(c: &Connection, m: &Module) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT INTO modules (device_id, module_id, primary_key, secondary_key, enabled, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(device_id, module_id) DO UPDATE SET \

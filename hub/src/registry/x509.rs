@@ -1,15 +1,17 @@
 //! The registry's X.509 side: how each device authenticates (table `device_x509`; a device
 //! without a row uses SAS) and the CAs device certificates may chain to (table `cas`).
-//! Both tables are made when the registry opens, so older databases gain them.
+//! Thumbprints are stored normalised, as [`normalize_thumbprint`] makes them.
 
 use std::collections::HashMap;
 
 use device_streams_protocol::sas::unix_now;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{
-    registry::{CaCert, Change, Device, DeviceAuth, Registry, RegistryError},
-    x509::normalize_thumbprint,
+use super::{
+    devices,
+    error::RegistryError,
+    model::{CaCert, Change, DeviceAuth},
+    store::Registry,
 };
 
 const SELF_SIGNED: &str = "selfSigned";
@@ -33,22 +35,6 @@ fn thumbprint(text: &str) -> Result<String, RegistryError> {
 }
 
 impl Registry {
-    /// Registers a device that authenticates as `auth` (its SAS keys exist but are refused
-    /// while it is an X.509 device). Thumbprints are normalised; a bad one adds nothing.
-    pub fn add_device_with_auth(
-        &self,
-        id: &str,
-        auth: &DeviceAuth,
-    ) -> Result<Device, RegistryError> {
-        let auth = normalized(auth)?;
-        let device = self.add_device(id)?;
-        if let Err(e) = self.set_device_auth(id, &auth) {
-            let _ = self.delete_device(id);
-            return Err(e);
-        }
-        Ok(device)
-    }
-
     /// How `id` authenticates (SAS unless it has an X.509 row).
     pub fn device_auth(&self, id: &str) -> Result<DeviceAuth, RegistryError> {
         self.with(|c| {
@@ -74,10 +60,7 @@ impl Registry {
     pub fn set_device_auth(&self, id: &str, auth: &DeviceAuth) -> Result<(), RegistryError> {
         let auth = normalized(auth)?;
         self.write(|c| {
-            if c.query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
-                .optional()?
-                .is_none()
-            {
+            if !devices::exists(c, id)? {
                 return Err(RegistryError::UnknownDevice(id.to_string()));
             }
             store_auth(c, id, &auth)?;
@@ -149,17 +132,15 @@ impl Registry {
 
     /// Removes a CA; sessions whose certificates chained to it are cut.
     pub fn delete_ca(&self, name: &str) -> Result<(), RegistryError> {
-        self.write(
-            |c| match c.execute("DELETE FROM cas WHERE name = ?1", [name])? {
-                0 => Err(RegistryError::UnknownCa(name.to_string())),
-                _ => Ok(((), Change::CaGone(name.to_string()))),
-            },
-        )
+        self.write(|c| match remove_ca(c, name)? {
+            0 => Err(RegistryError::UnknownCa(name.to_string())),
+            _ => Ok(((), Change::CaGone(name.to_string()))),
+        })
     }
 }
 
 /// Writes how `id` authenticates (no row: SAS), for a change made here or mirrored.
-pub(crate) fn store_auth(c: &Connection, id: &str, auth: &DeviceAuth) -> rusqlite::Result<usize> {
+pub(super) fn store_auth(c: &Connection, id: &str, auth: &DeviceAuth) -> rusqlite::Result<usize> {
     match auth {
         DeviceAuth::Sas => c.execute("DELETE FROM device_x509 WHERE id = ?1", [id]),
         DeviceAuth::SelfSigned { primary, secondary } => c.execute(
@@ -174,15 +155,32 @@ pub(crate) fn store_auth(c: &Connection, id: &str, auth: &DeviceAuth) -> rusqlit
 }
 
 /// Writes a CA as mirrored from the cluster (replacing one of the same name).
-pub(crate) fn store_ca(c: &Connection, ca: &CaCert) -> rusqlite::Result<usize> {
+pub(super) fn store_ca(c: &Connection, ca: &CaCert) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT OR REPLACE INTO cas (name, der, added_at) VALUES (?1, ?2, ?3)",
         params![ca.name, ca.der, ca.added_at],
     )
 }
 
+/// Removes a CA, for a change made here or mirrored; how many rows went (0 or 1).
+pub(super) fn remove_ca(c: &Connection, name: &str) -> rusqlite::Result<usize> {
+    c.execute("DELETE FROM cas WHERE name = ?1", [name])
+}
+
+/// A thumbprint as an admin may write it (any case, bytes separated by `:` or spaces), as
+/// the hub stores and compares it: lower-case hex of a SHA-1 (40) or SHA-256 (64) digest.
+pub fn normalize_thumbprint(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let valid = matches!(hex.len(), 40 | 64) && hex.chars().all(|c| c.is_ascii_hexdigit());
+    valid.then_some(hex)
+}
+
 /// `auth` with its thumbprints normalised; a self-signed device needs at least one.
-fn normalized(auth: &DeviceAuth) -> Result<DeviceAuth, RegistryError> {
+pub(super) fn normalized(auth: &DeviceAuth) -> Result<DeviceAuth, RegistryError> {
     Ok(match auth {
         DeviceAuth::SelfSigned { primary, secondary } => DeviceAuth::SelfSigned {
             primary: primary.as_deref().map(thumbprint).transpose()?,
