@@ -2,9 +2,9 @@
 //! a few WebSockets to the hub's open path, authenticated ahead of need, each of which
 //! becomes one stream with a single message ([`super::pipeline`]).
 //!
-//! A keeper task holds each connection: it answers the hub's pings, notices a link gone
-//! silent (three of the hub's ping intervals), and retires the connection at 80% of its
-//! token's life; a filler keeps the pool at its size. Negotiation: the first dial is the
+//! Each place in the pool is a task that dials its connection, holds it — answering the
+//! hub's pings, noticing a link gone silent (three of the hub's ping intervals), retiring
+//! it at 80% of its token's life — and dials again as soon as a stream takes it. Negotiation: the first dial is the
 //! probe. A hub that answers it with an HTTP error (Azure: no such path; our hub with
 //! `--no-fast-path`) is not asked again until one of its stream answers says it serves
 //! the fast path ([`FAST_HEADER`](device_streams_protocol::fast::FAST_HEADER)), so a
@@ -46,7 +46,7 @@ struct Shared {
     ready: Mutex<VecDeque<(u64, oneshot::Sender<Give>)>>,
     next: AtomicU64,
     state: AtomicU8,
-    /// Wakes the filler: a connection was taken or ended, or the hub may serve it now.
+    /// Wakes the places waiting after a failed probe: the hub may serve it now.
     wake: Notify,
 }
 
@@ -70,16 +70,18 @@ impl Warm {
         }
     }
 
-    /// Starts the filler (once), which dials with `client`'s connector and credentials.
+    /// Starts the pool's places (once), which dial with `client`'s connector and
+    /// credentials.
     pub(crate) fn start(&self, client: &ServiceClient) {
         self.started.call_once(|| {
-            let shared = Arc::downgrade(&self.shared);
-            // Without the pool: the filler must not keep it alive.
+            // Without the pool: the places must not keep it alive.
             let client = ServiceClient {
                 warm: None,
                 ..client.clone()
             };
-            tokio::spawn(fill(shared, client));
+            for _ in 0..self.shared.size {
+                tokio::spawn(slot(Arc::downgrade(&self.shared), client.clone()));
+            }
         });
     }
 
@@ -93,7 +95,7 @@ impl Warm {
     pub(crate) fn hub_says(&self, serves: bool) {
         if serves && self.shared.state.load(Ordering::Relaxed) == NOT_SERVED {
             self.shared.state.store(UNKNOWN, Ordering::Relaxed);
-            self.shared.wake.notify_one();
+            self.shared.wake.notify_waiters();
         }
     }
 
@@ -101,7 +103,6 @@ impl Warm {
     pub(crate) async fn take(&self) -> Option<Conn> {
         loop {
             let entry = self.shared.lock().pop_front()?;
-            self.shared.wake.notify_one();
             let (give, taken) = oneshot::channel();
             if entry.1.send(give).is_ok() {
                 if let Ok(conn) = taken.await {
@@ -122,32 +123,39 @@ impl Shared {
     }
 }
 
-/// Keeps the pool at its size while the client lives.
-async fn fill(shared: Weak<Shared>, client: ServiceClient) {
+/// One place in the pool, while the client lives: dials, holds the connection until a
+/// stream takes it (or it ends), dials again at once. The places dial in parallel, so a
+/// pool drained by streams back to back refills in one dial's time (TCP, TLS, upgrade:
+/// about 3 round trips), not one per connection.
+async fn slot(shared: Weak<Shared>, client: ServiceClient) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let Some(pool) = shared.upgrade() else { return };
-        let (state, held) = (pool.state.load(Ordering::Relaxed), pool.lock().len());
-        if state == NOT_SERVED || held >= pool.size {
-            // Woken on demand; the timeout lets a client that is gone drop the pool.
+        if pool.state.load(Ordering::Relaxed) == NOT_SERVED {
+            // Woken when the hub says it serves the fast path; the timeout lets a client
+            // that is gone drop the pool.
             let _ = tokio::time::timeout(Duration::from_secs(5), pool.wake.notified()).await;
             continue;
         }
+        drop(pool);
         match dial(&client).await {
-            Ok((conn, expires)) => {
+            Ok((conn, retire)) => {
+                let Some(pool) = shared.upgrade() else { return };
                 pool.state.store(SERVED, Ordering::Relaxed);
                 backoff.reset();
                 let id = pool.next.fetch_add(1, Ordering::Relaxed);
                 let (take, taken) = oneshot::channel();
                 pool.lock().push_back((id, take));
-                tokio::spawn(keep(Arc::downgrade(&pool), id, conn, taken, expires));
+                drop(pool);
+                keep(&shared, id, conn, taken, retire).await;
             }
             Err(WsError::Refused { status, .. }) if status != 429 && status != 503 => {
                 tracing::debug!(hub = %client.hub(), status, "the hub does not serve the fast path: using Azure's protocol");
-                pool.state.store(NOT_SERVED, Ordering::Relaxed);
+                if let Some(pool) = shared.upgrade() {
+                    pool.state.store(NOT_SERVED, Ordering::Relaxed);
+                }
             }
             Err(e) => {
-                drop(pool);
                 tracing::debug!("warm connection to the hub failed: {e}");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -174,7 +182,7 @@ async fn dial(client: &ServiceClient) -> Result<(Conn, Instant), WsError> {
 
 /// Holds one warm connection until it is taken, ends, or retires.
 async fn keep(
-    pool: Weak<Shared>,
+    pool: &Weak<Shared>,
     id: u64,
     mut conn: Conn,
     mut taken: oneshot::Receiver<Give>,
@@ -205,7 +213,6 @@ async fn keep(
     }
     if let Some(pool) = pool.upgrade() {
         pool.remove(id);
-        pool.wake.notify_one();
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.ws.close(None)).await;
 }
