@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod devices;
+mod fleet;
 mod herd;
 mod measure;
 mod ours;
@@ -70,6 +71,16 @@ struct Args {
     /// proxy's --max-backoff).
     #[arg(long, default_value_t = device_streams::device::defaults::MAX_BACKOFF.into())]
     herd_max_backoff: humantime::Duration,
+    /// Instead of the table: the fleet — this many devices connected to one hub from
+    /// child processes; prints the connect rate and the hub's RSS per idle device.
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
+    /// Child processes the fleet's devices are spread over (one source address each).
+    #[arg(long, default_value_t = 4)]
+    fleet_children: usize,
+    /// Handshakes in flight per fleet child.
+    #[arg(long, default_value_t = 64)]
+    fleet_parallel: usize,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -85,11 +96,18 @@ const PATHS: [&str; 4] = ["direct", "rathole", "ours", "relays"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(fleet::CHILD) {
+        return fleet::child_main().await;
+    }
     let args = Args::parse();
     std::fs::create_dir_all(&args.work)?;
     let target = target::Target::start().await?;
     if args.herd > 0 {
         return herd_table(&args, &target).await;
+    }
+    if args.fleet > 0 {
+        let shape = (args.fleet, args.fleet_children, args.fleet_parallel);
+        return fleet::table(&args.bin_dir, &args.work, target.addr, shape).await;
     }
     let mut table = Table::default();
 
