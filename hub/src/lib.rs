@@ -51,6 +51,7 @@ pub mod registry;
 pub mod registry_api;
 pub mod registry_modules;
 pub mod registry_x509;
+pub mod request_queue;
 pub mod revocation;
 pub mod server;
 pub mod sessions;

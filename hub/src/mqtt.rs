@@ -36,7 +36,6 @@ use rumqttc::mqttbytes::{
 use rustls::pki_types::UnixTime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -48,6 +47,7 @@ use crate::{
     metrics::AuthKind,
     registry::{DeviceAuth, RegistryError},
     registry_modules::{split_identity, valid_identity},
+    request_queue,
     sessions::Outgoing,
     x509::{self, PeerCerts},
     Hub,
@@ -80,9 +80,15 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
                 // MQTT packets are small (`max_mqtt_packet`): so are the WebSocket messages
                 // carrying them, which bounds what a connection can make the hub buffer
                 // before it has authenticated.
-                let ws = upgraded(on_upgrade, hub.limits().max_mqtt_packet).await;
-                let ws = ws.context("WebSocket upgrade failed")?;
-                session(hub, WsStream::new(ws), certs, permit).await
+                let carrier = {
+                    let max = hub.limits().max_mqtt_packet;
+                    let ws = upgraded(on_upgrade, max).await;
+                    // Boxed: this task lives as long as the device is connected, and a
+                    // future keeps a place for each value a live scope moved from; boxed,
+                    // those places are a pointer each, not a whole WebSocket.
+                    Box::new(WsStream::new(ws.context("WebSocket upgrade failed")?))
+                };
+                session(hub, carrier, certs, permit).await
             };
             if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
@@ -104,35 +110,14 @@ pub async fn session<S: Carrier>(
     permit: Option<ConnPermit>,
 ) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
-    let first = tokio::select! {
-        // Nothing is registered yet, so nothing needs the grace period.
-        () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
-        first = tokio::time::timeout(hub.limits().first_message, io.read()) => first,
-    };
-    let first = first
-        .context("no CONNECT within the first-message timeout")?
-        .context("reading CONNECT")?;
-    let connect = match first {
-        Some(Packet::Connect(connect)) => connect,
-        Some(_) => bail!("first packet was not CONNECT"),
-        None => bail!("connection closed before CONNECT"),
-    };
-    let device = connect.client_id.clone();
-    tracing::Span::current().record("device", device.as_str());
-    let login = authenticate(&hub, &connect, &certs);
-    let login = match login.and_then(|l| room_for(&hub, &device).map(|()| l)) {
-        Ok(login) => {
-            if let Some(permit) = &permit {
-                permit.authenticated();
-            }
-            login
-        }
-        Err((code, why)) => {
-            let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
-            io.shutdown().await;
-            bail!("device '{device}' refused: {why}");
-        }
-    };
+    // CONNECT is taken in a function of its own, so that none of its values (the packet,
+    // its strings, the SAS token) keep a place in this future, which lives as long as the
+    // device is connected.
+    let Admitted {
+        device,
+        login,
+        keep_alive,
+    } = admit(&hub, &mut io, &certs, permit.as_ref()).await?;
     // The session lasts no longer than the token that opened it: past `se` the device
     // must sign a new one (our device proxy reconnects at 80% of its token's life).
     let expires = login.expiry.and_then(|expiry| {
@@ -149,10 +134,6 @@ pub async fn session<S: Carrier>(
     if let Err(e) = touched {
         tracing::warn!("could not record the connection time: {e}");
     }
-    let keep_alive = match connect.keep_alive {
-        0 => MAX_IDLE,
-        secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
-    };
     let result = async {
         write(
             &mut io,
@@ -177,6 +158,66 @@ pub async fn session<S: Carrier>(
     let why = result?;
     tracing::info!("device disconnected: {why}");
     Ok(())
+}
+
+/// What a CONNECT the hub accepted gives the session.
+struct Admitted {
+    device: String,
+    login: Login,
+    keep_alive: Duration,
+}
+
+/// Reads the first packet, which must be a CONNECT, and authenticates it, marking the
+/// connection's `permit` authenticated; a refused device gets its CONNACK, and the
+/// connection is shut down.
+async fn admit<S: Carrier>(
+    hub: &Hub,
+    io: &mut MqttIo<S>,
+    certs: &PeerCerts,
+    permit: Option<&ConnPermit>,
+) -> anyhow::Result<Admitted> {
+    let connect = first_connect(hub, io).await?;
+    let device = connect.client_id.clone();
+    tracing::Span::current().record("device", device.as_str());
+    let keep_alive = match connect.keep_alive {
+        0 => MAX_IDLE,
+        secs => Duration::from_secs(u64::from(secs)) * 3 / 2,
+    };
+    let login = authenticate(hub, &connect, certs);
+    match login.and_then(|l| room_for(hub, &device).map(|()| l)) {
+        Ok(login) => {
+            if let Some(permit) = permit {
+                permit.authenticated();
+            }
+            Ok(Admitted {
+                device,
+                login,
+                keep_alive,
+            })
+        }
+        Err((code, why)) => {
+            let _ = write(io, Packet::ConnAck(ConnAck::new(code, false))).await;
+            io.shutdown().await;
+            bail!("device '{device}' refused: {why}");
+        }
+    }
+}
+
+/// The connection's first packet, which must be a CONNECT within the first-message timeout.
+async fn first_connect<S: Carrier>(hub: &Hub, io: &mut MqttIo<S>) -> anyhow::Result<Connect> {
+    let first = tokio::select! {
+        // Nothing is registered yet, so nothing needs the grace period.
+        () = hub.shutdown.cancelled() => bail!("hub shutting down before CONNECT"),
+        first = tokio::time::timeout(hub.limits().first_message, io.read()) => first,
+    };
+    let first = first
+        .context("no CONNECT within the first-message timeout")?
+        .context("reading CONNECT")?;
+    match first {
+        Some(Packet::Connect(connect)) => Ok(connect),
+        Some(_) => bail!("first packet was not CONNECT"),
+        None => bail!("connection closed before CONNECT"),
+    }
 }
 
 /// Whether the hub may take one more connected device (a reconnecting one always fits).
@@ -319,7 +360,7 @@ async fn run<S: Carrier>(
     hub: &Hub,
     device: &str,
     io: &mut MqttIo<S>,
-    mut requests: mpsc::Receiver<Outgoing>,
+    mut requests: request_queue::Receiver<Outgoing>,
     cancel: &CancellationToken,
     keep_alive: Duration,
     expires: Option<Instant>,
@@ -340,7 +381,7 @@ async fn run<S: Carrier>(
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
             () = &mut token_expiry => return Ok("device token (or X.509 certificate) expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
-            Some(out) = requests.recv(), if subscribed => {
+            out = requests.pop(), if subscribed => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());
                 write(io, Packet::Publish(publish)).await?;
             }
