@@ -377,25 +377,42 @@ async fn run<S: Carrier>(
     // between CONNACK and SUBACK would reach a device not yet ready for it.
     let mut subscribed = false;
     loop {
-        tokio::select! {
+        let event = tokio::select! {
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
             () = &mut token_expiry => return Ok("device token (or X.509 certificate) expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
-            out = requests.pop(), if subscribed => {
+            out = requests.pop(), if subscribed => Event::Request(out),
+            packet = io.read() => Event::Packet(packet.context("control channel")?),
+        };
+        // Each answer runs boxed: answers are rare, and inline their futures (a packet to
+        // write, a write timeout) would keep a place in this loop's state, which every
+        // idle device's task holds for as long as it is connected.
+        match event {
+            Event::Request(out) => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());
-                write(io, Packet::Publish(publish)).await?;
+                Box::pin(write(io, Packet::Publish(publish))).await?;
             }
-            packet = io.read() => {
+            Event::Packet(packet) => {
                 deadline = Instant::now() + keep_alive;
-                match packet.context("control channel")? {
+                match packet {
                     None => return Ok("connection closed by the device"),
                     Some(Packet::Disconnect) => return Ok("device sent DISCONNECT"),
-                    Some(Packet::Subscribe(sub)) => subscribed |= subscribe(io, sub).await?,
-                    Some(packet) => handle(hub, device, io, packet).await?,
+                    Some(Packet::Subscribe(sub)) => {
+                        subscribed |= Box::pin(subscribe(io, sub)).await?;
+                    }
+                    Some(packet) => Box::pin(handle(hub, device, io, packet)).await?,
                 }
             }
         }
     }
+}
+
+/// What woke an idle session up.
+enum Event {
+    /// A stream request to publish.
+    Request(Outgoing),
+    /// A packet from the device, or `None` at the end of its connection.
+    Packet(Option<Packet>),
 }
 
 /// Answers a SUBSCRIBE: only the streams topics are served. True if one was granted.
