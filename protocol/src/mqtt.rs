@@ -109,6 +109,7 @@ mod tests {
             matches!(rx.read().await.unwrap(), Some(Packet::Publish(p)) if p.topic.ends_with("rid=1"))
         );
         assert!(matches!(rx.read().await.unwrap(), Some(Packet::PingReq)));
+        assert_eq!(rx.buf.capacity(), 0, "no buffer is held between packets");
         drop(writer.await.unwrap());
         assert!(rx.read().await.unwrap().is_none());
 
