@@ -20,7 +20,10 @@ use rumqttc::mqttbytes::{
     v4::{Connect, ConnectReturnCode, Packet, Subscribe},
     QoS,
 };
-use tokio::sync::Semaphore;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::Semaphore,
+};
 
 use crate::ours::Registered;
 
@@ -38,6 +41,18 @@ pub async fn connect_one(
     let url = format!("wss://{hostname}{MQTT_WS_PATH}");
     let socket = websocket::connect(connector, &url, None, Some(MQTT_WS_SUBPROTOCOL)).await?;
     let mut io = MqttIo::new(WsStream::new(socket), MAX_PACKET);
+    sign_in(&mut io, hostname, id, key).await?;
+    Ok(io)
+}
+
+/// CONNECT with the device's SAS token and SUBSCRIBE to stream requests on an open
+/// control channel, as a device does; each answer must be a success.
+pub async fn sign_in<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut MqttIo<S>,
+    hostname: &str,
+    id: &str,
+    key: &Secret,
+) -> anyhow::Result<()> {
     let token = sas::sign_for(
         &sas::device_resource(hostname, id),
         key,
@@ -56,7 +71,7 @@ pub async fn connect_one(
     let sub = Subscribe::new(wire::STREAM_REQUEST_FILTER, QoS::AtMostOnce);
     io.write(Packet::Subscribe(sub)).await?;
     match io.read().await? {
-        Some(Packet::SubAck(_)) => Ok(io),
+        Some(Packet::SubAck(_)) => Ok(()),
         _ => anyhow::bail!("device {id}: no SUBACK"),
     }
 }

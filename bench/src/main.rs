@@ -8,6 +8,7 @@
 mod cluster;
 mod delay;
 mod devices;
+mod fleet;
 mod herd;
 mod latency;
 mod measure;
@@ -94,6 +95,16 @@ struct Args {
     /// The nats-server binary (2.10 or later) for --cluster.
     #[arg(long, env = "NATS_SERVER", default_value = "nats-server")]
     nats_server: PathBuf,
+    /// Instead of the table: the fleet — this many devices connected to one hub from
+    /// child processes; prints the connect rate and the hub's RSS per idle device.
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
+    /// Child processes the fleet's devices are spread over (one source address each).
+    #[arg(long, default_value_t = 4)]
+    fleet_children: usize,
+    /// Handshakes in flight per fleet child.
+    #[arg(long, default_value_t = 64)]
+    fleet_parallel: usize,
     /// Paths measured for the speed figures (for profiling one of them alone).
     #[arg(
         long,
@@ -109,6 +120,9 @@ const PATHS: [&str; 4] = ["direct", "rathole", "ours", "relays"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(fleet::CHILD) {
+        return fleet::child_main().await;
+    }
     let args = Args::parse();
     std::fs::create_dir_all(&args.work)?;
     let target = target::Target::start().await?;
@@ -120,6 +134,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.cluster {
         return cluster::run(&args, &target).await;
+    }
+    if args.fleet > 0 {
+        let shape = (args.fleet, args.fleet_children, args.fleet_parallel);
+        return fleet::table(&args.bin_dir, &args.work, target.addr, shape).await;
     }
     let mut table = Table::default();
 

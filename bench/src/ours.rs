@@ -180,6 +180,11 @@ impl HubCommand {
 }
 
 impl Ours {
+    /// Where the hub listens.
+    pub fn hub_addr(&self) -> SocketAddr {
+        loopback(self.hub_command.port)
+    }
+
     /// Kills the hub (as a crash or a power cut would: no goodbye to anyone).
     pub fn kill_hub(&mut self) {
         self.hub.kill();

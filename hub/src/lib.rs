@@ -17,7 +17,8 @@
 //! - [`stream`]: a stream's whole life — the service's request, the table of pending
 //!   streams and their tokens, the streaming endpoint, the relay, and its activity record.
 //! - [`mqtt`]: devices' control sessions, over WebSocket or straight over TLS;
-//!   [`sessions`]: which devices are connected, and requests awaiting their answers.
+//!   [`sessions`]: which devices are connected, and requests awaiting their answers
+//!   ([`request_queue`]: each session's small queue of them).
 //! - [`activity`]: the DeviceStreams activity log; [`metrics`]: Prometheus metrics;
 //!   [`admin`]: `/metrics` and `/healthz`, on the main port or a separate listener;
 //!   [`dashboard`]: the HTML dashboard on that listener and, with `serve --dashboard`, on
@@ -50,6 +51,7 @@ pub mod rate;
 pub mod refusal;
 pub mod registry;
 pub mod registry_api;
+pub mod request_queue;
 pub mod revocation;
 pub mod server;
 pub mod sessions;

@@ -36,7 +36,6 @@ use rumqttc::mqttbytes::{
 use rustls::pki_types::UnixTime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -47,6 +46,7 @@ use crate::{
     http::{accept_upgrade, upgraded, Body, ConnPermit},
     metrics::AuthKind,
     registry::{split_identity, valid_identity, DeviceAuth, RegistryError},
+    request_queue,
     sessions::Outgoing,
     x509::{self, PeerCerts},
     Hub,
@@ -81,9 +81,15 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: SocketAddr) -> R
                 // MQTT packets are small (`max_mqtt_packet`): so are the WebSocket messages
                 // carrying them, which bounds what a connection can make the hub buffer
                 // before it has authenticated.
-                let ws = upgraded(on_upgrade, hub.limits().max_mqtt_packet).await;
-                let ws = ws.context("WebSocket upgrade failed")?;
-                session(hub, WsStream::new(ws), certs, permit).await
+                let carrier = {
+                    let max = hub.limits().max_mqtt_packet;
+                    let ws = upgraded(on_upgrade, max).await;
+                    // Boxed: this task lives as long as the device is connected, and a
+                    // future keeps a place for each value a live scope moved from; boxed,
+                    // those places are a pointer each, not a whole WebSocket.
+                    Box::new(WsStream::new(ws.context("WebSocket upgrade failed")?))
+                };
+                session(hub, carrier, certs, permit).await
             };
             if let Err(e) = result.await {
                 tracing::warn!("control session ended: {e:#}");
@@ -105,21 +111,14 @@ pub async fn session<S: Carrier>(
     permit: Option<ConnPermit>,
 ) -> anyhow::Result<()> {
     let mut io = MqttIo::new(carrier, hub.limits().max_mqtt_packet);
-    let connect = read_connect(&hub, &mut io).await?;
-    let device = connect.client_id.clone();
-    tracing::Span::current().record("device", device.as_str());
-    let login = authenticate(&hub, &connect, &certs);
-    let login = match login.and_then(|l| room_for(&hub, &device).map(|()| l)) {
-        Ok(login) => login,
-        Err((code, why)) => {
-            let _ = write(&mut io, Packet::ConnAck(ConnAck::new(code, false))).await;
-            io.shutdown().await;
-            bail!("device '{device}' refused: {why}");
-        }
-    };
-    if let Some(permit) = &permit {
-        permit.authenticated();
-    }
+    // CONNECT is taken in a function of its own, so that none of its values (the packet,
+    // its strings, the SAS token) keep a place in this future, which lives as long as the
+    // device is connected.
+    let Admitted {
+        device,
+        login,
+        keep_alive,
+    } = admit(&hub, &mut io, &certs, permit.as_ref()).await?;
     let expires = login.ends_at();
     let registration = hub
         .sessions
@@ -130,7 +129,6 @@ pub async fn session<S: Carrier>(
         write(&mut io, Packet::ConnAck(accepted)).await?;
         tracing::info!("device connected");
         let (requests, cancel) = (registration.rx, &registration.cancel);
-        let keep_alive = keep_alive(&connect);
         run(
             &hub, &device, &mut io, requests, cancel, keep_alive, expires,
         )
@@ -142,6 +140,46 @@ pub async fn session<S: Carrier>(
     let why = result?;
     tracing::info!("device disconnected: {why}");
     Ok(())
+}
+
+/// What a CONNECT the hub accepted gives the session.
+struct Admitted {
+    device: String,
+    login: Login,
+    keep_alive: Duration,
+}
+
+/// Reads the first packet, which must be a CONNECT, and authenticates it, marking the
+/// connection's `permit` authenticated; a refused device gets its CONNACK, and the
+/// connection is shut down.
+async fn admit<S: Carrier>(
+    hub: &Hub,
+    io: &mut MqttIo<S>,
+    certs: &PeerCerts,
+    permit: Option<&ConnPermit>,
+) -> anyhow::Result<Admitted> {
+    let connect = read_connect(hub, io).await?;
+    let device = connect.client_id.clone();
+    tracing::Span::current().record("device", device.as_str());
+    let keep_alive = keep_alive(&connect);
+    let login = authenticate(hub, &connect, certs);
+    match login.and_then(|l| room_for(hub, &device).map(|()| l)) {
+        Ok(login) => {
+            if let Some(permit) = permit {
+                permit.authenticated();
+            }
+            Ok(Admitted {
+                device,
+                login,
+                keep_alive,
+            })
+        }
+        Err((code, why)) => {
+            let _ = write(io, Packet::ConnAck(ConnAck::new(code, false))).await;
+            io.shutdown().await;
+            bail!("device '{device}' refused: {why}");
+        }
+    }
 }
 
 /// The session's first packet, which must be CONNECT and come within the first-message
@@ -333,7 +371,7 @@ async fn run<S: Carrier>(
     hub: &Hub,
     device: &str,
     io: &mut MqttIo<S>,
-    mut requests: mpsc::Receiver<Outgoing>,
+    mut requests: request_queue::Receiver<Outgoing>,
     cancel: &CancellationToken,
     keep_alive: Duration,
     expires: Option<Instant>,
@@ -350,25 +388,42 @@ async fn run<S: Carrier>(
     // between CONNACK and SUBACK would reach a device not yet ready for it.
     let mut subscribed = false;
     loop {
-        tokio::select! {
+        let event = tokio::select! {
             () = cancel.cancelled() => return Ok("disconnected by the hub (device disabled or deleted, its key rotated, replaced by a newer connection, or hub shutting down)"),
             () = &mut token_expiry => return Ok("device token (or X.509 certificate) expired"),
             () = tokio::time::sleep_until(deadline) => bail!("no packet within the keep-alive window ({keep_alive:?})"),
-            Some(out) = requests.recv(), if subscribed => {
+            out = requests.pop(), if subscribed => Event::Request(out),
+            packet = io.read() => Event::Packet(packet.context("control channel")?),
+        };
+        // Each answer runs boxed: answers are rare, and inline their futures (a packet to
+        // write, a write timeout) would keep a place in this loop's state, which every
+        // idle device's task holds for as long as it is connected.
+        match event {
+            Event::Request(out) => {
                 let publish = Publish::new(out.topic.expose(), QoS::AtMostOnce, Vec::new());
-                write(io, Packet::Publish(publish)).await?;
+                Box::pin(write(io, Packet::Publish(publish))).await?;
             }
-            packet = io.read() => {
+            Event::Packet(packet) => {
                 deadline = Instant::now() + keep_alive;
-                match packet.context("control channel")? {
+                match packet {
                     None => return Ok("connection closed by the device"),
                     Some(Packet::Disconnect) => return Ok("device sent DISCONNECT"),
-                    Some(Packet::Subscribe(sub)) => subscribed |= subscribe(io, sub).await?,
-                    Some(packet) => handle(hub, device, io, packet).await?,
+                    Some(Packet::Subscribe(sub)) => {
+                        subscribed |= Box::pin(subscribe(io, sub)).await?;
+                    }
+                    Some(packet) => Box::pin(handle(hub, device, io, packet)).await?,
                 }
             }
         }
     }
+}
+
+/// What woke an idle session up.
+enum Event {
+    /// A stream request to publish.
+    Request(Outgoing),
+    /// A packet from the device, or `None` at the end of its connection.
+    Packet(Option<Packet>),
 }
 
 /// Answers a SUBSCRIBE: only the streams topics are served. True if one was granted.

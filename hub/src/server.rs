@@ -176,7 +176,9 @@ async fn serve_mqtt(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, permit
     match handshake(&hub, &acceptor, tcp).await {
         Ok(tls) => {
             let peer = PeerCerts::of(tls.get_ref().1);
-            if let Err(e) = mqtt::session(hub, tls, peer, Some(permit.clone())).await {
+            // Boxed for the reason `mqtt::upgrade` boxes its WebSocket.
+            let carrier = Box::new(tls);
+            if let Err(e) = mqtt::session(hub, carrier, peer, Some(permit.clone())).await {
                 tracing::warn!("control session ended: {e:#}");
             }
         }

@@ -15,6 +15,8 @@ use std::{
 
 use device_streams_protocol::{wire, Secret};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::request_queue;
 use tokio_util::sync::CancellationToken;
 
 use crate::live::Presence;
@@ -50,7 +52,7 @@ pub struct Answer {
 
 struct Handle {
     generation: u64,
-    tx: mpsc::Sender<Outgoing>,
+    tx: request_queue::Sender<Outgoing>,
     cancel: CancellationToken,
     /// The device key the session's token was signed with (or an X.509 device's
     /// [`crate::x509::Proof::credential`]), so that rotating it away cuts the session
@@ -85,7 +87,7 @@ pub struct Sessions {
 /// What a new control session gets: its id, its queue of requests and its kill switch.
 pub struct Registration {
     pub generation: u64,
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: request_queue::Receiver<Outgoing>,
     pub cancel: CancellationToken,
 }
 
@@ -122,7 +124,7 @@ impl Sessions {
     /// Registers a session for `device`, signed in with `key`, ending any earlier one.
     pub fn register(&self, device: &str, key: Secret, parent: &CancellationToken) -> Registration {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = request_queue::bounded(QUEUE);
         let cancel = parent.child_token();
         let mut inner = self.lock();
         let handle = Handle {
@@ -230,7 +232,7 @@ impl Sessions {
                 .ok_or_else(|| RequestError::NotConnected(device.to_string()))?;
             handle
                 .tx
-                .try_send(Outgoing {
+                .try_push(Outgoing {
                     topic: make_topic(&rid),
                 })
                 .map_err(|_| RequestError::Busy(device.to_string()))?;
@@ -284,7 +286,7 @@ mod tests {
             )
             .await
         });
-        let out = reg.rx.recv().await.unwrap();
+        let out = reg.rx.pop().await;
         let rid = out.topic.expose().to_string();
         assert!(!sessions.answer("dev2", &rid, 200, b""));
         assert!(sessions.answer("dev1", &rid, 400, b"no target\x1b[2J"));

@@ -60,13 +60,15 @@ pub fn config_with_max(max_message: usize) -> WebSocketConfig {
 
 /// A control channel's WebSocket (MQTT): the same limits, but a small read buffer. tungstenite
 /// allocates the read buffer up front, and a hub holds one control channel per connected
-/// device, idle almost always; a 65 KiB buffer each was most of an idle device's memory.
-/// The buffer still grows on demand for a larger message.
+/// device, idle almost always; a 65 KiB buffer each was most of an idle device's memory,
+/// and 2 KiB was still a seventh of it. 256 bytes hold any answer, ping or SUBSCRIBE a
+/// device sends; tungstenite grows the buffer to a frame's length once it has read the
+/// frame's header, so CONNECT (with its SAS token) and larger messages still fit.
 pub fn control_config(max_message: usize) -> WebSocketConfig {
     config_with_max(max_message).read_buffer_size(CONTROL_READ_BUFFER)
 }
 
-const CONTROL_READ_BUFFER: usize = 2048;
+const CONTROL_READ_BUFFER: usize = 256;
 const STREAM_READ_BUFFER: usize = 8 * 1024;
 
 /// Bytes over a WebSocket; see the module docs for what each message kind means.
@@ -180,6 +182,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         let n = self.pending.len().min(buf.remaining());
         buf.put_slice(&self.pending[..n]);
         self.pending.advance(n);
+        if self.pending.is_empty() {
+            // An empty view still holds the message's allocation (a part of tungstenite's
+            // read buffer, which then cannot reuse it in place): let it go.
+            self.pending = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -5,7 +5,10 @@
 
 use std::{
     future::Ready,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -191,6 +194,55 @@ impl Retry {
     /// After a success: the next failure pauses briefly again.
     pub(crate) fn reset(&mut self) {
         self.pause = FIRST_PAUSE;
+    }
+}
+
+/// Set by a watch once it runs, so that the pause after its next failure starts short.
+#[derive(Clone, Default)]
+pub(crate) struct Started(Arc<AtomicBool>);
+
+impl Started {
+    /// The watch is running: whatever failed before is behind us.
+    pub(crate) fn now(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Runs `once` — one watch of the cluster, which returns only when it fails — until
+/// `shutdown`: again after a failure (after [`Retry::wait`]), and from the start each time
+/// the client reconnects, since a watch may have missed what changed while NATS was away.
+pub(crate) async fn keep_following<F, Fut>(
+    link: &Link,
+    client: &Client,
+    shutdown: &CancellationToken,
+    what: &str,
+    mut once: F,
+) where
+    F: FnMut(Started) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut retry = Retry::default();
+    let mut seen = link.watch();
+    loop {
+        let epoch = seen.borrow_and_update().epoch;
+        let started = Started::default();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = reconnected(&mut seen, epoch) => continue,
+            r = once(started.clone()) => if let Err(e) = r {
+                tracing::warn!("{what}: {e:#}; following it again");
+            },
+        }
+        if started.take() {
+            retry.reset();
+        }
+        if !retry.wait(link, client, shutdown).await {
+            return;
+        }
     }
 }
 

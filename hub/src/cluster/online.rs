@@ -13,7 +13,7 @@ use async_nats::jetstream::kv::{self, Operation};
 use futures_util::StreamExt;
 
 use super::{
-    link::{reconnected, Retry},
+    link::{keep_following, Started},
     Node, OP_TIMEOUT,
 };
 use crate::Hub;
@@ -59,28 +59,18 @@ pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
     let Some(conn) = node.opened(&hub.shutdown).await else {
         return;
     };
-    let mut retry = Retry::default();
-    let mut seen = node.link.watch();
-    loop {
-        let epoch = seen.borrow_and_update().epoch;
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = reconnected(&mut seen, epoch) => continue,
-            r = copy(&node, &conn.presence, &mut retry) => if let Err(e) = r {
-                tracing::warn!("cluster presence (dashboard): {e:#}; watching it again");
-            },
-        }
-        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
-            return;
-        }
-    }
+    let what = "cluster presence (dashboard)";
+    keep_following(&node.link, &node.client, &hub.shutdown, what, |started| {
+        copy(&node, &conn.presence, started)
+    })
+    .await
 }
 
-async fn copy(node: &Node, store: &kv::Store, retry: &mut Retry) -> anyhow::Result<()> {
+async fn copy(node: &Node, store: &kv::Store, started: Started) -> anyhow::Result<()> {
     let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_with_history(">"))
         .await
         .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
-    retry.reset();
+    started.now();
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         let Some(device) = super::presence::device_of(&entry.key) else {

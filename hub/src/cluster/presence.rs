@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    link::{reconnected, Retry},
+    link::{keep_following, Started},
     Node, OP_TIMEOUT,
 };
 use crate::Hub;
@@ -217,34 +217,24 @@ pub(crate) async fn watch(hub: Arc<Hub>, node: Arc<Node>) {
     let Some(conn) = node.opened(&hub.shutdown).await else {
         return;
     };
-    let mut retry = Retry::default();
-    let mut seen = node.link.watch();
-    loop {
-        let epoch = seen.borrow_and_update().epoch;
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            () = reconnected(&mut seen, epoch) => continue,
-            r = watch_once(&hub, &node, &conn.presence, &mut retry) => if let Err(e) = r {
-                tracing::warn!("cluster presence watch: {e:#}; watching it again");
-            },
-        }
-        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
-            return;
-        }
-    }
+    let what = "cluster presence watch";
+    keep_following(&node.link, &node.client, &hub.shutdown, what, |started| {
+        watch_once(&hub, &node, &conn.presence, started)
+    })
+    .await
 }
 
 async fn watch_once(
     hub: &Arc<Hub>,
     node: &Node,
     store: &kv::Store,
-    retry: &mut Retry,
+    started: Started,
 ) -> anyhow::Result<()> {
     let p = &node.presence;
     let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_all())
         .await
         .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
-    retry.reset();
+    started.now();
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         let Some(device) = device_of(&entry.key) else {

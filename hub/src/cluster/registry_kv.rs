@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::{
     block,
-    link::{reconnected, Retry},
+    link::{keep_following, Started},
     Connection, Node, OP_TIMEOUT,
 };
 use crate::{
@@ -365,32 +365,24 @@ pub(crate) async fn follow(hub: Arc<Hub>, node: Arc<Node>) {
     let Some(conn) = node.opened(&hub.shutdown).await else {
         return;
     };
-    let mut retry = Retry::default();
-    let mut seen = node.link.watch();
-    loop {
-        let epoch = seen.borrow_and_update().epoch;
-        let result = tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            r = follow_once(&hub, &conn.registry, &mut retry) => r,
-            () = reconnected(&mut seen, epoch) => continue,
-        };
-        if let Err(e) = result {
-            tracing::warn!("cluster registry: {e:#}; following it again");
-        }
-        if !retry.wait(&node.link, &node.client, &hub.shutdown).await {
-            return;
-        }
-    }
+    keep_following(
+        &node.link,
+        &node.client,
+        &hub.shutdown,
+        "cluster registry",
+        |started| follow_once(&hub, &conn.registry, started),
+    )
+    .await
 }
 
-async fn follow_once(hub: &Arc<Hub>, store: &kv::Store, retry: &mut Retry) -> anyhow::Result<()> {
+async fn follow_once(hub: &Arc<Hub>, store: &kv::Store, started: Started) -> anyhow::Result<()> {
     // Watch first, then load: a change made between the two comes through the watch.
     let mut watch = tokio::time::timeout(OP_TIMEOUT, store.watch_all())
         .await
         .map_err(|_| anyhow!("no watch within {OP_TIMEOUT:?}"))??;
     load(store, &hub.registry).await?;
     changed(hub);
-    retry.reset();
+    started.now();
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         let value = match entry.operation {
