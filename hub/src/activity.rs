@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -270,7 +270,7 @@ fn copy(tx: &mpsc::Sender<Entry>, batch: &[Entry], uncopied: &mut u64) {
 }
 
 fn insert(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO activity (time, device, stream, policy, result, setup_ms, duration_ms,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use device_streams_protocol::sas::unix_now;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{error::RegistryError, store::Registry};
 
@@ -34,7 +34,7 @@ pub(crate) fn start_run(registry: &Registry, run: &str) -> Result<(), RegistryEr
 }
 
 fn clear_stale(c: &Connection, run: &str) -> rusqlite::Result<()> {
-    let tx = c.unchecked_transaction()?;
+    let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "UPDATE presence SET online_since = NULL WHERE online_since IS NOT NULL;
          DELETE FROM open_streams; DELETE FROM stream_close_requests;",
@@ -56,7 +56,7 @@ pub(crate) fn write(
 }
 
 fn apply(c: &Connection, run: &str, writes: &[LiveWrite]) -> rusqlite::Result<()> {
-    let tx = c.unchecked_transaction()?;
+    let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
     for w in writes {
         match w {
             LiveWrite::Presence(device, true, at) => tx.prepare_cached(
@@ -91,7 +91,7 @@ fn apply(c: &Connection, run: &str, writes: &[LiveWrite]) -> rusqlite::Result<()
 /// Ends run `run`: its devices are offline and its streams gone.
 pub(crate) fn end_run(registry: &Registry, run: &str) -> Result<(), RegistryError> {
     registry.with(|c| {
-        let tx = c.unchecked_transaction()?;
+        let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE presence SET online_since = NULL, last_seen = ?2
              WHERE run = ?1 AND online_since IS NOT NULL",

@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{error::RegistryError, files, model::Change, schema};
 
@@ -86,7 +86,11 @@ impl Registry {
         f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>), RegistryError>,
     ) -> Result<T, RegistryError> {
         self.with(|c| {
-            let tx = c.unchecked_transaction()?;
+            // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before
+            // the change reads anything. A deferred transaction that read first and then
+            // wrote after another process (the hub, the CLI) committed would fail at once
+            // with SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out.
+            let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
             let (value, changes) = f(&tx)?;
             if let Some(mirror) = &self.mirror {
                 for change in &changes {
