@@ -1,5 +1,6 @@
-//! Checking SAS tokens against the registry: devices on the control channel, services
-//! on the REST API. Errors say what was wrong, never echo the token.
+//! Checking credentials against the registry: devices' SAS tokens and X.509 certificates
+//! (on the control channel and the fast path's standby connections), services' SAS
+//! tokens on the REST API. Errors say what was wrong, never echo the token.
 
 use std::time::Duration;
 
@@ -9,7 +10,13 @@ use device_streams_protocol::{
     Secret,
 };
 
-use crate::registry::{Registry, RegistryError, Right};
+use rustls::pki_types::UnixTime;
+use tokio::time::Instant;
+
+use crate::{
+    registry::{DeviceAuth, Registry, RegistryError, Right},
+    x509::{self, PeerCerts, X509Error},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -36,6 +43,9 @@ pub enum AuthError {
     /// message needs no more than the two lengths.
     #[error("SAS token lifetime of {0} exceeds the hub's maximum of {1} (--max-token-lifetime)")]
     LifetimeTooLong(String, String),
+    /// The device's kind of X.509 authentication, and why its certificate was refused.
+    #[error("X.509 ({0}): {1}")]
+    X509(&'static str, X509Error),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -77,6 +87,65 @@ pub struct DeviceLogin {
     pub slot: KeySlot,
     /// The key's value at CONNECT (a rotation replaces the value, not the slot).
     pub key: Secret,
+}
+
+/// What a device's credentials proved, whichever kind they were: the credential its
+/// sessions are held to (the SAS key, or an X.509 [`x509::Proof`]'s), and when the token
+/// or certificate expires (Unix seconds; `None`: never).
+pub struct Login {
+    pub credential: Secret,
+    pub expiry: Option<u64>,
+}
+
+impl Login {
+    /// When the session must end: it lasts no longer than the token or certificate that
+    /// opened it (past a token's `se` the device must sign a new one; our device proxy
+    /// reconnects at 80% of its token's life). `None`: never, or beyond what the clock
+    /// can hold.
+    pub fn ends_at(&self) -> Option<Instant> {
+        let left = Duration::from_secs(self.expiry?.saturating_sub(unix_now()));
+        Instant::now().checked_add(left)
+    }
+}
+
+impl From<DeviceLogin> for Login {
+    fn from(l: DeviceLogin) -> Self {
+        Login {
+            credential: l.key,
+            expiry: Some(l.expiry),
+        }
+    }
+}
+
+/// An X.509 device: enabled, and its TLS client certificate checked against its
+/// registration `kind` (no token: Azure's X.509 devices send none).
+pub fn device_x509(
+    registry: &Registry,
+    device_id: &str,
+    kind: &DeviceAuth,
+    certs: &PeerCerts,
+) -> Result<Login, AuthError> {
+    match registry.device(device_id)? {
+        None => return Err(AuthError::UnknownDevice(device_id.to_string())),
+        Some(d) if !d.enabled => return Err(AuthError::DisabledDevice(device_id.to_string())),
+        Some(_) => {}
+    }
+    let cas = match kind {
+        DeviceAuth::CertificateAuthority => registry.cas()?,
+        _ => Vec::new(),
+    };
+    let proof = x509::check(&certs.0, device_id, kind, &cas, UnixTime::now())
+        .map_err(|e| AuthError::X509(kind.kind(), e))?;
+    tracing::debug!(?proof, "X.509 certificate accepted");
+    Ok(Login {
+        credential: Secret::new(proof.credential()),
+        // Valid through its notAfter second (as webpki reads it): ends after it.
+        expiry: certs
+            .0
+            .first()
+            .and_then(|leaf| x509::not_after(leaf))
+            .map(|t| t + 1),
+    })
 }
 
 /// Either key verifies, so keys can be rotated without downtime. A token valid for longer

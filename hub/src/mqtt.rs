@@ -20,9 +20,7 @@ use anyhow::{bail, Context};
 use device_streams_protocol::ws::WsStream;
 use device_streams_protocol::{
     mqtt::MqttIo,
-    sas::unix_now,
     wire::{self, MQTT_WS_SUBPROTOCOL},
-    Secret,
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -33,7 +31,6 @@ use rumqttc::mqttbytes::{
     },
     QoS,
 };
-use rustls::pki_types::UnixTime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::Instant,
@@ -42,13 +39,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    auth::{self, AuthError, DeviceLogin},
+    auth::{self, AuthError, Login},
     http::{accept_upgrade, upgraded, Body, ConnPermit},
     metrics::AuthKind,
-    registry::{split_identity, valid_identity, DeviceAuth, RegistryError},
+    registry::{split_identity, valid_identity, RegistryError},
     request_queue,
     sessions::Outgoing,
-    x509::{self, PeerCerts},
+    x509::PeerCerts,
     Hub,
 };
 
@@ -230,24 +227,6 @@ fn room_for(hub: &Hub, device: &str) -> Result<(), (ConnectReturnCode, String)> 
     Ok(())
 }
 
-/// What CONNECT proved: the credential the session is held to (a SAS key, or an X.509
-/// [`x509::Proof`]'s), and when its token or certificate expires.
-pub(crate) struct Login {
-    pub(crate) credential: Secret,
-    pub(crate) expiry: Option<u64>,
-}
-
-impl Login {
-    /// When the session must end: it lasts no longer than the token or certificate that
-    /// opened it (past a token's `se` the device must sign a new one; our device proxy
-    /// reconnects at 80% of its token's life). `None`: never, or beyond what the clock
-    /// can hold.
-    fn ends_at(&self) -> Option<Instant> {
-        let left = Duration::from_secs(self.expiry?.saturating_sub(unix_now()));
-        Instant::now().checked_add(left)
-    }
-}
-
 fn authenticate(
     hub: &Hub,
     connect: &Connect,
@@ -274,7 +253,8 @@ fn authenticate(
     if module.is_none() {
         let kind = hub.registry.device_auth(device).map_err(unavailable)?;
         if kind.is_x509() {
-            return x509_login(hub, device, &kind, certs);
+            return auth::device_x509(&hub.registry, device, &kind, certs)
+                .map_err(|e| refused(hub, e));
         }
     }
     let max_lifetime = hub.limits().max_token_lifetime;
@@ -289,73 +269,20 @@ fn authenticate(
         ),
         None => auth::device(&hub.registry, names, max_lifetime, device, &login.password),
     };
-    let login: DeviceLogin = login.map_err(|e| {
-        hub.metrics.auth_failure(AuthKind::Device);
-        let code = match e {
-            AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
-                ConnectReturnCode::NotAuthorized
-            }
-            AuthError::Registry(_) => ConnectReturnCode::ServiceUnavailable,
-            _ => ConnectReturnCode::BadUserNamePassword,
-        };
-        (code, e.to_string())
-    })?;
-    Ok(Login {
-        credential: login.key,
-        expiry: Some(login.expiry),
-    })
+    login.map(Login::from).map_err(|e| refused(hub, e))
 }
 
-/// An X.509 device: enabled, and its TLS client certificate checked against its
-/// registration (the CONNECT password is not looked at: Azure's X.509 devices send none).
-pub(crate) fn x509_login(
-    hub: &Hub,
-    device: &str,
-    kind: &DeviceAuth,
-    certs: &PeerCerts,
-) -> Result<Login, (ConnectReturnCode, String)> {
-    let unavailable = |e: RegistryError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
-    let refuse = |code, why: String| {
-        hub.metrics.auth_failure(AuthKind::Device);
-        Err((code, why))
+/// A refused login as CONNACK says it, counted as a device's authentication failure.
+fn refused(hub: &Hub, e: AuthError) -> (ConnectReturnCode, String) {
+    hub.metrics.auth_failure(AuthKind::Device);
+    let code = match e {
+        AuthError::UnknownDevice(_) | AuthError::DisabledDevice(_) => {
+            ConnectReturnCode::NotAuthorized
+        }
+        AuthError::Registry(_) => ConnectReturnCode::ServiceUnavailable,
+        _ => ConnectReturnCode::BadUserNamePassword,
     };
-    match hub.registry.device(device).map_err(unavailable)? {
-        None => {
-            return refuse(
-                ConnectReturnCode::NotAuthorized,
-                format!("device '{device}' is not registered"),
-            )
-        }
-        Some(d) if !d.enabled => {
-            return refuse(
-                ConnectReturnCode::NotAuthorized,
-                format!("device '{device}' is disabled"),
-            )
-        }
-        Some(_) => {}
-    }
-    let cas = match kind {
-        DeviceAuth::CertificateAuthority => hub.registry.cas().map_err(unavailable)?,
-        _ => Vec::new(),
-    };
-    match x509::check(&certs.0, device, kind, &cas, UnixTime::now()) {
-        Ok(proof) => {
-            tracing::debug!(?proof, "X.509 certificate accepted");
-            Ok(Login {
-                credential: Secret::new(proof.credential()),
-                // Valid through its notAfter second (as webpki reads it): ends after it.
-                expiry: certs
-                    .0
-                    .first()
-                    .and_then(|leaf| x509::not_after(leaf))
-                    .map(|t| t + 1),
-            })
-        }
-        Err(e) => refuse(
-            ConnectReturnCode::BadUserNamePassword,
-            format!("X.509 ({}): {e}", kind.kind()),
-        ),
-    }
+    (code, e.to_string())
 }
 
 async fn write<S: Carrier>(io: &mut MqttIo<S>, packet: Packet) -> anyhow::Result<()> {

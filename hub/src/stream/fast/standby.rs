@@ -209,35 +209,22 @@ fn credential(
     let token = req.headers().get(header::AUTHORIZATION);
     let token = token.and_then(|v| v.to_str().ok()).unwrap_or("");
     let login = match split_identity(identity) {
-        (d, Some(m)) => auth::module(&hub.registry, names, max_life, (d, m), token),
+        (d, Some(m)) => auth::module(&hub.registry, names, max_life, (d, m), token).map(Into::into),
         (d, None) => {
             let kind = hub.registry.device_auth(d)?;
             if kind.is_x509() {
-                let certs = req
-                    .extensions()
-                    .get::<PeerCerts>()
-                    .cloned()
-                    .unwrap_or_default();
-                let login =
-                    crate::mqtt::x509_login(hub, d, &kind, &certs).map_err(|(_, why)| {
-                        let unauthorized = StatusCode::UNAUTHORIZED;
-                        Refusal::new(
-                            unauthorized,
-                            "IotHubUnauthorizedAccess",
-                            Outcome::Unauthorized,
-                            why,
-                        )
-                    })?;
-                return Ok((login.credential, login.expiry.unwrap_or(u64::MAX)));
+                let certs = req.extensions().get::<PeerCerts>().cloned();
+                auth::device_x509(&hub.registry, d, &kind, &certs.unwrap_or_default())
+            } else {
+                auth::device(&hub.registry, names, max_life, d, token).map(Into::into)
             }
-            auth::device(&hub.registry, names, max_life, d, token)
         }
     };
     let login = login.map_err(|e| {
         hub.metrics.auth_failure(AuthKind::Device);
         Refusal::from(e)
     })?;
-    Ok((login.key, login.expiry))
+    Ok((login.credential, login.expiry.unwrap_or(u64::MAX)))
 }
 
 /// The device's control session here, signed in with `key`; a standby connection lives
